@@ -1,0 +1,37 @@
+//! The REST API as an axum router, served by lambda_http in Lambda and by the local dev server
+//! (infra/dev-server) through the same API Gateway event conversion.
+
+pub mod error;
+pub mod extract;
+pub mod routes;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get};
+use billing::Billing;
+
+/// The largest request body any route accepts (1 MiB): far above any valid customer, and below
+/// Lambda's 6 MB payload limit so an oversize body gets our 413 rather than a gateway error.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Every `/v1` route, with JSON 404 and 405 fallbacks.
+pub fn app(billing: Billing) -> Router {
+    Router::new()
+        .route(
+            "/v1/customers",
+            get(routes::customers::list).post(routes::customers::create),
+        )
+        .route(
+            "/v1/customers/{id}",
+            get(routes::customers::get).patch(routes::customers::update),
+        )
+        .route(
+            "/v1/api-keys",
+            axum::routing::post(routes::api_keys::create),
+        )
+        .route("/v1/api-keys/{id}", delete(routes::api_keys::revoke))
+        .fallback(error::route_not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(billing)
+}

@@ -1,0 +1,109 @@
+//! `/v1/customers`: create, read, list (or find by `externalCustomerId`), and patch.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use billing::Billing;
+use billing::api_key::Scope;
+use billing::customer::{Contact, CreateCustomer, Customer, Metadata, UpdateCustomer};
+use billing::pagination::PageRequest;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::List;
+use crate::error::ApiError;
+use crate::extract::{Caller, JsonBody, QueryParams};
+
+/// A customer as the API shows it: the request's flat field names, `null` for unset fields.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomerView {
+    id: String,
+    name: String,
+    legal_name: Option<String>,
+    contacts: Vec<Contact>,
+    external_customer_id: Option<String>,
+    tags: Vec<String>,
+    metadata: Metadata,
+    payment_provider_id: Option<String>,
+    provider: Option<&'static str>,
+    payment_method_id: Option<String>,
+    payment_method_type: Option<billing::customer::PaymentMethodType>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<Customer> for CustomerView {
+    fn from(c: Customer) -> Self {
+        Self {
+            id: c.id.into(),
+            name: c.name.into(),
+            legal_name: c.legal_name.map(Into::into),
+            contacts: c.contacts,
+            external_customer_id: c.external_customer_id.map(Into::into),
+            tags: c.tags.into_iter().map(Into::into).collect(),
+            metadata: c.metadata,
+            provider: c.payment_provider.as_ref().map(|l| l.provider.as_str()),
+            payment_provider_id: c.payment_provider.map(|l| l.customer_id.into()),
+            payment_method_type: c.payment_method.as_ref().map(|m| m.kind),
+            payment_method_id: c.payment_method.map(|m| m.id.into()),
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+        }
+    }
+}
+
+/// `POST /v1/customers` → 201.
+pub async fn create(
+    State(billing): State<Billing>,
+    Caller(caller): Caller,
+    JsonBody(body): JsonBody<CreateCustomer>,
+) -> Result<(StatusCode, Json<CustomerView>), ApiError> {
+    caller.require(Scope::CustomersWrite)?;
+    let customer = billing.create_customer(body).await?;
+    Ok((StatusCode::CREATED, Json(customer.into())))
+}
+
+/// `GET /v1/customers/{id}`.
+pub async fn get(
+    State(billing): State<Billing>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<CustomerView>, ApiError> {
+    caller.require(Scope::CustomersRead)?;
+    Ok(Json(billing.customer(&id).await?.into()))
+}
+
+/// Query parameters of `GET /v1/customers`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+    external_customer_id: Option<String>,
+}
+
+/// `GET /v1/customers[?limit&cursor|externalCustomerId]`, oldest first.
+pub async fn list(
+    State(billing): State<Billing>,
+    Caller(caller): Caller,
+    QueryParams(query): QueryParams<ListQuery>,
+) -> Result<Json<List<CustomerView>>, ApiError> {
+    caller.require(Scope::CustomersRead)?;
+    let page = PageRequest::parse(query.limit.as_deref(), query.cursor.as_deref())?;
+    let page = billing
+        .customers(&page, query.external_customer_id.as_deref())
+        .await?;
+    Ok(Json(List::from_page(page, CustomerView::from)))
+}
+
+/// `PATCH /v1/customers/{id}`: absent fields are kept, `null` clears.
+pub async fn update(
+    State(billing): State<Billing>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<UpdateCustomer>,
+) -> Result<Json<CustomerView>, ApiError> {
+    caller.require(Scope::CustomersWrite)?;
+    Ok(Json(billing.update_customer(&id, body).await?.into()))
+}

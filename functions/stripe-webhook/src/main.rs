@@ -1,0 +1,7 @@
+//! Lambda entry point of the Stripe webhook receiver (API Gateway HTTP API route).
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    lambda_http::tracing::init_default_subscriber();
+    lambda_http::run(stripe_webhook::app()).await
+}

@@ -1,0 +1,152 @@
+//! The local dev server: one process standing in for API Gateway (serving the `api` and
+//! `stripe-webhook` handlers through real payload-format-2.0 events), the SQS event source of
+//! `usage-matcher`, and EventBridge Scheduler for `billing-run` (on demand). Never deployed.
+
+pub mod gateway;
+pub mod sqs;
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Query, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, post};
+use billing::api_key::Scopes;
+use lambda_http::{Context, LambdaEvent};
+use serde::Deserialize;
+use serde_json::json;
+
+/// How the dev server is set up.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// A secret to seed with scope `*` (the local stack's `LOCAL_API_KEY`).
+    pub seed_api_key: Option<String>,
+    /// Whether to poll the usage queue (`USAGE_QUEUE_URL`) and invoke the matcher.
+    pub poll_usage_queue: bool,
+}
+
+/// A running dev server.
+pub struct Running {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// The base URL, e.g. `http://127.0.0.1:3000`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Waits until the server stops (it does not, unless its task fails).
+    pub async fn wait(mut self) {
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Builds the handlers from the environment (exactly as their Lambda mains do) and serves them
+/// on `listener`.
+pub async fn start(
+    listener: tokio::net::TcpListener,
+    options: Options,
+) -> Result<Running, billing::Error> {
+    let billing = billing::billing_from_env().await?;
+    if let Some(secret) = &options.seed_api_key {
+        billing.seed_api_key(secret, Scopes::all()).await?;
+    }
+    let api = api::app(billing);
+    let webhook = stripe_webhook::app();
+    let app = Router::new()
+        .route("/_local/run/billing", post(run_billing))
+        .route(
+            "/webhooks/stripe",
+            any(
+                move |ConnectInfo(source): ConnectInfo<SocketAddr>, request: Request| {
+                    gateway::invoke(webhook.clone(), request, source)
+                },
+            ),
+        )
+        .fallback(
+            move |ConnectInfo(source): ConnectInfo<SocketAddr>, request: Request| {
+                gateway::invoke(api.clone(), request, source)
+            },
+        );
+    let addr = listener
+        .local_addr()
+        .map_err(|e| billing::Error::internal(e.to_string()))?;
+    let mut tasks = vec![tokio::spawn(async move {
+        let service = app.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(e) = axum::serve(listener, service).await {
+            tracing::error!(error = %e, "dev server stopped");
+        }
+    })];
+    if options.poll_usage_queue {
+        let queue_url = std::env::var("USAGE_QUEUE_URL").map_err(|_| {
+            billing::Error::internal("USAGE_QUEUE_URL is not set; see template.yaml")
+        })?;
+        let config = billing::adapters::aws_config().await;
+        let client = aws_sdk_sqs::Client::new(&config);
+        tasks.push(tokio::spawn(sqs::poll(client, queue_url)));
+    }
+    Ok(Running { addr, tasks })
+}
+
+/// `?date=YYYY-MM-DD` of the billing-run trigger.
+#[derive(Deserialize)]
+struct RunQuery {
+    date: Option<String>,
+}
+
+/// `POST /_local/run/billing?date=YYYY-MM-DD`: invokes `billing-run` with the payload the
+/// daily schedule sends, scheduled at 00:15 UTC of that date (template.yaml's cron).
+async fn run_billing(Query(query): Query<RunQuery>) -> Response {
+    let Some(date) = query
+        .date
+        .as_deref()
+        .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+    else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_date",
+            "pass ?date=YYYY-MM-DD (the run date)",
+        );
+    };
+    let time = date.and_hms_opt(0, 15, 0).map(|t| t.and_utc());
+    let payload = json!({ "kind": "daily", "time": time });
+    let event = match serde_json::from_value(payload) {
+        Ok(event) => event,
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "bad_event",
+                &e.to_string(),
+            );
+        }
+    };
+    match billing_run::handle(LambdaEvent::new(event, Context::default())).await {
+        Ok(report) => (StatusCode::OK, axum::Json(report)).into_response(),
+        // Lambda reports a failed invocation as a function error; so do we.
+        Err(e) => error(StatusCode::BAD_GATEWAY, "function_error", &e.to_string()),
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = json!({ "error": { "type": "api_error", "code": code, "message": message } });
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap_or_default()
+}

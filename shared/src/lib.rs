@@ -1,0 +1,36 @@
+//! The billing domain: customers, API keys, and (in later stages) meters, plans, contracts,
+//! usage and invoices. Rules live here; Lambda functions only decode events, call
+//! [`service::Billing`], and encode results. AWS appears only under [`adapters`].
+
+pub mod adapters;
+pub mod api_key;
+pub mod change;
+pub mod customer;
+pub mod error;
+pub mod ids;
+pub mod pagination;
+pub mod service;
+pub mod store;
+mod text;
+
+pub use error::{Error, ErrorKind, Result};
+pub use service::Billing;
+
+use std::sync::Arc;
+
+/// Builds the use cases over DynamoDB from the standard environment (`TABLE_NAME`,
+/// `BOOTSTRAP_API_KEY_SHA256`, AWS variables). Every entry point starts from this.
+pub async fn billing_from_env() -> Result<Billing> {
+    let config = adapters::aws_config().await;
+    let store = Arc::new(adapters::dynamodb::DynamoStore::from_config(&config)?);
+    let bootstrap_key = match std::env::var("BOOTSTRAP_API_KEY_SHA256") {
+        Ok(hex) if !hex.is_empty() => Some(api_key::SecretDigest::from_hex(&hex)?),
+        _ => None,
+    };
+    Ok(Billing::new(
+        store.clone(),
+        store,
+        Arc::new(service::SystemClock),
+        bootstrap_key,
+    ))
+}
