@@ -199,3 +199,114 @@ pub fn missing_credentials() -> Error {
         "send your API key as 'Authorization: Bearer <key>'",
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::customer::Customer;
+    use crate::store::{StoredSecret, Versioned};
+
+    /// Keeps API keys in memory; customers are not used here.
+    #[derive(Default)]
+    struct MemoryKeys(Mutex<Vec<(ApiKey, SecretDigest)>>);
+
+    #[async_trait]
+    impl ApiKeyStore for MemoryKeys {
+        async fn insert(&self, key: &ApiKey, digest: &SecretDigest) -> Result<()> {
+            let mut keys = self.0.lock().unwrap();
+            if keys.iter().any(|(_, d)| d.lookup() == digest.lookup()) {
+                return Err(Error::conflict("digest_exists", "exists"));
+            }
+            keys.push((key.clone(), digest.clone()));
+            Ok(())
+        }
+        async fn find_secret(&self, lookup: &str) -> Result<Option<StoredSecret>> {
+            Ok(self
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(k, d)| d.lookup() == lookup && k.revoked_at.is_none())
+                .map(|(k, d)| StoredSecret {
+                    key_id: k.id.clone(),
+                    digest: d.clone(),
+                    scopes: k.scopes.clone(),
+                }))
+        }
+        async fn get(&self, id: &ApiKeyId) -> Result<Option<ApiKey>> {
+            Ok(self
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(k, _)| &k.id == id)
+                .map(|(k, _)| k.clone()))
+        }
+        async fn revoke(&self, id: &ApiKeyId, at: DateTime<Utc>) -> Result<Option<ApiKey>> {
+            let mut keys = self.0.lock().unwrap();
+            Ok(keys.iter_mut().find(|(k, _)| &k.id == id).map(|(k, _)| {
+                k.revoked_at.get_or_insert(at);
+                k.clone()
+            }))
+        }
+    }
+
+    struct NoCustomers;
+
+    #[async_trait]
+    impl CustomerStore for NoCustomers {
+        async fn insert(&self, _: &Customer) -> Result<()> {
+            Err(Error::internal("not used"))
+        }
+        async fn get(&self, _: &CustomerId) -> Result<Option<Versioned<Customer>>> {
+            Ok(None)
+        }
+        async fn get_by_external_id(&self, _: &ExternalCustomerId) -> Result<Option<Customer>> {
+            Ok(None)
+        }
+        async fn list(&self, _: &PageRequest) -> Result<Page<Customer>> {
+            Err(Error::internal("not used"))
+        }
+        async fn update(&self, _: &Versioned<Customer>, _: &Customer) -> Result<()> {
+            Err(Error::internal("not used"))
+        }
+    }
+
+    fn billing(bootstrap: Option<&str>) -> Billing {
+        Billing::new(
+            Arc::new(NoCustomers),
+            Arc::new(MemoryKeys::default()),
+            Arc::new(SystemClock),
+            bootstrap.map(SecretDigest::of),
+        )
+    }
+
+    #[tokio::test]
+    async fn the_bootstrap_key_has_every_scope_and_no_record() {
+        let b = billing(Some("sk_bootstrap"));
+        let p = b.authenticate("sk_bootstrap").await.unwrap();
+        assert_eq!(p.key_id, None);
+        assert!(p.scopes.allows(crate::api_key::Scope::All));
+        assert_eq!(
+            b.authenticate("sk_other").await.unwrap_err().code,
+            "invalid_api_key"
+        );
+        let none = billing(None);
+        assert!(none.authenticate("sk_bootstrap").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn seeding_is_idempotent_and_revoked_keys_stop_working() {
+        let b = billing(None);
+        b.seed_api_key("sk_local_dev", Scopes::all()).await.unwrap();
+        b.seed_api_key("sk_local_dev", Scopes::all()).await.unwrap();
+        let p = b.authenticate("sk_local_dev").await.unwrap();
+        let id = p.key_id.unwrap();
+        b.revoke_api_key(id.as_str()).await.unwrap();
+        assert!(b.authenticate("sk_local_dev").await.is_err());
+    }
+}

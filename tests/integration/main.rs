@@ -1,1 +1,7 @@
-fn main() {}
+//! Integration tests: the real `api` and `stripe-webhook` handlers, reached over HTTP through the
+//! dev server's API Gateway conversion, against DynamoDB Local and moto (`make test`).
+
+mod auth;
+mod customers;
+mod errors;
+mod local_stack;

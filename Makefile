@@ -1,0 +1,19 @@
+# The two commands of the README. Everything they need is installed by the scripts they call.
+.PHONY: dev test stop bench lint
+
+## Run the service locally on http://127.0.0.1:3000 (emulators, tables, queues, API).
+dev:
+	infra/dev.sh
+
+## Every check and test, as CI runs it.
+test:
+	infra/test.sh
+
+## Stop the local stacks started by `make dev` / `make test`.
+stop:
+	infra/stack.sh stop dev
+	infra/stack.sh stop test
+
+## Cold-start and package-size benchmark; writes bench/results/coldstart.md.
+bench:
+	bench/coldstart.sh

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# `make dev`: install what is missing, start the local AWS stack "dev" (moto + DynamoDB Local),
+# create template.yaml's tables and queues, build, and serve the API on http://127.0.0.1:$PORT.
+# Ctrl-C stops the server and the emulators this command started (data stays in infra/.local/dev).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+STACK="${STACK:-dev}"
+export PORT="${PORT:-3000}"
+export LOCAL_API_KEY="${LOCAL_API_KEY:-sk_local_dev}"
+
+infra/stack.sh start "$STACK"
+trap 'infra/stack.sh stop "$STACK"' EXIT
+# shellcheck disable=SC1090
+. "$(infra/stack.sh env "$STACK")"
+
+cargo build --locked -p dev-server
+./target/debug/dev-server

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# `make test` (and CI): every check and every test, against a fresh in-memory local stack.
+#   1. formatting, clippy (warnings are errors), cfn-lint on template.yaml
+#   2. unit and integration tests (the real handlers against DynamoDB Local and moto)
+#   3. the deployable build: `cargo lambda build --release` for x86_64
+# Set SKIP_LAMBDA_BUILD=1 to skip step 3 while iterating.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+STACK="${STACK:-test}"
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "install local tooling"
+infra/install.sh
+VENV="$ROOT/infra/.venv"
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cfn-lint template.yaml"
+"$VENV/bin/cfn-lint" template.yaml
+
+step "cargo clippy --all-targets -D warnings"
+cargo clippy --locked --workspace --all-targets -- -D warnings
+
+step "start the local stack '$STACK'"
+# A fresh in-memory stack each run: tests never see a previous run's data.
+infra/stack.sh stop "$STACK" >/dev/null 2>&1 || true
+infra/stack.sh start "$STACK"
+trap 'infra/stack.sh stop "$STACK"' EXIT
+# shellcheck disable=SC1090
+. "$(infra/stack.sh env "$STACK")"
+
+step "unit and integration tests"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --locked --workspace --no-fail-fast
+else
+    cargo test --locked --workspace --no-fail-fast
+fi
+
+if [[ "${SKIP_LAMBDA_BUILD:-0}" != 1 ]]; then
+    step "cargo lambda build --release (x86_64)"
+    PATH="$VENV/bin:$PATH" cargo lambda build --release --locked --x86-64
+    ls -la target/lambda/*/bootstrap >&2
+fi
+step "all checks passed"
