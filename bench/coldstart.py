@@ -222,13 +222,15 @@ def measure_exit_once(argv: list[str], env: dict[str, str], cwd: Path, timeout_s
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     except OSError as exc:
         return Run(None, f"could not start {argv[0]}: {exc}")
-    try:
-        code = proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        return Run(None, f"did not exit within {timeout_s:g} s")
+    # A blocking wait (Popen.wait with a timeout polls with sleeps, which would add up to a
+    # millisecond); a timer enforces the timeout instead.
+    timer = threading.Timer(timeout_s, proc.kill)
+    timer.start()
+    code = proc.wait()
     t1 = time.perf_counter_ns()
+    timer.cancel()
+    if code == -9:
+        return Run(None, f"did not exit within {timeout_s:g} s")
     return Run(t1 - t0) if code == 0 else Run(None, f"exited with status {code}")
 
 
@@ -429,8 +431,8 @@ def text_table(rows: list[list[str]]) -> str:
 
 def write_report(out: Path, meta: dict, results: list[dict], args: argparse.Namespace) -> str:
     rows = build_rows(results)
-    failures = [(r["label"], f) for r in results for f in r["failures"]]
-    failures += [(r["label"], r["error"]) for r in results if r["error"]]
+    failures = [(r["label"], f) for r in results
+                for f in ([r["error"]] if r["error"] else []) + r["failures"]]
     lines = [
         "# Cold-start and package-size benchmark",
         "",
@@ -522,8 +524,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="cargo lambda build output dir (default: the repository's target/lambda)")
     p.add_argument("--runs", type=int, default=30, help="measured runs per function (default 30)")
     p.add_argument("--warmup", type=int, default=1,
-                   help="unrecorded-in-stats runs first, to load the binary into the page cache "
-                        "(default 1; kept in the JSON)")
+                   help="runs before the measured ones, left out of the statistics (they warm the page cache; "
+                        "default 1; kept in the JSON)")
     p.add_argument("--timeout", type=float, default=10.0,
                    help="seconds to wait for a process's first `next` (default 10)")
     p.add_argument("--max-failures", type=int, default=3,
@@ -604,7 +606,9 @@ def main(argv: list[str] | None = None) -> int:
     json_path = out.with_suffix(".json")
     json_path.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
     print(table)
-    print(f"\nwrote {os.path.relpath(out)} and {os.path.relpath(json_path)} "
+    show = lambda path: (os.path.relpath(path) if path.is_relative_to(Path.cwd())  # noqa: E731
+                         else str(path))
+    print(f"\nwrote {show(out)} and {show(json_path)} "
           f"({meta['bench_seconds']} s)")
 
     failed = [r["label"] for r in results

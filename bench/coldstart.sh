@@ -6,7 +6,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-LAMBDA_DIR="$ROOT/target/lambda"
+LAMBDA_DIR="$ROOT/target/lambda"  # coldstart.py's default too
 FUNCTIONS=(api usage-matcher billing-run stripe-webhook)
 
 # infra/.venv holds the pinned cargo-lambda (a no-op when already installed).
@@ -24,5 +24,8 @@ if [[ "${SKIP_BUILD:-}" != 1 ]]; then
     echo "coldstart.sh: build took $((SECONDS - start)) s" >&2
 fi
 
-COLDSTART_COMMAND="bench/coldstart.sh${*:+ $*}" \
-    exec python3 "$ROOT/bench/coldstart.py" "$LAMBDA_DIR" --target x86_64-unknown-linux-gnu "$@"
+command="bench/coldstart.sh"
+[[ "${SKIP_BUILD:-}" == 1 ]] && command="SKIP_BUILD=1 $command"
+(($#)) && command+="$(printf ' %q' "$@")"
+COLDSTART_COMMAND="$command" \
+    exec python3 "$ROOT/bench/coldstart.py" --target x86_64-unknown-linux-gnu "$@"
