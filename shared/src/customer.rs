@@ -467,11 +467,12 @@ fn parse_tags(raw: Vec<String>) -> Result<Vec<Tag>> {
     Ok(tags)
 }
 
-fn parse_metadata(raw: Metadata) -> Result<Metadata> {
-    if raw.len() > MAX_METADATA_KEYS {
+/// Checks metadata bounds: at most `max_keys` keys, keys 1 to 40 characters, values at most 500.
+pub(crate) fn parse_metadata(raw: Metadata, max_keys: usize) -> Result<Metadata> {
+    if raw.len() > max_keys {
         return Err(Error::unprocessable(
             "too_many_metadata_keys",
-            format!("at most {MAX_METADATA_KEYS} metadata keys"),
+            format!("at most {max_keys} metadata keys"),
         )
         .at("metadata"));
     }
@@ -549,7 +550,7 @@ impl CreateCustomer {
                 .map(|x| ExternalCustomerId::parse(x).map_err(|e| e.at("externalCustomerId")))
                 .transpose()?,
             tags: parse_tags(self.tags.unwrap_or_default())?,
-            metadata: parse_metadata(self.metadata.unwrap_or_default())?,
+            metadata: parse_metadata(self.metadata.unwrap_or_default(), MAX_METADATA_KEYS)?,
             payment_provider: self
                 .payment_provider_id
                 .map(|id| parse_provider_link(id, self.provider))
@@ -619,7 +620,7 @@ impl UpdateCustomer {
             metadata: match self.metadata {
                 Change::Keep => None,
                 Change::Clear => Some(Metadata::new()),
-                Change::Set(m) => Some(parse_metadata(m)?),
+                Change::Set(m) => Some(parse_metadata(m, MAX_METADATA_KEYS)?),
             },
             payment_provider: self
                 .payment_provider_id

@@ -3,6 +3,9 @@
 
 use crate::error::{Error, Result};
 
+/// Namespace of derived (UUIDv5) ids; fixed forever, or derived ids would change.
+const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6d1f_1c2e_8b5a_4e0f_9a4b_2f6c_1d3e_5a7b);
+
 /// Declares an id newtype with its prefix. The type can only hold a well-formed id.
 macro_rules! prefixed_id {
     ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
@@ -18,6 +21,13 @@ macro_rules! prefixed_id {
             /// A fresh, time-ordered id.
             pub fn generate() -> Self {
                 Self(format!("{}{}", Self::PREFIX, uuid::Uuid::now_v7().simple()))
+            }
+
+            /// The id derived from `name`: the same name always gives the same id, so a record
+            /// that can be generated twice (an invoice of a contract period, a line of a price)
+            /// is found, and never duplicated, by recomputing its id.
+            pub fn derive(name: &str) -> Self {
+                Self(format!("{}{}", Self::PREFIX, uuid::Uuid::new_v5(&NAMESPACE, name.as_bytes()).simple()))
             }
 
             /// Accepts only ids this platform could have issued.
@@ -75,6 +85,36 @@ prefixed_id!(
     ApiKeyId,
     "key"
 );
+prefixed_id!(
+    /// Identifies a meter (what is measured).
+    MeterId,
+    "mtr"
+);
+prefixed_id!(
+    /// Identifies a plan (a reusable bundle of prices).
+    PlanId,
+    "plan"
+);
+prefixed_id!(
+    /// Identifies a price within a plan.
+    PriceId,
+    "price"
+);
+prefixed_id!(
+    /// Identifies a contract (a customer subscribed to a plan).
+    ContractId,
+    "ctr"
+);
+prefixed_id!(
+    /// Identifies an invoice; derived from its contract and period.
+    InvoiceId,
+    "inv"
+);
+prefixed_id!(
+    /// Identifies an invoice line; derived from its invoice, price and dimensions.
+    LineId,
+    "li"
+);
 
 #[cfg(test)]
 mod tests {
@@ -87,6 +127,14 @@ mod tests {
         assert_eq!(CustomerId::parse(a.as_str()).unwrap(), a);
         assert!(a < b, "{a} should sort before {b}");
         assert!(a.as_str().starts_with("cus_"));
+    }
+
+    #[test]
+    fn derived_ids_are_stable_and_distinct() {
+        assert_eq!(InvoiceId::derive("a"), InvoiceId::derive("a"));
+        assert_ne!(InvoiceId::derive("a"), InvoiceId::derive("b"));
+        let id = InvoiceId::derive("ctr_x:2026-01-31");
+        assert_eq!(InvoiceId::parse(id.as_str()).unwrap(), id);
     }
 
     #[test]

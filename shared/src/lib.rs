@@ -1,14 +1,22 @@
-//! The billing domain: customers, API keys, and (in later stages) meters, plans, contracts,
-//! usage and invoices. Rules live here; Lambda functions only decode events, call
+//! The billing domain: customers, API keys, meters, plans, contracts and invoices (usage
+//! matching and payment come in later stages). Rules live here; Lambda functions only decode events, call
 //! [`service::Billing`], and encode results. AWS appears only under [`adapters`].
 
 pub mod adapters;
+pub mod aggregation;
 pub mod api_key;
 pub mod change;
+pub mod contract;
 pub mod customer;
 pub mod error;
 pub mod ids;
+pub mod invoice;
+pub mod meter;
+pub mod money;
 pub mod pagination;
+pub mod period;
+pub mod plan;
+pub mod pricing;
 pub mod service;
 pub mod store;
 mod text;
@@ -28,7 +36,6 @@ pub async fn billing_from_env() -> Result<Billing> {
         _ => None,
     };
     Ok(Billing::new(
-        store.clone(),
         store,
         Arc::new(service::SystemClock),
         bootstrap_key,

@@ -6,11 +6,17 @@ use std::sync::Arc;
 use chrono::{DateTime, SubsecRound, Utc};
 
 use crate::api_key::{ApiKey, CreateApiKey, NewSecret, Principal, Scopes, SecretDigest};
+use crate::contract::{self, Contract, ContractStatus, CreateContract, unknown};
 use crate::customer::{CreateCustomer, Customer, ExternalCustomerId, UpdateCustomer};
 use crate::error::{Error, ErrorKind, Result};
-use crate::ids::{ApiKeyId, CustomerId};
+use crate::ids::{ApiKeyId, ContractId, CustomerId, InvoiceId, MeterId, PlanId};
+use crate::invoice::{Invoice, InvoiceStatus, PricedInvoice};
+use crate::meter::{CreateMeter, Meter, MeterStatus};
 use crate::pagination::{Page, PageRequest};
-use crate::store::{ApiKeyStore, CustomerStore};
+use crate::plan::{CreatePlan, MeterRef, Plan};
+use crate::store::{
+    ApiKeyStore, CatalogStore, ContractStore, CustomerStore, InvoiceFilter, InvoiceStore,
+};
 
 /// Where "now" comes from, so tests can fix it.
 pub trait Clock: Send + Sync {
@@ -31,11 +37,32 @@ impl Clock for SystemClock {
 /// How many times an update re-reads and re-applies after losing a race to another writer.
 const UPDATE_ATTEMPTS: usize = 5;
 
+/// Every storage port the use cases need, implemented by one adapter.
+pub trait Store:
+    CustomerStore + ApiKeyStore + CatalogStore + ContractStore + InvoiceStore + 'static
+{
+}
+
+impl<T: CustomerStore + ApiKeyStore + CatalogStore + ContractStore + InvoiceStore + 'static> Store
+    for T
+{
+}
+
 /// The platform's use cases over its ports.
 #[derive(Clone)]
 pub struct Billing {
     customers: Arc<dyn CustomerStore>,
-    api_keys: Arc<dyn ApiKeyStore>,
+    catalog: Arc<dyn CatalogStore>,
+    contracts: Arc<dyn ContractStore>,
+    invoices: Arc<dyn InvoiceStore>,
+    keys: Keys,
+    clock: Arc<dyn Clock>,
+}
+
+/// API key use cases, apart so they can be exercised with a key store alone.
+#[derive(Clone)]
+pub struct Keys {
+    store: Arc<dyn ApiKeyStore>,
     clock: Arc<dyn Clock>,
     bootstrap_key: Option<SecretDigest>,
 }
@@ -50,81 +77,48 @@ pub struct CreatedApiKey {
 }
 
 impl Billing {
-    /// Wires the use cases to their stores. `bootstrap_key` is the digest of a deployment's
-    /// first admin key (scope `*`), configured rather than stored, so a new stack can be used.
-    pub fn new(
-        customers: Arc<dyn CustomerStore>,
-        api_keys: Arc<dyn ApiKeyStore>,
+    /// Wires the use cases to one store implementing every port. `bootstrap_key` is the digest
+    /// of a deployment's first admin key (scope `*`), configured rather than stored, so a new
+    /// stack can be used.
+    pub fn new<S: Store>(
+        store: Arc<S>,
         clock: Arc<dyn Clock>,
         bootstrap_key: Option<SecretDigest>,
     ) -> Self {
         Self {
-            customers,
-            api_keys,
+            customers: store.clone(),
+            catalog: store.clone(),
+            contracts: store.clone(),
+            invoices: store.clone(),
+            keys: Keys::new(store, clock.clone(), bootstrap_key),
             clock,
-            bootstrap_key,
         }
     }
 
-    /// Resolves a bearer secret to a principal, or 401. One read per call; digests are
-    /// compared in constant time.
+    /// The API key use cases.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// Shorthand for `keys().authenticate`.
     pub async fn authenticate(&self, secret: &str) -> Result<Principal> {
-        let presented = SecretDigest::of(secret);
-        if let Some(bootstrap) = &self.bootstrap_key
-            && bootstrap.matches(&presented)
-        {
-            return Ok(Principal {
-                key_id: None,
-                scopes: Scopes::all(),
-            });
-        }
-        match self.api_keys.find_secret(&presented.lookup()).await? {
-            Some(stored) if stored.digest.matches(&presented) => Ok(Principal {
-                key_id: Some(stored.key_id),
-                scopes: stored.scopes,
-            }),
-            _ => Err(unauthenticated(
-                "the API key is not valid or has been revoked",
-            )),
-        }
+        self.keys.authenticate(secret).await
     }
 
-    /// Creates a key with a fresh secret.
+    /// Shorthand for `keys().create`.
     pub async fn create_api_key(&self, request: CreateApiKey) -> Result<CreatedApiKey> {
-        let key = request.parse(self.clock.now())?;
-        let secret = NewSecret::generate()?;
-        self.api_keys.insert(&key, &secret.digest()).await?;
-        Ok(CreatedApiKey {
-            key,
-            secret: secret.expose().to_owned(),
-        })
+        self.keys.create(request).await
     }
 
-    /// Makes sure a known secret (e.g. the local stack's `LOCAL_API_KEY`) works with `scopes`.
-    /// Idempotent: seeding the same secret twice keeps the first key.
+    /// Shorthand for `keys().seed`.
     pub async fn seed_api_key(&self, secret: &str, scopes: Scopes) -> Result<()> {
-        let key = ApiKey {
-            id: ApiKeyId::generate(),
-            name: Some(crate::api_key::ApiKeyName::parse("seeded")?),
-            scopes,
-            created_at: self.clock.now(),
-            revoked_at: None,
-        };
-        match self.api_keys.insert(&key, &SecretDigest::of(secret)).await {
-            Err(e) if e.code == "digest_exists" => Ok(()),
-            other => other,
-        }
+        self.keys.seed(secret, scopes).await
     }
 
-    /// Revokes a key; 404 when unknown. Revoking twice is harmless.
+    /// Shorthand for `keys().revoke`.
     pub async fn revoke_api_key(&self, id: &str) -> Result<ApiKey> {
-        let id = ApiKeyId::parse(id).map_err(|_| Error::not_found("API key", id))?;
-        self.api_keys
-            .revoke(&id, self.clock.now())
-            .await?
-            .ok_or_else(|| Error::not_found("API key", id.as_str()))
+        self.keys.revoke(id).await
     }
-
     /// Creates a customer; 409 with the holder's id when a unique field is taken.
     pub async fn create_customer(&self, request: CreateCustomer) -> Result<Customer> {
         let customer = request.parse(self.clock.now())?;
@@ -185,6 +179,325 @@ impl Billing {
             "the customer is being changed by other requests; retry",
         ))
     }
+
+    /// Creates a meter; 409 naming the holder when the code is taken.
+    pub async fn create_meter(&self, request: CreateMeter) -> Result<Meter> {
+        let meter = request.parse(self.clock.now())?;
+        self.catalog.insert_meter(&meter).await?;
+        Ok(meter)
+    }
+
+    /// Reads a meter; 404 when unknown.
+    pub async fn meter(&self, id: &str) -> Result<Meter> {
+        let id = MeterId::parse(id).map_err(|_| Error::not_found("meter", id))?;
+        self.catalog
+            .get_meter(&id)
+            .await?
+            .ok_or_else(|| Error::not_found("meter", id.as_str()))
+    }
+
+    /// Lists meters in creation order.
+    pub async fn meters(&self, page: &PageRequest) -> Result<Page<Meter>> {
+        self.catalog.list_meters(page).await
+    }
+
+    /// Archives a meter: it stops matching new events. Archiving twice changes nothing.
+    pub async fn archive_meter(&self, id: &str) -> Result<Meter> {
+        let mut meter = self.meter(id).await?;
+        if meter.status == MeterStatus::Archived {
+            return Ok(meter);
+        }
+        meter.status = MeterStatus::Archived;
+        meter.updated_at = self.clock.now();
+        self.catalog.put_meter(&meter).await?;
+        Ok(meter)
+    }
+
+    /// Creates a plan after resolving the meters its prices name.
+    pub async fn create_plan(&self, request: CreatePlan) -> Result<Plan> {
+        let mut meters: Vec<Meter> = Vec::new();
+        for reference in request.meter_refs()? {
+            let found = match &reference {
+                MeterRef::Id(id) => self.catalog.get_meter(id).await?,
+                MeterRef::Code(code) => self.catalog.get_meter_by_code(code).await?,
+            };
+            meters.extend(found);
+        }
+        let plan = request.parse(self.clock.now(), &meters)?;
+        self.catalog.insert_plan(&plan).await?;
+        Ok(plan)
+    }
+
+    /// Reads a plan; 404 when unknown.
+    pub async fn plan(&self, id: &str) -> Result<Plan> {
+        let id = PlanId::parse(id).map_err(|_| Error::not_found("plan", id))?;
+        self.catalog
+            .get_plan(&id)
+            .await?
+            .ok_or_else(|| Error::not_found("plan", id.as_str()))
+    }
+
+    /// Lists plans in creation order.
+    pub async fn plans(&self, page: &PageRequest) -> Result<Page<Plan>> {
+        self.catalog.list_plans(page).await
+    }
+
+    /// Subscribes a customer to a plan and pre-generates the contract's invoices, all in one
+    /// write. Concurrent creations for one customer are serialised through the customer's
+    /// contract index, so the overlap rule holds under races.
+    pub async fn create_contract(&self, request: CreateContract) -> Result<Contract> {
+        let refs = request.refs()?;
+        if self.customers.get(&refs.customer_id).await?.is_none() {
+            return Err(unknown("customer", refs.customer_id.as_str(), "customerId"));
+        }
+        let plan = self
+            .catalog
+            .get_plan(&refs.plan_id)
+            .await?
+            .ok_or_else(|| unknown("plan", refs.plan_id.as_str(), "planId"))?;
+        let now = self.clock.now();
+        let contract = request.parse(refs, &plan, now)?;
+        for _ in 0..UPDATE_ATTEMPTS {
+            let index = self
+                .contracts
+                .customer_contracts(&contract.customer_id)
+                .await?;
+            let new = contract::prepare(contract.clone(), &plan, &index.value, now)?;
+            match self.contracts.insert_contract(&new, &index).await {
+                Ok(()) => return Ok(new.contract),
+                Err(e) if e.code == "version_conflict" => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(busy("contracts of this customer"))
+    }
+
+    /// Reads a contract; 404 when unknown.
+    pub async fn contract(&self, id: &str) -> Result<Contract> {
+        let id = ContractId::parse(id).map_err(|_| Error::not_found("contract", id))?;
+        Ok(self.versioned_contract(&id).await?.value)
+    }
+
+    async fn versioned_contract(
+        &self,
+        id: &ContractId,
+    ) -> Result<crate::store::Versioned<Contract>> {
+        self.contracts
+            .get_contract(id)
+            .await?
+            .ok_or_else(|| Error::not_found("contract", id.as_str()))
+    }
+
+    /// Lists contracts, of one customer or all, in creation order.
+    pub async fn contracts(
+        &self,
+        page: &PageRequest,
+        customer: Option<&str>,
+    ) -> Result<Page<Contract>> {
+        let customer = customer
+            .map(|c| CustomerId::parse(c).map_err(|e| e.at("customerId")))
+            .transpose()?;
+        self.contracts.list_contracts(customer.as_ref(), page).await
+    }
+
+    /// Cancels a contract at the end of its current period and voids the invoices after it.
+    /// Cancelling again returns the contract unchanged; a contract already over is 409.
+    pub async fn cancel_contract(&self, id: &str) -> Result<Contract> {
+        let id = ContractId::parse(id).map_err(|_| Error::not_found("contract", id))?;
+        for _ in 0..UPDATE_ATTEMPTS {
+            let current = self.versioned_contract(&id).await?;
+            if current.value.status == ContractStatus::Canceled {
+                return Ok(current.value);
+            }
+            let now = self.clock.now();
+            let end =
+                contract::cancellation_end(&current.value, now.date_naive()).ok_or_else(|| {
+                    Error::conflict(
+                        "contract_ended",
+                        "the contract has already ended; there is nothing to cancel",
+                    )
+                })?;
+            let mut next = current.value.clone();
+            next.status = ContractStatus::Canceled;
+            next.end_date = Some(end);
+            next.canceled_at = Some(now);
+            next.updated_at = now;
+            let schedule = current.value.schedule();
+            let void: Vec<InvoiceId> = (0..current.value.invoiced_periods)
+                .filter_map(|i| schedule.period(i))
+                .filter(|p| p.start >= end)
+                .map(|p| Invoice::id_for(&id, p.start))
+                .collect();
+            next.invoiced_periods =
+                current.value.invoiced_periods - u32::try_from(void.len()).unwrap_or(0);
+            let mut index = self.contracts.customer_contracts(&next.customer_id).await?;
+            let summary = next.summary();
+            index.value.retain(|c| c.id != id);
+            index.value.push(summary);
+            match self
+                .contracts
+                .cancel_contract(&current, &next, &index, &void)
+                .await
+            {
+                Ok(()) => return Ok(next),
+                Err(e) if e.code == "version_conflict" => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(busy("this contract"))
+    }
+
+    /// Reads an invoice with its amounts computed; 404 when unknown.
+    pub async fn invoice(&self, id: &str) -> Result<PricedInvoice> {
+        let id = InvoiceId::parse(id).map_err(|_| Error::not_found("invoice", id))?;
+        self.invoices
+            .get_invoice(&id)
+            .await?
+            .ok_or_else(|| Error::not_found("invoice", id.as_str()))?
+            .priced()
+    }
+
+    /// Lists invoices (filtered by customer, contract, status) with amounts computed.
+    pub async fn invoices(
+        &self,
+        page: &PageRequest,
+        customer: Option<&str>,
+        contract: Option<&str>,
+        status: Option<&str>,
+    ) -> Result<Page<PricedInvoice>> {
+        let filter = InvoiceFilter {
+            customer: customer
+                .map(|c| CustomerId::parse(c).map_err(|e| e.at("customerId")))
+                .transpose()?,
+            contract: contract
+                .map(|c| ContractId::parse(c).map_err(|e| e.at("contractId")))
+                .transpose()?,
+            status: status.map(InvoiceStatus::parse).transpose()?,
+        };
+        let page = self.invoices.list_invoices(&filter, page).await?;
+        Ok(Page {
+            items: page
+                .items
+                .iter()
+                .map(Invoice::priced)
+                .collect::<Result<_>>()?,
+            next: page.next,
+        })
+    }
+
+    /// The contract's open invoice (the one whose period contains today, or the first when the
+    /// contract has not started), priced as if it closed now.
+    pub async fn upcoming_invoice(&self, contract: &str) -> Result<PricedInvoice> {
+        let id = ContractId::parse(contract).map_err(|e| e.at("contractId"))?;
+        let contract = self.versioned_contract(&id).await?.value;
+        let today = self.clock.now().date_naive();
+        let schedule = contract.schedule();
+        let period = match schedule.period_containing(today) {
+            Some((_, period)) => Some(period),
+            None if today < contract.start_date => schedule.period(0),
+            None => None,
+        }
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                "no_upcoming_invoice",
+                "the contract has ended",
+            )
+        })?;
+        let invoice = self
+            .invoices
+            .get_invoice(&Invoice::id_for(&id, period.start))
+            .await?
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::NotFound,
+                    "no_upcoming_invoice",
+                    "the current period has no invoice yet",
+                )
+            })?;
+        invoice.priced()
+    }
+}
+
+impl Keys {
+    /// Key use cases over a key store.
+    pub fn new(
+        store: Arc<dyn ApiKeyStore>,
+        clock: Arc<dyn Clock>,
+        bootstrap_key: Option<SecretDigest>,
+    ) -> Self {
+        Self {
+            store,
+            clock,
+            bootstrap_key,
+        }
+    }
+
+    /// Resolves a bearer secret to a principal, or 401. One read per call; digests are
+    /// compared in constant time.
+    pub async fn authenticate(&self, secret: &str) -> Result<Principal> {
+        let presented = SecretDigest::of(secret);
+        if let Some(bootstrap) = &self.bootstrap_key
+            && bootstrap.matches(&presented)
+        {
+            return Ok(Principal {
+                key_id: None,
+                scopes: Scopes::all(),
+            });
+        }
+        match self.store.find_secret(&presented.lookup()).await? {
+            Some(stored) if stored.digest.matches(&presented) => Ok(Principal {
+                key_id: Some(stored.key_id),
+                scopes: stored.scopes,
+            }),
+            _ => Err(unauthenticated(
+                "the API key is not valid or has been revoked",
+            )),
+        }
+    }
+
+    /// Creates a key with a fresh secret.
+    pub async fn create(&self, request: CreateApiKey) -> Result<CreatedApiKey> {
+        let key = request.parse(self.clock.now())?;
+        let secret = NewSecret::generate()?;
+        self.store.insert(&key, &secret.digest()).await?;
+        Ok(CreatedApiKey {
+            key,
+            secret: secret.expose().to_owned(),
+        })
+    }
+
+    /// Makes sure a known secret (e.g. the local stack's `LOCAL_API_KEY`) works with `scopes`.
+    /// Idempotent: seeding the same secret twice keeps the first key.
+    pub async fn seed(&self, secret: &str, scopes: Scopes) -> Result<()> {
+        let key = ApiKey {
+            id: ApiKeyId::generate(),
+            name: Some(crate::api_key::ApiKeyName::parse("seeded")?),
+            scopes,
+            created_at: self.clock.now(),
+            revoked_at: None,
+        };
+        match self.store.insert(&key, &SecretDigest::of(secret)).await {
+            Err(e) if e.code == "digest_exists" => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Revokes a key; 404 when unknown. Revoking twice is harmless.
+    pub async fn revoke(&self, id: &str) -> Result<ApiKey> {
+        let id = ApiKeyId::parse(id).map_err(|_| Error::not_found("API key", id))?;
+        self.store
+            .revoke(&id, self.clock.now())
+            .await?
+            .ok_or_else(|| Error::not_found("API key", id.as_str()))
+    }
+}
+
+fn busy(what: &str) -> Error {
+    Error::conflict(
+        "concurrent_modification",
+        format!("{what} are being changed by other requests; retry"),
+    )
 }
 
 fn unauthenticated(message: &str) -> Error {
@@ -207,8 +520,7 @@ mod tests {
     use async_trait::async_trait;
 
     use super::*;
-    use crate::customer::Customer;
-    use crate::store::{StoredSecret, Versioned};
+    use crate::store::StoredSecret;
 
     /// Keeps API keys in memory; customers are not used here.
     #[derive(Default)]
@@ -255,30 +567,8 @@ mod tests {
         }
     }
 
-    struct NoCustomers;
-
-    #[async_trait]
-    impl CustomerStore for NoCustomers {
-        async fn insert(&self, _: &Customer) -> Result<()> {
-            Err(Error::internal("not used"))
-        }
-        async fn get(&self, _: &CustomerId) -> Result<Option<Versioned<Customer>>> {
-            Ok(None)
-        }
-        async fn get_by_external_id(&self, _: &ExternalCustomerId) -> Result<Option<Customer>> {
-            Ok(None)
-        }
-        async fn list(&self, _: &PageRequest) -> Result<Page<Customer>> {
-            Err(Error::internal("not used"))
-        }
-        async fn update(&self, _: &Versioned<Customer>, _: &Customer) -> Result<()> {
-            Err(Error::internal("not used"))
-        }
-    }
-
-    fn billing(bootstrap: Option<&str>) -> Billing {
-        Billing::new(
-            Arc::new(NoCustomers),
+    fn billing(bootstrap: Option<&str>) -> Keys {
+        Keys::new(
             Arc::new(MemoryKeys::default()),
             Arc::new(SystemClock),
             bootstrap.map(SecretDigest::of),
@@ -302,11 +592,11 @@ mod tests {
     #[tokio::test]
     async fn seeding_is_idempotent_and_revoked_keys_stop_working() {
         let b = billing(None);
-        b.seed_api_key("sk_local_dev", Scopes::all()).await.unwrap();
-        b.seed_api_key("sk_local_dev", Scopes::all()).await.unwrap();
+        b.seed("sk_local_dev", Scopes::all()).await.unwrap();
+        b.seed("sk_local_dev", Scopes::all()).await.unwrap();
         let p = b.authenticate("sk_local_dev").await.unwrap();
         let id = p.key_id.unwrap();
-        b.revoke_api_key(id.as_str()).await.unwrap();
+        b.revoke(id.as_str()).await.unwrap();
         assert!(b.authenticate("sk_local_dev").await.is_err());
     }
 }

@@ -5,10 +5,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::api_key::{ApiKey, Scopes, SecretDigest};
+use crate::contract::{Contract, ContractSummary, NewContract};
 use crate::customer::{Customer, ExternalCustomerId};
 use crate::error::Result;
-use crate::ids::{ApiKeyId, CustomerId};
+use crate::ids::{ApiKeyId, ContractId, CustomerId, InvoiceId, MeterId, PlanId};
+use crate::invoice::{Invoice, InvoiceStatus};
+use crate::meter::{Meter, MeterCode};
 use crate::pagination::{Page, PageRequest};
+use crate::plan::Plan;
 
 /// A stored value with the version it was read at, for optimistic concurrency: a write based on
 /// a stale read is refused instead of silently overwriting someone else's change.
@@ -71,4 +75,97 @@ pub trait ApiKeyStore: Send + Sync {
     /// Marks a key revoked and deletes its secret, so it authenticates nothing from now on.
     /// Returns the updated record, or `None` when no such key exists.
     async fn revoke(&self, id: &ApiKeyId, at: DateTime<Utc>) -> Result<Option<ApiKey>>;
+}
+
+/// Meters and plans: the catalog. Written rarely, read by every contract and usage batch.
+#[async_trait]
+pub trait CatalogStore: Send + Sync {
+    /// Inserts a meter and claims its code; a taken code is 409 `meter_code_taken` naming the
+    /// holder.
+    async fn insert_meter(&self, meter: &Meter) -> Result<()>;
+
+    /// Reads a meter by id.
+    async fn get_meter(&self, id: &MeterId) -> Result<Option<Meter>>;
+
+    /// Reads a meter by its unique code.
+    async fn get_meter_by_code(&self, code: &MeterCode) -> Result<Option<Meter>>;
+
+    /// Lists meters in creation order.
+    async fn list_meters(&self, page: &PageRequest) -> Result<Page<Meter>>;
+
+    /// Stores a meter's new state (archiving), unconditionally: the only change a meter sees.
+    async fn put_meter(&self, meter: &Meter) -> Result<()>;
+
+    /// Inserts a plan (plans never change afterwards).
+    async fn insert_plan(&self, plan: &Plan) -> Result<()>;
+
+    /// Reads a plan.
+    async fn get_plan(&self, id: &PlanId) -> Result<Option<Plan>>;
+
+    /// Lists plans in creation order.
+    async fn list_plans(&self, page: &PageRequest) -> Result<Page<Plan>>;
+}
+
+/// Contracts, with each customer's contract index (for the overlap rule).
+#[async_trait]
+pub trait ContractStore: Send + Sync {
+    /// The customer's contracts as a versioned index (version 0 and empty when none).
+    async fn customer_contracts(
+        &self,
+        customer: &CustomerId,
+    ) -> Result<Versioned<Vec<ContractSummary>>>;
+
+    /// Writes the contract, its invoices and the customer's index (now including it) in one
+    /// transaction. Fails with `version_conflict` when the index moved since `index` was read.
+    async fn insert_contract(
+        &self,
+        new: &NewContract,
+        index: &Versioned<Vec<ContractSummary>>,
+    ) -> Result<()>;
+
+    /// Reads a contract.
+    async fn get_contract(&self, id: &ContractId) -> Result<Option<Versioned<Contract>>>;
+
+    /// Lists contracts (of one customer, or all) in creation order.
+    async fn list_contracts(
+        &self,
+        customer: Option<&CustomerId>,
+        page: &PageRequest,
+    ) -> Result<Page<Contract>>;
+
+    /// Writes a cancellation: the contract, the customer's index, and `void` invoices set to
+    /// `VOID` (each only if still open), in one transaction. `version_conflict` when the
+    /// contract or index moved since read.
+    async fn cancel_contract(
+        &self,
+        previous: &Versioned<Contract>,
+        next: &Contract,
+        index: &Versioned<Vec<ContractSummary>>,
+        void: &[InvoiceId],
+    ) -> Result<()>;
+}
+
+/// Which invoices a list shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InvoiceFilter {
+    /// Only this customer's.
+    pub customer: Option<CustomerId>,
+    /// Only this contract's.
+    pub contract: Option<ContractId>,
+    /// Only in this status.
+    pub status: Option<InvoiceStatus>,
+}
+
+/// Invoices.
+#[async_trait]
+pub trait InvoiceStore: Send + Sync {
+    /// Reads an invoice.
+    async fn get_invoice(&self, id: &InvoiceId) -> Result<Option<Invoice>>;
+
+    /// Lists invoices in period order (then id).
+    async fn list_invoices(
+        &self,
+        filter: &InvoiceFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Invoice>>;
 }

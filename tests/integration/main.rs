@@ -2,6 +2,8 @@
 //! dev server's API Gateway conversion, against DynamoDB Local and moto (`make test`).
 
 mod auth;
+mod catalog;
+mod contracts;
 mod customers;
 mod errors;
 mod local_stack;

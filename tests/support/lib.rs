@@ -195,3 +195,39 @@ impl TestApp {
             .to_owned()
     }
 }
+
+/// A unique UPPER_SNAKE meter code, so tests sharing one table never collide.
+pub fn unique_code(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::new_v4().simple()).to_uppercase()
+}
+
+impl TestApp {
+    /// Creates a meter and returns it.
+    pub async fn meter(&self, body: serde_json::Value) -> Value {
+        self.post("/v1/meters", body).await.expect(201).clone()
+    }
+
+    /// Creates a plan and returns it.
+    pub async fn plan(&self, body: serde_json::Value) -> Value {
+        self.post("/v1/plans", body).await.expect(201).clone()
+    }
+
+    /// Creates a customer named `name` and returns its id.
+    pub async fn customer(&self, name: &str) -> String {
+        let answer = self
+            .post("/v1/customers", serde_json::json!({ "name": name }))
+            .await;
+        answer.expect(201)["id"]
+            .as_str()
+            .expect("customer id")
+            .to_owned()
+    }
+
+    /// All of a contract's invoices, in period order.
+    pub async fn contract_invoices(&self, contract: &str) -> Vec<Value> {
+        let answer = self
+            .get(&format!("/v1/invoices?contractId={contract}&limit=100"))
+            .await;
+        answer.expect(200)["data"].as_array().expect("data").clone()
+    }
+}

@@ -7,7 +7,7 @@ pub mod routes;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use billing::Billing;
 
 /// The largest request body any route accepts (1 MiB): far above any valid customer, and below
@@ -26,9 +26,26 @@ pub fn app(billing: Billing) -> Router {
             get(routes::customers::get).patch(routes::customers::update),
         )
         .route(
-            "/v1/api-keys",
-            axum::routing::post(routes::api_keys::create),
+            "/v1/meters",
+            get(routes::meters::list).post(routes::meters::create),
         )
+        .route("/v1/meters/{id}", get(routes::meters::get))
+        .route("/v1/meters/{id}/archive", post(routes::meters::archive))
+        .route(
+            "/v1/plans",
+            get(routes::plans::list).post(routes::plans::create),
+        )
+        .route("/v1/plans/{id}", get(routes::plans::get))
+        .route(
+            "/v1/contracts",
+            get(routes::contracts::list).post(routes::contracts::create),
+        )
+        .route("/v1/contracts/{id}", get(routes::contracts::get))
+        .route("/v1/contracts/{id}/cancel", post(routes::contracts::cancel))
+        .route("/v1/invoices", get(routes::invoices::list))
+        .route("/v1/invoices/upcoming", get(routes::invoices::upcoming))
+        .route("/v1/invoices/{id}", get(routes::invoices::get))
+        .route("/v1/api-keys", post(routes::api_keys::create))
         .route("/v1/api-keys/{id}", delete(routes::api_keys::revoke))
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)

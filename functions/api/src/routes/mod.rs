@@ -2,9 +2,13 @@
 //! request, calls one use case on [`Billing`], and shapes the answer.
 
 pub mod api_keys;
+pub mod contracts;
 pub mod customers;
+pub mod invoices;
+pub mod meters;
+pub mod plans;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The list envelope every list route answers with.
 #[derive(Serialize)]
@@ -27,4 +31,14 @@ impl<T> List<T> {
             data: page.items.into_iter().map(view).collect(),
         }
     }
+}
+
+/// The query parameters of a plain list route: `limit` and `cursor`, nothing else.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListQuery {
+    /// Page size (1 to 100).
+    pub limit: Option<String>,
+    /// Where the previous page ended.
+    pub cursor: Option<String>,
 }

@@ -1,12 +1,18 @@
-//! The DynamoDB adapter: one table, items grouped by `pk`, listed through `gsi1`.
+//! The DynamoDB adapter: one table, items grouped by `pk`, listed through the GSIs. Each port
+//! has its own file; this one holds what they share (transactions, claims, paged queries).
 //! Key layout (also in docs/ARCHITECTURE.md):
 //!
-//! | item                | pk                                   | sk              | gsi1pk / gsi1sk      |
-//! |---------------------|--------------------------------------|-----------------|----------------------|
-//! | customer            | `CUSTOMER#<id>`                      | `CUSTOMER`      | `CUSTOMER` / `<id>`  |
-//! | unique claim        | `UNIQUE#<kind>#<value>`              | `UNIQUE`        |                      |
-//! | API key             | `APIKEY#<id>`                        | `APIKEY`        | `APIKEY` / `<id>`    |
-//! | API key secret      | `APIKEY_SECRET#<lookup>`             | `APIKEY_SECRET` |                      |
+//! | item                | pk                        | sk              | gsi1pk / gsi1sk                | gsi2pk / gsi2sk                        | gsi3pk / gsi3sk            |
+//! |---------------------|---------------------------|-----------------|--------------------------------|----------------------------------------|----------------------------|
+//! | customer            | `CUSTOMER#<id>`           | `CUSTOMER`      | `CUSTOMER` / `<id>`            |                                        |                            |
+//! | contract index      | `CUSTOMER#<id>`           | `CONTRACTS`     |                                |                                        |                            |
+//! | unique claim        | `UNIQUE#<kind>#<value>`   | `UNIQUE`        |                                |                                        |                            |
+//! | API key             | `APIKEY#<id>`             | `APIKEY`        | `APIKEY` / `<id>`              |                                        |                            |
+//! | API key secret      | `APIKEY_SECRET#<lookup>`  | `APIKEY_SECRET` |                                |                                        |                            |
+//! | meter               | `METER#<id>`              | `METER`         | `METER` / `<id>`               |                                        |                            |
+//! | plan                | `PLAN#<id>`               | `PLAN`          | `PLAN` / `<id>`                |                                        |                            |
+//! | contract            | `CONTRACT#<id>`           | `CONTRACT`      | `CONTRACT` / `<id>`            | `CUSTOMER#<cus>` / `CONTRACT#<id>`     |                            |
+//! | invoice             | `INVOICE#<id>`            | `INVOICE`       | `INVOICE` / `<start>#<id>`     | `CUSTOMER#<cus>` / `INVOICE#<start>#<id>` | `CONTRACT#<ctr>` / `<start>#<id>` |
 //!
 //! Uniqueness is never read-then-write: a claim item is put with `attribute_not_exists(pk)` in
 //! the same transaction as the entity, so concurrent creators cannot both win.
@@ -14,7 +20,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -22,18 +27,18 @@ use aws_sdk_dynamodb::types::{
     AttributeValue, CancellationReason, Delete, Put, ReturnValuesOnConditionCheckFailure,
     TransactWriteItem,
 };
-use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::api_key::{ApiKey, Scopes, SecretDigest};
-use crate::customer::{Customer, ExternalCustomerId};
 use crate::error::{Error, Result};
-use crate::ids::{ApiKeyId, CustomerId};
-use crate::pagination::{Cursor, Page, PageRequest};
-use crate::store::{ApiKeyStore, CustomerStore, StoredSecret, Versioned};
 
-type Item = HashMap<String, AttributeValue>;
+mod catalog;
+mod contracts;
+mod customers;
+mod invoices;
+mod keys;
+
+pub(super) type Item = HashMap<String, AttributeValue>;
 
 /// How often a transaction cancelled only by `TransactionConflict` (another transaction touching
 /// the same item at the same moment) is retried before giving up with 503.
@@ -63,7 +68,7 @@ impl DynamoStore {
         Ok(Self::new(Client::new(config), table))
     }
 
-    async fn get_item(&self, pk: String, sk: &str) -> Result<Option<Item>> {
+    pub(super) async fn get_item(&self, pk: String, sk: &str) -> Result<Option<Item>> {
         let out = self
             .client
             .get_item()
@@ -126,7 +131,25 @@ impl DynamoStore {
         }
     }
 
-    fn put(&self, item: Item, condition: Option<(&str, Item)>) -> TransactWriteItem {
+    /// Puts one item outside a transaction, optionally on a condition (`ConditionalCheckFailed`
+    /// is returned as `Ok(false)`).
+    pub(super) async fn put_item(&self, item: Item, condition: Option<&str>) -> Result<bool> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .set_condition_expression(condition.map(str::to_owned))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(false),
+            Err(e) => Err(sdk_error(e)),
+        }
+    }
+
+    pub(super) fn put(&self, item: Item, condition: Option<(&str, Item)>) -> TransactWriteItem {
         let mut put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(item))
@@ -142,7 +165,12 @@ impl DynamoStore {
             .build()
     }
 
-    fn delete(&self, pk: String, sk: &str, condition: Option<(&str, Item)>) -> TransactWriteItem {
+    pub(super) fn delete(
+        &self,
+        pk: String,
+        sk: &str,
+        condition: Option<(&str, Item)>,
+    ) -> TransactWriteItem {
         let mut delete = Delete::builder()
             .table_name(&self.table)
             .key("pk", s(pk))
@@ -157,9 +185,9 @@ impl DynamoStore {
             .build()
     }
 
-    async fn claim_owner(&self, claim: &Claim) -> Result<Option<String>> {
+    pub(super) async fn claim_owner(&self, claim: &Claim) -> Result<Option<String>> {
         Ok(self
-            .get_item(claim.pk(), "UNIQUE")
+            .get_item(claim.pk.clone(), "UNIQUE")
             .await?
             .and_then(|item| string_attr(&item, "holder")))
     }
@@ -167,36 +195,36 @@ impl DynamoStore {
 
 /// Sleeps 10 ms × 2^attempt (capped at 640 ms), scaled by a random factor in [0.5, 1.0) so that
 /// racing writers spread out instead of colliding again.
-async fn backoff(attempt: u32) {
+pub(super) async fn backoff(attempt: u32) {
     let base = 10u64 << attempt.min(6);
     let jitter = u64::from(getrandom::u32().unwrap_or(0) % 512);
     tokio::time::sleep(Duration::from_millis(base / 2 + base * jitter / 1024)).await;
 }
 
-fn s(v: impl Into<String>) -> AttributeValue {
+pub(super) fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
 
-fn n(v: u64) -> AttributeValue {
+pub(super) fn n(v: u64) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-fn string_attr(item: &Item, name: &str) -> Option<String> {
+pub(super) fn string_attr(item: &Item, name: &str) -> Option<String> {
     item.get(name).and_then(|v| v.as_s().ok()).cloned()
 }
 
-fn to_item<T: Serialize>(value: &T) -> Result<Item> {
+pub(super) fn to_item<T: Serialize>(value: &T) -> Result<Item> {
     serde_dynamo::to_item(value).map_err(|e| Error::internal(format!("cannot encode item: {e}")))
 }
 
-fn from_item<T: DeserializeOwned>(item: Item) -> Result<T> {
+pub(super) fn from_item<T: DeserializeOwned>(item: Item) -> Result<T> {
     serde_dynamo::from_item(item)
         .map_err(|e| Error::internal(format!("cannot decode stored item: {e}")))
 }
 
 /// Maps SDK failures: throttling and transport trouble are transient (503, safe to retry);
 /// anything else is our bug or misconfiguration (500).
-fn sdk_error<E, R>(err: SdkError<E, R>) -> Error
+pub(super) fn sdk_error<E, R>(err: SdkError<E, R>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
@@ -226,103 +254,66 @@ where
     }
 }
 
-/// A unique value held by one customer.
+/// A unique value (a customer's external id, a meter's code, …) held by one entity. Put with
+/// `attribute_not_exists(pk)` in the same transaction as the entity, so two writers can never
+/// both hold it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Claim {
-    ExternalId(String),
-    ProviderCustomer(&'static str, String),
+pub(super) struct Claim {
+    /// `UNIQUE#<kind>#<value>`.
+    pub pk: String,
+    /// The 409 code when the value is taken.
+    pub conflict_code: &'static str,
+    /// The request field holding the value.
+    pub param: &'static str,
+    /// How the message names the value.
+    pub what: &'static str,
 }
 
 impl Claim {
-    fn pk(&self) -> String {
-        match self {
-            Claim::ExternalId(v) => format!("UNIQUE#CUSTOMER_EXTERNAL_ID#{v}"),
-            Claim::ProviderCustomer(provider, v) => {
-                format!("UNIQUE#PROVIDER_CUSTOMER#{provider}#{v}")
-            }
+    pub(super) fn new(
+        kind: &str,
+        value: &str,
+        conflict_code: &'static str,
+        param: &'static str,
+        what: &'static str,
+    ) -> Self {
+        Self {
+            pk: format!("UNIQUE#{kind}#{value}"),
+            conflict_code,
+            param,
+            what,
         }
     }
 
-    fn of(customer: &Customer) -> Vec<Claim> {
-        let mut claims = Vec::new();
-        if let Some(x) = &customer.external_customer_id {
-            claims.push(Claim::ExternalId(x.as_str().to_owned()));
-        }
-        if let Some(link) = &customer.payment_provider {
-            claims.push(Claim::ProviderCustomer(
-                link.provider.as_str(),
-                link.customer_id.as_str().to_owned(),
-            ));
-        }
-        claims
-    }
-
-    fn item(&self, owner: &CustomerId) -> Item {
+    pub(super) fn item(&self, holder: &str) -> Item {
         HashMap::from([
-            ("pk".to_owned(), s(self.pk())),
+            ("pk".to_owned(), s(self.pk.clone())),
             ("sk".to_owned(), s("UNIQUE")),
-            ("holder".to_owned(), s(owner.as_str())),
+            ("holder".to_owned(), s(holder)),
         ])
     }
 
-    /// The 409 a client gets when this value is held by `owner`.
-    fn taken(&self, owner: Option<String>) -> Error {
-        let (code, param, what) = match self {
-            Claim::ExternalId(_) => (
-                "external_customer_id_taken",
-                "externalCustomerId",
-                "externalCustomerId",
-            ),
-            Claim::ProviderCustomer(..) => (
-                "payment_provider_id_taken",
-                "paymentProviderId",
-                "payment provider customer",
-            ),
-        };
+    /// The 409 a client gets when this value is held by `holder`.
+    pub(super) fn taken(&self, holder: Option<String>) -> Error {
         let mut e = Error::conflict(
-            code,
+            self.conflict_code,
             format!(
-                "another customer ({}) already has this {what}",
-                owner.as_deref().unwrap_or("unknown")
+                "{} already has this {}",
+                holder.as_deref().unwrap_or("another record"),
+                self.what
             ),
         )
-        .at(param);
-        if let Some(owner) = owner {
-            e = e.with_existing_id(owner);
+        .at(self.param);
+        if let Some(holder) = holder {
+            e = e.with_existing_id(holder);
         }
         e
     }
 }
 
-fn customer_pk(id: &CustomerId) -> String {
-    format!("CUSTOMER#{id}")
-}
-
-fn customer_item(customer: &Customer, version: u64) -> Result<Item> {
-    let mut item = to_item(customer)?;
-    item.insert("pk".into(), s(customer_pk(&customer.id)));
-    item.insert("sk".into(), s("CUSTOMER"));
-    item.insert("gsi1pk".into(), s("CUSTOMER"));
-    item.insert("gsi1sk".into(), s(customer.id.as_str()));
-    item.insert("version".into(), n(version));
-    Ok(item)
-}
-
-fn versioned_customer(item: Item) -> Result<Versioned<Customer>> {
-    let version = item
-        .get("version")
-        .and_then(|v| v.as_n().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    Ok(Versioned {
-        value: from_item(item)?,
-        version,
-    })
-}
-
 impl DynamoStore {
-    /// Maps cancellation reasons of a customer write to the first failed claim's 409.
-    async fn claim_conflict(
+    /// Maps the cancellation reasons of a write to the first failed claim's 409.
+    pub(super) async fn claim_conflict(
         &self,
         claims: &[(usize, Claim)],
         reasons: &[CancellationReason],
@@ -332,229 +323,86 @@ impl DynamoStore {
                 continue;
             };
             if reason.code() == Some("ConditionalCheckFailed") {
-                let owner = match reason.item().and_then(|i| string_attr(i, "holder")) {
-                    Some(owner) => Some(owner),
+                let holder = match reason.item().and_then(|i| string_attr(i, "holder")) {
+                    Some(holder) => Some(holder),
                     None => self.claim_owner(claim).await?,
                 };
-                return Ok(claim.taken(owner));
+                return Ok(claim.taken(holder));
             }
         }
-        Ok(Error::internal(format!(
-            "customer write cancelled: {reasons:?}"
-        )))
-    }
-}
-
-#[async_trait]
-impl CustomerStore for DynamoStore {
-    async fn insert(&self, customer: &Customer) -> Result<()> {
-        let mut items = vec![self.put(
-            customer_item(customer, 1)?,
-            Some(("attribute_not_exists(pk)", Item::new())),
-        )];
-        let mut claims = Vec::new();
-        for claim in Claim::of(customer) {
-            claims.push((items.len(), claim.clone()));
-            items.push(self.put(
-                claim.item(&customer.id),
-                Some(("attribute_not_exists(pk)", Item::new())),
-            ));
-        }
-        match self.transact(items).await? {
-            Ok(()) => Ok(()),
-            Err(reasons) => Err(self.claim_conflict(&claims, &reasons).await?),
-        }
+        Ok(Error::internal(format!("write cancelled: {reasons:?}")))
     }
 
-    async fn get(&self, id: &CustomerId) -> Result<Option<Versioned<Customer>>> {
-        self.get_item(customer_pk(id), "CUSTOMER")
-            .await?
-            .map(versioned_customer)
-            .transpose()
-    }
-
-    async fn get_by_external_id(
+    /// One page of a GSI partition in sort-key order, after `after` (exclusive), optionally
+    /// restricted to sort keys starting with `prefix` and to items passing `filter`. Fetches
+    /// `limit + 1` matching items (looping when a filter drops some) so `hasMore` is exact.
+    pub(super) async fn query_index<T: DeserializeOwned>(
         &self,
-        external_id: &ExternalCustomerId,
-    ) -> Result<Option<Customer>> {
-        let claim = Claim::ExternalId(external_id.as_str().to_owned());
-        let Some(owner) = self.claim_owner(&claim).await? else {
-            return Ok(None);
-        };
-        let owner = CustomerId::parse(&owner)?;
-        Ok(CustomerStore::get(self, &owner).await?.map(|v| v.value))
-    }
-
-    async fn list(&self, page: &PageRequest) -> Result<Page<Customer>> {
-        let mut query = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name("gsi1")
-            .expression_attribute_values(":pk", s("CUSTOMER"))
-            .limit(i32::try_from(page.limit + 1).unwrap_or(i32::MAX));
-        query = match &page.after {
-            None => query.key_condition_expression("gsi1pk = :pk"),
-            Some(cursor) => {
-                let after = CustomerId::parse(cursor.sort_key()).map_err(|_| Cursor::invalid())?;
-                query
-                    .key_condition_expression("gsi1pk = :pk AND gsi1sk > :after")
-                    .expression_attribute_values(":after", s(after.as_str()))
+        index: &str,
+        partition: &str,
+        prefix: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+        filters: &[(&str, AttributeValue)],
+    ) -> Result<Vec<T>> {
+        let (pk_attr, sk_attr) = (format!("{index}pk"), format!("{index}sk"));
+        let mut condition = "#pk = :pk".to_owned();
+        let mut values = HashMap::from([(":pk".to_owned(), s(partition))]);
+        let mut names = HashMap::from([("#pk".to_owned(), pk_attr)]);
+        if after.is_some() || prefix.is_some() {
+            names.insert("#sk".to_owned(), sk_attr.clone());
+        }
+        match (after, prefix) {
+            (Some(after), Some(prefix)) => {
+                condition.push_str(" AND #sk BETWEEN :after AND :end");
+                values.insert(":after".into(), s(after));
+                values.insert(":end".into(), s(format!("{prefix}\u{10FFFF}")));
             }
-        };
-        let out = query.send().await.map_err(sdk_error)?;
-        let items = out
-            .items
-            .unwrap_or_default()
-            .into_iter()
-            .map(from_item::<Customer>)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Page::from_overfetch(items, page.limit, |c| {
-            c.id.as_str().to_owned()
-        }))
-    }
-
-    async fn update(&self, previous: &Versioned<Customer>, next: &Customer) -> Result<()> {
-        let id = &previous.value.id;
-        let mut items = vec![self.put(
-            customer_item(next, previous.version + 1)?,
-            Some((
-                "version = :version",
-                HashMap::from([(":version".to_owned(), n(previous.version))]),
-            )),
-        )];
-        let old_claims = Claim::of(&previous.value);
-        let new_claims = Claim::of(next);
-        for claim in old_claims.iter().filter(|c| !new_claims.contains(c)) {
-            items.push(self.delete(
-                claim.pk(),
-                "UNIQUE",
-                Some((
-                    "holder = :holder",
-                    HashMap::from([(":holder".to_owned(), s(id.as_str()))]),
-                )),
-            ));
+            (Some(after), None) => {
+                condition.push_str(" AND #sk > :after");
+                values.insert(":after".into(), s(after));
+            }
+            (None, Some(prefix)) => {
+                condition.push_str(" AND begins_with(#sk, :prefix)");
+                values.insert(":prefix".into(), s(prefix));
+            }
+            (None, None) => {}
         }
-        let mut claims = Vec::new();
-        for claim in new_claims.into_iter().filter(|c| !old_claims.contains(c)) {
-            claims.push((items.len(), claim.clone()));
-            items.push(self.put(
-                claim.item(id),
-                Some(("attribute_not_exists(pk)", Item::new())),
-            ));
+        let mut clauses = Vec::new();
+        for (i, (attr, value)) in filters.iter().enumerate() {
+            names.insert(format!("#f{i}"), (*attr).to_owned());
+            values.insert(format!(":f{i}"), value.clone());
+            clauses.push(format!("#f{i} = :f{i}"));
         }
-        match self.transact(items).await? {
-            Ok(()) => Ok(()),
-            Err(reasons) => {
-                if reasons.first().and_then(|r| r.code()) == Some("ConditionalCheckFailed") {
-                    return Err(Error::conflict(
-                        "version_conflict",
-                        "the customer changed since it was read",
-                    ));
+        let filter_expression = (!clauses.is_empty()).then(|| clauses.join(" AND "));
+        let mut found: Vec<T> = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(index)
+                .key_condition_expression(&condition)
+                .set_filter_expression(filter_expression.clone())
+                .set_expression_attribute_names(Some(names.clone()))
+                .set_expression_attribute_values(Some(values.clone()))
+                .set_exclusive_start_key(start.take())
+                .limit(i32::try_from(limit + 1).unwrap_or(i32::MAX))
+                .send()
+                .await
+                .map_err(sdk_error)?;
+            for item in out.items.unwrap_or_default() {
+                // BETWEEN is inclusive: skip the cursor's own item.
+                if after.is_some_and(|a| string_attr(&item, &sk_attr).as_deref() == Some(a)) {
+                    continue;
                 }
-                Err(self.claim_conflict(&claims, &reasons).await?)
+                found.push(from_item(item)?);
             }
-        }
-    }
-}
-
-fn api_key_pk(id: &ApiKeyId) -> String {
-    format!("APIKEY#{id}")
-}
-
-fn secret_pk(lookup: &str) -> String {
-    format!("APIKEY_SECRET#{lookup}")
-}
-
-fn api_key_item(key: &ApiKey, lookup: &str) -> Result<Item> {
-    let mut item = to_item(key)?;
-    item.insert("pk".into(), s(api_key_pk(&key.id)));
-    item.insert("sk".into(), s("APIKEY"));
-    item.insert("gsi1pk".into(), s("APIKEY"));
-    item.insert("gsi1sk".into(), s(key.id.as_str()));
-    item.insert("lookup".into(), s(lookup));
-    Ok(item)
-}
-
-#[async_trait]
-impl ApiKeyStore for DynamoStore {
-    async fn insert(&self, key: &ApiKey, digest: &SecretDigest) -> Result<()> {
-        let lookup = digest.lookup();
-        let secret = HashMap::from([
-            ("pk".to_owned(), s(secret_pk(&lookup))),
-            ("sk".to_owned(), s("APIKEY_SECRET")),
-            ("keyId".to_owned(), s(key.id.as_str())),
-            ("digest".to_owned(), s(digest.to_hex())),
-            (
-                "scopes".to_owned(),
-                serde_dynamo::to_attribute_value(&key.scopes)
-                    .map_err(|e| Error::internal(format!("cannot encode scopes: {e}")))?,
-            ),
-        ]);
-        let items = vec![
-            self.put(
-                api_key_item(key, &lookup)?,
-                Some(("attribute_not_exists(pk)", Item::new())),
-            ),
-            self.put(secret, Some(("attribute_not_exists(pk)", Item::new()))),
-        ];
-        match self.transact(items).await? {
-            Ok(()) => Ok(()),
-            Err(_) => Err(Error::conflict(
-                "digest_exists",
-                "a key with this secret already exists",
-            )),
-        }
-    }
-
-    async fn find_secret(&self, lookup: &str) -> Result<Option<StoredSecret>> {
-        let Some(item) = self.get_item(secret_pk(lookup), "APIKEY_SECRET").await? else {
-            return Ok(None);
-        };
-        let field = |name: &str| {
-            string_attr(&item, name)
-                .ok_or_else(|| Error::internal(format!("API key secret lacks {name}")))
-        };
-        let scopes: Scopes = item
-            .get("scopes")
-            .cloned()
-            .ok_or_else(|| Error::internal("API key secret lacks scopes"))
-            .and_then(|v| {
-                serde_dynamo::from_attribute_value(v)
-                    .map_err(|e| Error::internal(format!("bad stored scopes: {e}")))
-            })?;
-        Ok(Some(StoredSecret {
-            key_id: ApiKeyId::parse(&field("keyId")?)?,
-            digest: SecretDigest::from_hex(&field("digest")?)?,
-            scopes,
-        }))
-    }
-
-    async fn get(&self, id: &ApiKeyId) -> Result<Option<ApiKey>> {
-        self.get_item(api_key_pk(id), "APIKEY")
-            .await?
-            .map(from_item)
-            .transpose()
-    }
-
-    async fn revoke(&self, id: &ApiKeyId, at: DateTime<Utc>) -> Result<Option<ApiKey>> {
-        let Some(item) = self.get_item(api_key_pk(id), "APIKEY").await? else {
-            return Ok(None);
-        };
-        let lookup =
-            string_attr(&item, "lookup").ok_or_else(|| Error::internal("API key lacks lookup"))?;
-        let mut key: ApiKey = from_item(item)?;
-        key.revoked_at = key.revoked_at.or(Some(at));
-        let items = vec![
-            self.put(
-                api_key_item(&key, &lookup)?,
-                Some(("attribute_exists(pk)", Item::new())),
-            ),
-            self.delete(secret_pk(&lookup), "APIKEY_SECRET", None),
-        ];
-        match self.transact(items).await? {
-            Ok(()) => Ok(Some(key)),
-            Err(_) => Ok(None),
+            match out.last_evaluated_key {
+                Some(key) if found.len() <= limit => start = Some(key),
+                _ => return Ok(found),
+            }
         }
     }
 }

@@ -1,0 +1,244 @@
+//! Contracts, and each customer's contract index: one versioned item per customer listing its
+//! contracts' spans and meters. Every contract write goes through that item's version, so two
+//! concurrent writers for one customer cannot both pass the overlap check.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
+
+use super::customers::customer_pk;
+use super::invoices::{invoice_item, invoice_pk};
+use super::{DynamoStore, Item, from_item, n, s, to_item};
+use crate::contract::{Contract, ContractSummary, NewContract};
+use crate::error::{Error, Result};
+use crate::ids::{ContractId, CustomerId, InvoiceId};
+use crate::pagination::{Cursor, Page, PageRequest};
+use crate::store::{ContractStore, Versioned};
+
+fn contract_pk(id: &ContractId) -> String {
+    format!("CONTRACT#{id}")
+}
+
+fn contract_item(contract: &Contract, version: u64) -> Result<Item> {
+    let mut item = to_item(contract)?;
+    item.insert("pk".into(), s(contract_pk(&contract.id)));
+    item.insert("sk".into(), s("CONTRACT"));
+    item.insert("gsi1pk".into(), s("CONTRACT"));
+    item.insert("gsi1sk".into(), s(contract.id.as_str()));
+    item.insert("gsi2pk".into(), s(customer_pk(&contract.customer_id)));
+    item.insert("gsi2sk".into(), s(format!("CONTRACT#{}", contract.id)));
+    item.insert("version".into(), n(version));
+    Ok(item)
+}
+
+fn version_of(item: &Item) -> u64 {
+    item.get("version")
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn version_conflict() -> Error {
+    Error::conflict(
+        "version_conflict",
+        "the contract or the customer's contracts changed since read",
+    )
+}
+
+impl DynamoStore {
+    /// The put of a customer's contract index at `version + 1`, on condition that it is still
+    /// at `version` (or absent, for version 0).
+    fn index_put(
+        &self,
+        customer: &CustomerId,
+        index: &Versioned<Vec<ContractSummary>>,
+    ) -> Result<TransactWriteItem> {
+        let contracts = serde_dynamo::to_attribute_value(&index.value)
+            .map_err(|e| Error::internal(format!("cannot encode contract index: {e}")))?;
+        let item = HashMap::from([
+            ("pk".to_owned(), s(customer_pk(customer))),
+            ("sk".to_owned(), s("CONTRACTS")),
+            ("contracts".to_owned(), contracts),
+            ("version".to_owned(), n(index.version + 1)),
+        ]);
+        Ok(if index.version == 0 {
+            self.put(item, Some(("attribute_not_exists(pk)", Item::new())))
+        } else {
+            self.put(
+                item,
+                Some((
+                    "version = :v",
+                    HashMap::from([(":v".to_owned(), n(index.version))]),
+                )),
+            )
+        })
+    }
+}
+
+#[async_trait]
+impl ContractStore for DynamoStore {
+    async fn customer_contracts(
+        &self,
+        customer: &CustomerId,
+    ) -> Result<Versioned<Vec<ContractSummary>>> {
+        let Some(item) = self.get_item(customer_pk(customer), "CONTRACTS").await? else {
+            return Ok(Versioned {
+                value: Vec::new(),
+                version: 0,
+            });
+        };
+        let version = version_of(&item);
+        let value = match item.get("contracts") {
+            Some(v) => serde_dynamo::from_attribute_value(v.clone())
+                .map_err(|e| Error::internal(format!("bad contract index: {e}")))?,
+            None => Vec::new(),
+        };
+        Ok(Versioned { value, version })
+    }
+
+    async fn insert_contract(
+        &self,
+        new: &NewContract,
+        index: &Versioned<Vec<ContractSummary>>,
+    ) -> Result<()> {
+        let contract = &new.contract;
+        let mut listed = index.value.clone();
+        listed.push(contract.summary());
+        let mut items = vec![
+            self.index_put(
+                &contract.customer_id,
+                &Versioned {
+                    value: listed,
+                    version: index.version,
+                },
+            )?,
+            self.put(
+                contract_item(contract, 1)?,
+                Some(("attribute_not_exists(pk)", Item::new())),
+            ),
+        ];
+        for invoice in &new.invoices {
+            items.push(self.put(
+                invoice_item(invoice)?,
+                Some(("attribute_not_exists(pk)", Item::new())),
+            ));
+        }
+        match self.transact(items).await? {
+            Ok(()) => Ok(()),
+            Err(reasons)
+                if reasons.first().and_then(|r| r.code()) == Some("ConditionalCheckFailed") =>
+            {
+                Err(version_conflict())
+            }
+            Err(reasons) => Err(Error::internal(format!(
+                "contract write cancelled: {reasons:?}"
+            ))),
+        }
+    }
+
+    async fn get_contract(&self, id: &ContractId) -> Result<Option<Versioned<Contract>>> {
+        let Some(item) = self.get_item(contract_pk(id), "CONTRACT").await? else {
+            return Ok(None);
+        };
+        let version = version_of(&item);
+        Ok(Some(Versioned {
+            value: from_item(item)?,
+            version,
+        }))
+    }
+
+    async fn list_contracts(
+        &self,
+        customer: Option<&CustomerId>,
+        page: &PageRequest,
+    ) -> Result<Page<Contract>> {
+        let after = page
+            .after
+            .as_ref()
+            .map(|c| ContractId::parse(c.sort_key()).map_err(|_| Cursor::invalid()))
+            .transpose()?;
+        let items: Vec<Contract> = match customer {
+            Some(customer) => {
+                let after = after.map(|a| format!("CONTRACT#{a}"));
+                self.query_index(
+                    "gsi2",
+                    &customer_pk(customer),
+                    Some("CONTRACT#"),
+                    after.as_deref(),
+                    page.limit,
+                    &[],
+                )
+                .await?
+            }
+            None => {
+                self.query_index(
+                    "gsi1",
+                    "CONTRACT",
+                    None,
+                    after.as_ref().map(ContractId::as_str),
+                    page.limit,
+                    &[],
+                )
+                .await?
+            }
+        };
+        Ok(Page::from_overfetch(items, page.limit, |c| {
+            c.id.as_str().to_owned()
+        }))
+    }
+
+    async fn cancel_contract(
+        &self,
+        previous: &Versioned<Contract>,
+        next: &Contract,
+        index: &Versioned<Vec<ContractSummary>>,
+        void: &[InvoiceId],
+    ) -> Result<()> {
+        let mut items = vec![
+            self.put(
+                contract_item(next, previous.version + 1)?,
+                Some((
+                    "version = :v",
+                    HashMap::from([(":v".to_owned(), n(previous.version))]),
+                )),
+            ),
+            self.index_put(&next.customer_id, index)?,
+        ];
+        let now = s(next
+            .updated_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        for id in void {
+            let update = Update::builder()
+                .table_name(&self.table)
+                .key("pk", s(invoice_pk(id)))
+                .key("sk", s("INVOICE"))
+                .update_expression("SET #status = :void, updatedAt = :now")
+                .condition_expression("#status IN (:drafted, :in_progress)")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":void", s("VOID"))
+                .expression_attribute_values(":drafted", s("DRAFTED"))
+                .expression_attribute_values(":in_progress", s("IN_PROGRESS"))
+                .expression_attribute_values(":now", now.clone())
+                .build()
+                .map_err(|e| Error::internal(e.to_string()))?;
+            items.push(TransactWriteItem::builder().update(update).build());
+        }
+        match self.transact(items).await? {
+            Ok(()) => Ok(()),
+            Err(reasons) => {
+                let failed = |i: usize| {
+                    reasons.get(i).and_then(|r| r.code()) == Some("ConditionalCheckFailed")
+                };
+                if failed(0) || failed(1) {
+                    Err(version_conflict())
+                } else {
+                    Err(Error::conflict(
+                        "invoice_not_open",
+                        "an invoice after the cancellation date is no longer open, so it cannot be voided",
+                    ))
+                }
+            }
+        }
+    }
+}
