@@ -60,8 +60,10 @@ impl fmt::Display for Aggregation {
     }
 }
 
-/// One event property's value. Numbers are exact decimals, never floats.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One event property's value. Numbers are exact decimals, never floats (stored and queued as
+/// decimal strings).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum UsageValue {
     /// A number, e.g. tokens or bytes.
     Number(Decimal),
@@ -98,6 +100,41 @@ impl UsageValue {
                 "invalid_usage_value",
                 "a usage value must be a number, a string or a boolean",
             )),
+        }
+    }
+
+    /// Reads an event property from its raw JSON text, so a number keeps exactly the digits
+    /// the client sent (`0.1` is 1/10, and 30 significant digits stay 30). `null` is no value;
+    /// arrays and objects are `invalid_usage_value`.
+    pub fn from_raw(raw: &serde_json::value::RawValue) -> Result<Option<Self>> {
+        let text = raw.get().trim();
+        match text.as_bytes().first() {
+            Some(b'"') => serde_json::from_str::<String>(text)
+                .map(|s| Some(Self::Text(s)))
+                .map_err(|e| Error::invalid("invalid_json", e.to_string())),
+            Some(b'-' | b'0'..=b'9') => Decimal::from_str_exact(text)
+                .or_else(|_| Decimal::from_scientific(text))
+                .map(|d| Some(Self::Number(d)))
+                .map_err(|_| {
+                    Error::unprocessable(
+                        "invalid_usage_value",
+                        format!("the number {text} is outside the range usage can hold"),
+                    )
+                }),
+            _ => Self::from_json(
+                &serde_json::from_str(text)
+                    .map_err(|e| Error::invalid("invalid_json", e.to_string()))?,
+            ),
+        }
+    }
+
+    /// The value as text, for property filters and dimensions: numbers in plain normalized
+    /// decimal form, booleans as `true`/`false`.
+    pub fn as_text(&self) -> String {
+        match self {
+            Self::Number(d) => d.normalize().to_string(),
+            Self::Text(s) => s.clone(),
+            Self::Bool(b) => b.to_string(),
         }
     }
 

@@ -11,6 +11,7 @@ pub mod customer;
 pub mod error;
 pub mod ids;
 pub mod invoice;
+pub mod matcher;
 pub mod meter;
 pub mod money;
 pub mod pagination;
@@ -20,6 +21,7 @@ pub mod pricing;
 pub mod service;
 pub mod store;
 mod text;
+pub mod usage;
 
 pub use error::{Error, ErrorKind, Result};
 pub use service::Billing;
@@ -35,9 +37,22 @@ pub async fn billing_from_env() -> Result<Billing> {
         Ok(hex) if !hex.is_empty() => Some(api_key::SecretDigest::from_hex(&hex)?),
         _ => None,
     };
-    Ok(Billing::new(
+    let billing = Billing::new(store, Arc::new(service::SystemClock), bootstrap_key);
+    Ok(match std::env::var("USAGE_QUEUE_URL") {
+        Ok(url) if !url.is_empty() => billing.with_queue(Arc::new(
+            adapters::sqs::SqsEventQueue::from_config(&config)?,
+        )),
+        _ => billing,
+    })
+}
+
+/// Builds the usage matcher over DynamoDB from the standard environment.
+pub async fn matcher_from_env() -> Result<matcher::Matcher> {
+    let config = adapters::aws_config().await;
+    let store = Arc::new(adapters::dynamodb::DynamoStore::from_config(&config)?);
+    Ok(matcher::Matcher::new(
+        store.clone(),
         store,
         Arc::new(service::SystemClock),
-        bootstrap_key,
     ))
 }

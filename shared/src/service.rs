@@ -11,12 +11,15 @@ use crate::customer::{CreateCustomer, Customer, ExternalCustomerId, UpdateCustom
 use crate::error::{Error, ErrorKind, Result};
 use crate::ids::{ApiKeyId, ContractId, CustomerId, InvoiceId, MeterId, PlanId};
 use crate::invoice::{Invoice, InvoiceStatus, PricedInvoice};
+use crate::meter::MeterCode;
 use crate::meter::{CreateMeter, Meter, MeterStatus};
 use crate::pagination::{Page, PageRequest};
 use crate::plan::{CreatePlan, MeterRef, Plan};
 use crate::store::{
-    ApiKeyStore, CatalogStore, ContractStore, CustomerStore, InvoiceFilter, InvoiceStore,
+    ApiKeyStore, CatalogStore, ContractStore, CustomerStore, EventFilter, EventQueue,
+    InvoiceFilter, InvoiceStore, UsageStore,
 };
+use crate::usage::{self, EventRecord, EventStatus, UsageEvent};
 
 /// Where "now" comes from, so tests can fix it.
 pub trait Clock: Send + Sync {
@@ -39,12 +42,18 @@ const UPDATE_ATTEMPTS: usize = 5;
 
 /// Every storage port the use cases need, implemented by one adapter.
 pub trait Store:
-    CustomerStore + ApiKeyStore + CatalogStore + ContractStore + InvoiceStore + 'static
+    CustomerStore + ApiKeyStore + CatalogStore + ContractStore + InvoiceStore + UsageStore + 'static
 {
 }
 
-impl<T: CustomerStore + ApiKeyStore + CatalogStore + ContractStore + InvoiceStore + 'static> Store
-    for T
+impl<T> Store for T where
+    T: CustomerStore
+        + ApiKeyStore
+        + CatalogStore
+        + ContractStore
+        + InvoiceStore
+        + UsageStore
+        + 'static
 {
 }
 
@@ -55,6 +64,8 @@ pub struct Billing {
     catalog: Arc<dyn CatalogStore>,
     contracts: Arc<dyn ContractStore>,
     invoices: Arc<dyn InvoiceStore>,
+    usage: Arc<dyn UsageStore>,
+    queue: Option<Arc<dyn EventQueue>>,
     keys: Keys,
     clock: Arc<dyn Clock>,
 }
@@ -65,6 +76,23 @@ pub struct Keys {
     store: Arc<dyn ApiKeyStore>,
     clock: Arc<dyn Clock>,
     bootstrap_key: Option<SecretDigest>,
+}
+
+/// One usage line of a customer's current period.
+#[derive(Debug, Clone)]
+pub struct UsageLine {
+    /// Under which contract.
+    pub contract_id: ContractId,
+    /// On which invoice.
+    pub invoice_id: InvoiceId,
+    /// Which meter.
+    pub meter_id: MeterId,
+    /// The current period.
+    pub period: crate::period::Period,
+    /// The invoice's currency.
+    pub currency: crate::money::Currency,
+    /// The line, priced.
+    pub line: crate::invoice::PricedLine,
 }
 
 /// A key just created, with its secret (shown once, never again).
@@ -90,9 +118,139 @@ impl Billing {
             catalog: store.clone(),
             contracts: store.clone(),
             invoices: store.clone(),
+            usage: store.clone(),
+            queue: None,
             keys: Keys::new(store, clock.clone(), bootstrap_key),
             clock,
         }
+    }
+
+    /// Sends accepted usage events to `queue` (the ingestion routes answer 503 without one).
+    #[must_use]
+    pub fn with_queue(mut self, queue: Arc<dyn EventQueue>) -> Self {
+        self.queue = Some(queue);
+        self
+    }
+
+    /// The current time, as the use cases see it.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Enqueues validated events, packed many per message. Returns, per event, whether it is
+    /// durably enqueued: only those may be acknowledged to the client.
+    pub async fn ingest(&self, events: &[UsageEvent]) -> Result<Vec<bool>> {
+        let queue = self
+            .queue
+            .as_ref()
+            .ok_or_else(|| Error::unavailable("no usage queue is configured (USAGE_QUEUE_URL)"))?;
+        let messages = usage::pack(events)?;
+        let bodies: Vec<String> = messages.iter().map(|(body, _)| body.clone()).collect();
+        let sent = queue.send(&bodies).await;
+        let mut enqueued = vec![false; events.len()];
+        for ((_, indexes), ok) in messages.iter().zip(sent) {
+            for &i in indexes {
+                enqueued[i] = ok;
+            }
+        }
+        Ok(enqueued)
+    }
+
+    /// Lists event records of a customer (by our id or external id) and/or of an outcome.
+    pub async fn events(
+        &self,
+        page: &PageRequest,
+        customer: Option<&str>,
+        external: Option<&str>,
+        status: Option<&str>,
+    ) -> Result<Page<EventRecord>> {
+        let owner = match (customer, external) {
+            (Some(_), Some(_)) => {
+                return Err(Error::invalid(
+                    "ambiguous_customer",
+                    "give customerId or externalCustomerId, not both",
+                ));
+            }
+            (Some(id), None) => {
+                let id = CustomerId::parse(id).map_err(|e| e.at("customerId"))?;
+                Some(match self.customers.get(&id).await? {
+                    Some(_) => format!("CUSTOMER#{id}"),
+                    None => format!("EVENTREF#{id}"),
+                })
+            }
+            (None, Some(raw)) => {
+                let external =
+                    ExternalCustomerId::parse(raw).map_err(|e| e.at("externalCustomerId"))?;
+                Some(match self.customers.get_by_external_id(&external).await? {
+                    Some(c) => format!("CUSTOMER#{}", c.id),
+                    None => format!("EVENTREF#ext:{external}"),
+                })
+            }
+            (None, None) => None,
+        };
+        let filter = EventFilter {
+            customer: owner,
+            status: status.map(EventStatus::parse).transpose()?,
+        };
+        self.usage.list_events(&filter, page).await
+    }
+
+    /// The customer's usage in the current period: per usage line of each invoice whose period
+    /// contains today, its quantity and amount so far; optionally one meter's only.
+    pub async fn customer_usage(
+        &self,
+        customer: &str,
+        meter_code: Option<&str>,
+    ) -> Result<Vec<UsageLine>> {
+        let customer = self.customer(customer).await?;
+        let meter = match meter_code {
+            None => None,
+            Some(code) => {
+                let code = MeterCode::parse(code).map_err(|e| e.at("meterCode"))?;
+                Some(
+                    self.catalog
+                        .get_meter_by_code(&code)
+                        .await?
+                        .ok_or_else(|| Error::not_found("meter", code.as_str()).at("meterCode"))?,
+                )
+            }
+        };
+        let today = self.clock.now().date_naive();
+        let index = self.contracts.customer_contracts(&customer.id).await?;
+        let mut lines = Vec::new();
+        for summary in index.value.iter().filter(|c| c.span().contains(today)) {
+            let Some(contract) = self.contracts.get_contract(&summary.id).await? else {
+                continue;
+            };
+            let Some((_, period)) = contract.value.schedule().period_containing(today) else {
+                continue;
+            };
+            let Some(invoice) = self
+                .invoices
+                .get_invoice(&Invoice::id_for(&summary.id, period.start))
+                .await?
+            else {
+                continue;
+            };
+            let priced = invoice.priced()?;
+            for line in priced.lines {
+                let crate::invoice::LineKind::Usage { meter_id, .. } = &line.line.kind else {
+                    continue;
+                };
+                if meter.as_ref().is_some_and(|m| &m.id != meter_id) {
+                    continue;
+                }
+                lines.push(UsageLine {
+                    contract_id: summary.id.clone(),
+                    invoice_id: invoice.id.clone(),
+                    meter_id: meter_id.clone(),
+                    period,
+                    currency: invoice.currency,
+                    line,
+                });
+            }
+        }
+        Ok(lines)
     }
 
     /// The API key use cases.

@@ -1,18 +1,22 @@
 //! The storage ports: what the domain needs from a database, in domain terms only. The DynamoDB
 //! adapter (`adapters::dynamodb`) implements them; tests may wrap them to inject faults.
 
+use std::collections::{BTreeMap, HashMap};
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::aggregation::Aggregate;
 use crate::api_key::{ApiKey, Scopes, SecretDigest};
 use crate::contract::{Contract, ContractSummary, NewContract};
 use crate::customer::{Customer, ExternalCustomerId};
 use crate::error::Result;
-use crate::ids::{ApiKeyId, ContractId, CustomerId, InvoiceId, MeterId, PlanId};
-use crate::invoice::{Invoice, InvoiceStatus};
+use crate::ids::{ApiKeyId, ContractId, CustomerId, InvoiceId, LineId, MeterId, PlanId};
+use crate::invoice::{Invoice, InvoiceLine, InvoiceStatus};
 use crate::meter::{Meter, MeterCode};
 use crate::pagination::{Page, PageRequest};
 use crate::plan::Plan;
+use crate::usage::{EventRecord, EventStatus};
 
 /// A stored value with the version it was read at, for optimistic concurrency: a write based on
 /// a stale read is refused instead of silently overwriting someone else's change.
@@ -168,4 +172,89 @@ pub trait InvoiceStore: Send + Sync {
         filter: &InvoiceFilter,
         page: &PageRequest,
     ) -> Result<Page<Invoice>>;
+}
+
+/// An invoice as the matcher sees it: lines with their running aggregates, and the version
+/// its next write must find.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvoiceState {
+    /// The invoice (line quantities already reflect `aggregates`).
+    pub invoice: Invoice,
+    /// Per line, the aggregate so far (absent: no usage yet).
+    pub aggregates: BTreeMap<LineId, Aggregate>,
+    /// Increments on every usage write.
+    pub version: u64,
+}
+
+/// One invoice's part of a usage commit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvoiceWrite {
+    /// Which invoice.
+    pub invoice_id: InvoiceId,
+    /// The version read; the write fails if the invoice moved on (or was closed) since.
+    pub expected_version: u64,
+    /// Lines to append (dimensional combinations and late usage seen for the first time).
+    pub new_lines: Vec<InvoiceLine>,
+    /// The new aggregate of every line this commit touches.
+    pub aggregates: Vec<(LineId, Aggregate)>,
+    /// When.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One atomic step of matching: event records and the invoice changes they cause, together.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageCommit {
+    /// Invoice updates.
+    pub invoices: Vec<InvoiceWrite>,
+    /// One record per event; each must not exist yet (that is the exactly-once guard).
+    pub records: Vec<EventRecord>,
+}
+
+/// How a usage commit ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// Everything was written.
+    Committed,
+    /// Nothing was written: these records (indexes into `records`) already exist, so their
+    /// events were counted before.
+    Duplicates(Vec<usize>),
+    /// Nothing was written: an invoice changed or closed since it was read.
+    InvoiceMoved,
+}
+
+/// Which events a list shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// One customer's (by our id, or by the reference sent when the customer is unknown).
+    pub customer: Option<String>,
+    /// Only with this outcome.
+    pub status: Option<EventStatus>,
+}
+
+/// The matcher's writes and the event records' reads.
+#[async_trait]
+pub trait UsageStore: Send + Sync {
+    /// Reads invoices with their aggregates, strongly consistent; missing ones are absent.
+    async fn invoice_states(&self, ids: &[InvoiceId]) -> Result<HashMap<InvoiceId, InvoiceState>>;
+
+    /// Writes an invoice unless it exists (a period the contract had not pre-generated yet).
+    async fn ensure_invoice(&self, invoice: &Invoice) -> Result<()>;
+
+    /// Writes a commit in one transaction, or nothing.
+    async fn commit(&self, commit: &UsageCommit) -> Result<CommitOutcome>;
+
+    /// Lists event records, newest first within the chosen partition.
+    async fn list_events(
+        &self,
+        filter: &EventFilter,
+        page: &PageRequest,
+    ) -> Result<Page<EventRecord>>;
+}
+
+/// Sends packed usage events to the matcher's queue.
+#[async_trait]
+pub trait EventQueue: Send + Sync {
+    /// Sends message bodies; returns, per body, whether it is durably enqueued. Implementations
+    /// retry transient failures themselves.
+    async fn send(&self, bodies: &[String]) -> Vec<bool>;
 }

@@ -1,6 +1,7 @@
 //! The local stack itself: template.yaml's queues exist on the emulator with their redrive
 //! policy, and the dev server's SQS poller hands messages to the usage matcher, honouring its
-//! answer (today: the matcher fails every batch, so nothing may be deleted from the queue).
+//! partial batch answer (a malformed message is reported failed, so it is not deleted and comes
+//! back, until the redrive policy moves it to the dead-letter queue).
 
 use std::time::Duration;
 
@@ -35,7 +36,7 @@ async fn the_usage_queue_has_its_dead_letter_queue() {
 }
 
 #[tokio::test]
-async fn a_failed_matcher_batch_leaves_its_messages_on_the_queue() {
+async fn a_malformed_message_is_not_deleted_but_redelivered() {
     let _ = integration_tests::TestApp::spawn().await;
     let client = sqs().await;
     // A private queue, so no other test's poller or messages interfere.
@@ -57,7 +58,8 @@ async fn a_failed_matcher_batch_leaves_its_messages_on_the_queue() {
         .await
         .unwrap();
     let arn = "arn:aws:sqs:us-east-1:123456789012:poller";
-    let received = dev_server::sqs::poll_once(&client, &url, arn)
+    let matcher = billing::matcher_from_env().await.unwrap();
+    let received = dev_server::sqs::poll_once(&client, &url, arn, &matcher)
         .await
         .unwrap();
     assert_eq!(received, 1);
@@ -72,6 +74,6 @@ async fn a_failed_matcher_batch_leaves_its_messages_on_the_queue() {
         .unwrap()
         .messages
         .unwrap_or_default();
-    assert_eq!(again.len(), 1, "the failed batch's message comes back");
+    assert_eq!(again.len(), 1, "the malformed message comes back");
     client.delete_queue().queue_url(&url).send().await.unwrap();
 }

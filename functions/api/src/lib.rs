@@ -14,6 +14,10 @@ use billing::Billing;
 /// Lambda's 6 MB payload limit so an oversize body gets our 413 rather than a gateway error.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// The largest body of `POST /v1/events/batch`: 10,000 events of about 500 bytes, under
+/// Lambda's 6 MB payload limit.
+pub const MAX_BATCH_BODY_BYTES: usize = 5 * 1024 * 1024;
+
 /// Every `/v1` route, with JSON 404 and 405 fallbacks.
 pub fn app(billing: Billing) -> Router {
     Router::new()
@@ -45,8 +49,18 @@ pub fn app(billing: Billing) -> Router {
         .route("/v1/invoices", get(routes::invoices::list))
         .route("/v1/invoices/upcoming", get(routes::invoices::upcoming))
         .route("/v1/invoices/{id}", get(routes::invoices::get))
+        .route("/v1/customers/{id}/usage", get(routes::customers::usage))
+        .route(
+            "/v1/events",
+            get(routes::events::list).post(routes::events::ingest_one),
+        )
+        .route(
+            "/v1/events/batch",
+            post(routes::events::ingest_batch).layer(DefaultBodyLimit::max(MAX_BATCH_BODY_BYTES)),
+        )
         .route("/v1/api-keys", post(routes::api_keys::create))
         .route("/v1/api-keys/{id}", delete(routes::api_keys::revoke))
+        .route("/v1/openapi.json", get(routes::openapi::get))
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

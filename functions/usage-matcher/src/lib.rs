@@ -1,16 +1,72 @@
-//! Matches queued usage events to invoice lines. Not built yet: until it is, every batch fails
-//! loudly, so its messages stay on the queue (and reach the dead-letter queue after the redrive
-//! limit) instead of being acknowledged and lost.
+//! The SQS-triggered usage matcher: decode the batch, hand its events to
+//! [`billing::matcher::Matcher`], and report failures per message (`ReportBatchItemFailures`).
+//! A message that cannot be decoded is reported failed every time, so after the queue's
+//! redrive limit it lands in the dead-letter queue; a batch whose events could not all be
+//! committed is reported failed as a whole and redelivered, which is safe because nothing
+//! counts twice.
 
-use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use billing::matcher::Matcher;
+use billing::usage::QueuedEvents;
 use lambda_runtime::{Error, LambdaEvent};
 
-/// Handles one SQS batch. Returns an error for the whole batch: nothing is matched yet, and an
-/// acknowledged event would be a lost event.
-pub async fn handle(event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
-    Err(format!(
-        "usage-matcher is not implemented yet: {} message(s) left on the queue for redelivery",
-        event.payload.records.len()
-    )
-    .into())
+/// Handles one SQS batch.
+pub async fn handle(
+    matcher: &Matcher,
+    event: LambdaEvent<SqsEvent>,
+) -> Result<SqsBatchResponse, Error> {
+    let mut events = Vec::new();
+    let mut decoded = Vec::new();
+    let mut failed = Vec::new();
+    for record in event.payload.records {
+        let id = record.message_id.unwrap_or_default();
+        match record
+            .body
+            .as_deref()
+            .map(serde_json::from_str::<QueuedEvents>)
+        {
+            Some(Ok(queued)) if queued.v == 1 => {
+                events.extend(queued.events);
+                decoded.push(id);
+            }
+            Some(Ok(queued)) => {
+                tracing::error!(message = %id, version = queued.v, "unknown message version");
+                failed.push(id);
+            }
+            Some(Err(e)) => {
+                tracing::error!(message = %id, error = %e, "malformed usage message");
+                failed.push(id);
+            }
+            None => {
+                tracing::error!(message = %id, "usage message without a body");
+                failed.push(id);
+            }
+        }
+    }
+    let count = events.len();
+    match matcher.process(events).await {
+        Ok(report) => tracing::info!(
+            events = count,
+            recorded = report.recorded,
+            duplicates = report.duplicates,
+            transactions = report.transactions,
+            write_actions = report.write_actions,
+            statuses = ?report.by_status,
+            "usage batch matched"
+        ),
+        Err(e) => {
+            tracing::error!(events = count, error = %e, "usage batch not fully matched; it will be redelivered");
+            failed.extend(decoded);
+        }
+    }
+    let mut response = SqsBatchResponse::default();
+    response.batch_item_failures = failed
+        .into_iter()
+        .map(|id| {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = id;
+            failure
+        })
+        .collect();
+    Ok(response)
 }

@@ -3,5 +3,10 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    lambda_runtime::run(lambda_runtime::service_fn(usage_matcher::handle)).await
+    let matcher = billing::matcher_from_env().await?;
+    let matcher = &matcher;
+    lambda_runtime::run(lambda_runtime::service_fn(move |event| {
+        usage_matcher::handle(matcher, event)
+    }))
+    .await
 }

@@ -98,7 +98,8 @@ pub async fn start(
         })?;
         let config = billing::adapters::aws_config().await;
         let client = aws_sdk_sqs::Client::new(&config);
-        tasks.push(tokio::spawn(sqs::poll(client, queue_url)));
+        let matcher = billing::matcher_from_env().await?;
+        tasks.push(tokio::spawn(sqs::poll(client, queue_url, matcher)));
     }
     Ok(Running { addr, tasks })
 }

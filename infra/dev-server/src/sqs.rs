@@ -10,6 +10,7 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
 };
+use billing::matcher::Matcher;
 use lambda_http::{Context, LambdaEvent};
 use serde_json::{Value, json};
 
@@ -17,10 +18,10 @@ use serde_json::{Value, json};
 const BATCH_SIZE: i32 = 10;
 
 /// Polls `queue_url` until the task is dropped, invoking the usage matcher per batch.
-pub async fn poll(client: Client, queue_url: String) {
+pub async fn poll(client: Client, queue_url: String, matcher: Matcher) {
     let arn = queue_arn(&client, &queue_url).await;
     loop {
-        match poll_once(&client, &queue_url, &arn).await {
+        match poll_once(&client, &queue_url, &arn, &matcher).await {
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!(error = %e, queue = %queue_url, "SQS poll failed; retrying");
@@ -44,7 +45,12 @@ async fn queue_arn(client: &Client, queue_url: &str) -> String {
 }
 
 /// One receive → invoke → delete cycle. Returns how many messages were received.
-pub async fn poll_once(client: &Client, queue_url: &str, arn: &str) -> Result<usize, String> {
+pub async fn poll_once(
+    client: &Client,
+    queue_url: &str,
+    arn: &str,
+    matcher: &Matcher,
+) -> Result<usize, String> {
     let received = client
         .receive_message()
         .queue_url(queue_url)
@@ -85,8 +91,11 @@ pub async fn poll_once(client: &Client, queue_url: &str, arn: &str) -> Result<us
         .collect();
     let event: SqsEvent = serde_json::from_value(json!({ "Records": records }))
         .map_err(|e| format!("cannot build SqsEvent: {e}"))?;
-    let processed: Vec<_> = match usage_matcher::handle(LambdaEvent::new(event, Context::default()))
-        .await
+    let processed: Vec<_> = match usage_matcher::handle(
+        matcher,
+        LambdaEvent::new(event, Context::default()),
+    )
+    .await
     {
         Ok(SqsBatchResponse {
             batch_item_failures,

@@ -3,6 +3,7 @@
 //! same binary talks to DynamoDB Local, moto, LocalStack or AWS depending on `AWS_ENDPOINT_URL*`.
 
 pub mod dynamodb;
+pub mod sqs;
 
 /// Loads AWS configuration the standard way (environment, profile, or the Lambda role), with
 /// endpoint overrides from `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_<SERVICE>`.

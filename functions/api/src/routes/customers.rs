@@ -107,3 +107,69 @@ pub async fn update(
     caller.require(Scope::CustomersWrite)?;
     Ok(Json(billing.update_customer(&id, body).await?.into()))
 }
+
+/// Query parameters of `GET /v1/customers/{id}/usage`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UsageQuery {
+    meter_code: Option<String>,
+}
+
+/// One usage line of the current period.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageLineView {
+    contract_id: String,
+    invoice_id: String,
+    line_id: String,
+    meter_id: String,
+    description: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dimensions: Option<std::collections::BTreeMap<String, String>>,
+    quantity: String,
+    unit_amount: Option<String>,
+    amount: String,
+    currency: &'static str,
+    period_start: DateTime<Utc>,
+    period_end: DateTime<Utc>,
+}
+
+/// The current period's usage.
+#[derive(Serialize)]
+pub struct UsageView {
+    data: Vec<UsageLineView>,
+}
+
+/// `GET /v1/customers/{id}/usage[?meterCode]`: quantity and amount so far per usage line of the
+/// period containing today.
+pub async fn usage(
+    State(billing): State<Billing>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    QueryParams(query): QueryParams<UsageQuery>,
+) -> Result<Json<UsageView>, ApiError> {
+    caller.require(Scope::UsageRead)?;
+    let lines = billing
+        .customer_usage(&id, query.meter_code.as_deref())
+        .await?;
+    let midnight = |d: chrono::NaiveDate| d.and_time(chrono::NaiveTime::MIN).and_utc();
+    Ok(Json(UsageView {
+        data: lines
+            .into_iter()
+            .map(|u| UsageLineView {
+                contract_id: u.contract_id.into(),
+                invoice_id: u.invoice_id.into(),
+                line_id: u.line.line.id.to_string(),
+                meter_id: u.meter_id.into(),
+                description: u.line.line.description.clone(),
+                dimensions: u.line.line.dimensions.clone(),
+                quantity: u.line.line.quantity.normalize().to_string(),
+                unit_amount: u.line.unit_amount.map(|a| a.to_string()),
+                amount: format!("{:.*}", u.currency.minor_units() as usize, u.line.amount),
+                currency: u.currency.code(),
+                period_start: midnight(u.period.start),
+                period_end: midnight(u.period.end),
+            })
+            .collect(),
+    }))
+}

@@ -4,8 +4,10 @@
 pub mod api_keys;
 pub mod contracts;
 pub mod customers;
+pub mod events;
 pub mod invoices;
 pub mod meters;
+pub mod openapi;
 pub mod plans;
 
 use serde::{Deserialize, Serialize};

@@ -1,16 +1,19 @@
 //! Invoices, listed by period through three indexes: all (`gsi1`), a customer's (`gsi2`) and
 //! a contract's (`gsi3`).
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 
 use super::customers::customer_pk;
 use super::{DynamoStore, Item, from_item, s, to_item};
-use crate::error::Result;
-use crate::ids::InvoiceId;
+use crate::aggregation::Aggregate;
+use crate::error::{Error, Result};
+use crate::ids::{InvoiceId, LineId};
 use crate::invoice::Invoice;
 use crate::pagination::{Cursor, Page, PageRequest};
 use crate::period::parse_date;
-use crate::store::{InvoiceFilter, InvoiceStore};
+use crate::store::{InvoiceFilter, InvoiceState, InvoiceStore};
 
 pub(super) fn invoice_pk(id: &InvoiceId) -> String {
     format!("INVOICE#{id}")
@@ -51,13 +54,48 @@ fn parse_position(cursor: &Cursor) -> Result<String> {
     }
 }
 
+/// Reads an invoice item: the invoice, its lines' aggregates (`agg#<lineId>`, which give the
+/// lines their quantities) and its usage version.
+pub(super) fn decode_invoice(mut item: Item) -> Result<InvoiceState> {
+    let version = item
+        .remove("version")
+        .and_then(|v| v.as_n().ok().and_then(|n| n.parse().ok()))
+        .unwrap_or(0);
+    let mut aggregates = BTreeMap::new();
+    let keys: Vec<String> = item
+        .keys()
+        .filter(|k| k.starts_with("agg#"))
+        .cloned()
+        .collect();
+    for key in keys {
+        if let Some(value) = item.remove(&key) {
+            let aggregate: Aggregate = serde_dynamo::from_attribute_value(value)
+                .map_err(|e| Error::internal(format!("bad aggregate {key}: {e}")))?;
+            aggregates.insert(LineId::parse(&key["agg#".len()..])?, aggregate);
+        }
+    }
+    let mut invoice: Invoice = from_item(item)?;
+    for line in &mut invoice.lines {
+        if let Some(aggregate) = aggregates.get(&line.id) {
+            line.quantity = aggregate.quantity();
+        }
+    }
+    Ok(InvoiceState {
+        invoice,
+        aggregates,
+        version,
+    })
+}
+
 #[async_trait]
 impl InvoiceStore for DynamoStore {
     async fn get_invoice(&self, id: &InvoiceId) -> Result<Option<Invoice>> {
-        self.get_item(invoice_pk(id), "INVOICE")
+        Ok(self
+            .get_item(invoice_pk(id), "INVOICE")
             .await?
-            .map(from_item)
-            .transpose()
+            .map(decode_invoice)
+            .transpose()?
+            .map(|state| state.invoice))
     }
 
     async fn list_invoices(
@@ -70,12 +108,12 @@ impl InvoiceStore for DynamoStore {
         if let Some(status) = filter.status {
             filters.push(("status", s(status.as_str())));
         }
-        let items: Vec<Invoice> = match (&filter.contract, &filter.customer) {
+        let items: Vec<Item> = match (&filter.contract, &filter.customer) {
             (Some(contract), customer) => {
                 if let Some(customer) = customer {
                     filters.push(("customerId", s(customer.as_str())));
                 }
-                self.query_index(
+                self.query_items(
                     "gsi3",
                     &format!("CONTRACT#{contract}"),
                     None,
@@ -87,7 +125,7 @@ impl InvoiceStore for DynamoStore {
             }
             (None, Some(customer)) => {
                 let after = after.map(|a| format!("INVOICE#{a}"));
-                self.query_index(
+                self.query_items(
                     "gsi2",
                     &customer_pk(customer),
                     Some("INVOICE#"),
@@ -98,7 +136,7 @@ impl InvoiceStore for DynamoStore {
                 .await?
             }
             (None, None) => {
-                self.query_index(
+                self.query_items(
                     "gsi1",
                     "INVOICE",
                     None,
@@ -109,6 +147,10 @@ impl InvoiceStore for DynamoStore {
                 .await?
             }
         };
-        Ok(Page::from_overfetch(items, page.limit, position))
+        let invoices = items
+            .into_iter()
+            .map(|item| decode_invoice(item).map(|state| state.invoice))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_overfetch(invoices, page.limit, position))
     }
 }

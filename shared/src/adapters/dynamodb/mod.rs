@@ -37,6 +37,7 @@ mod contracts;
 mod customers;
 mod invoices;
 mod keys;
+mod usage;
 
 pub(super) type Item = HashMap<String, AttributeValue>;
 
@@ -49,6 +50,8 @@ const CONFLICT_RETRIES: u32 = 8;
 pub struct DynamoStore {
     client: Client,
     table: String,
+    /// Write actions sent in usage commits, for the cost benchmark.
+    writes: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl DynamoStore {
@@ -57,6 +60,7 @@ impl DynamoStore {
         Self {
             client,
             table: table.into(),
+            writes: Default::default(),
         }
     }
 
@@ -66,6 +70,16 @@ impl DynamoStore {
         let table = std::env::var("TABLE_NAME")
             .map_err(|_| Error::internal("TABLE_NAME is not set; see template.yaml"))?;
         Ok(Self::new(Client::new(config), table))
+    }
+
+    /// Write actions sent in usage commits so far (retries included): what DynamoDB bills.
+    pub fn usage_write_actions(&self) -> u64 {
+        self.writes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count_writes(&self, actions: usize) {
+        self.writes
+            .fetch_add(actions as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub(super) async fn get_item(&self, pk: String, sk: &str) -> Result<Option<Item>> {
@@ -345,6 +359,23 @@ impl DynamoStore {
         limit: usize,
         filters: &[(&str, AttributeValue)],
     ) -> Result<Vec<T>> {
+        self.query_items(index, partition, prefix, after, limit, filters)
+            .await?
+            .into_iter()
+            .map(from_item)
+            .collect()
+    }
+
+    /// [`Self::query_index`] without decoding the items.
+    pub(super) async fn query_items(
+        &self,
+        index: &str,
+        partition: &str,
+        prefix: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+        filters: &[(&str, AttributeValue)],
+    ) -> Result<Vec<Item>> {
         let (pk_attr, sk_attr) = (format!("{index}pk"), format!("{index}sk"));
         let mut condition = "#pk = :pk".to_owned();
         let mut values = HashMap::from([(":pk".to_owned(), s(partition))]);
@@ -375,7 +406,7 @@ impl DynamoStore {
             clauses.push(format!("#f{i} = :f{i}"));
         }
         let filter_expression = (!clauses.is_empty()).then(|| clauses.join(" AND "));
-        let mut found: Vec<T> = Vec::new();
+        let mut found: Vec<Item> = Vec::new();
         let mut start: Option<Item> = None;
         loop {
             let out = self
@@ -397,7 +428,7 @@ impl DynamoStore {
                 if after.is_some_and(|a| string_attr(&item, &sk_attr).as_deref() == Some(a)) {
                     continue;
                 }
-                found.push(from_item(item)?);
+                found.push(item);
             }
             match out.last_evaluated_key {
                 Some(key) if found.len() <= limit => start = Some(key),

@@ -1,0 +1,271 @@
+//! The matcher's side of the table: invoice states with their aggregates, usage commits (event
+//! records and invoice updates in one transaction), and event record listings.
+//!
+//! An invoice item carries, besides the invoice, one attribute per line with usage,
+//! `agg#<lineId>` (the line's aggregate), and a `version` counter that every usage write checks
+//! and increments.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, TransactWriteItem, Update};
+
+use super::invoices::{decode_invoice, invoice_item, invoice_pk};
+use super::{DynamoStore, Item, n, s, sdk_error, to_item};
+use crate::error::{Error, Result};
+use crate::ids::InvoiceId;
+use crate::invoice::Invoice;
+use crate::matcher::event_record_key;
+use crate::pagination::{Cursor, Page, PageRequest};
+use crate::store::{CommitOutcome, EventFilter, InvoiceState, UsageCommit, UsageStore};
+use crate::usage::{CustomerRef, EventRecord, RECORD_RETENTION};
+
+/// The attribute holding a line's aggregate.
+pub(super) fn aggregate_attribute(line: &str) -> String {
+    format!("agg#{line}")
+}
+
+fn record_item(record: &EventRecord) -> Result<Item> {
+    let key = event_record_key(record);
+    let mut item = to_item(record)?;
+    let processed = record
+        .processed_at
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let timestamp = record
+        .event
+        .timestamp
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let owner = match (&record.customer_id, &record.event.customer) {
+        (Some(id), _) => format!("CUSTOMER#{id}"),
+        (None, CustomerRef::Id(id)) => format!("EVENTREF#{id}"),
+        (None, CustomerRef::External(x)) => format!("EVENTREF#ext:{x}"),
+    };
+    item.insert("pk".into(), s(format!("EVENT#{key}")));
+    item.insert("sk".into(), s("EVENT"));
+    item.insert(
+        "gsi1pk".into(),
+        s(format!("EVENT#{}", record.status.as_str())),
+    );
+    item.insert("gsi1sk".into(), s(format!("{processed}#{key}")));
+    item.insert("gsi2pk".into(), s(owner));
+    item.insert("gsi2sk".into(), s(format!("EVENT#{timestamp}#{key}")));
+    let expires = (record.processed_at + RECORD_RETENTION).timestamp();
+    item.insert("expiresAt".into(), AttributeValue::N(expires.to_string()));
+    Ok(item)
+}
+
+impl DynamoStore {
+    fn invoice_update(&self, write: &crate::store::InvoiceWrite) -> Result<TransactWriteItem> {
+        let mut set = vec![
+            "#version = :next".to_owned(),
+            "#status = :in_progress".to_owned(),
+            "updatedAt = :now".to_owned(),
+        ];
+        let mut names = HashMap::from([
+            ("#version".to_owned(), "version".to_owned()),
+            ("#status".to_owned(), "status".to_owned()),
+        ]);
+        let mut values: Item = HashMap::from([
+            (":next".to_owned(), n(write.expected_version + 1)),
+            (":in_progress".to_owned(), s("IN_PROGRESS")),
+            (":drafted".to_owned(), s("DRAFTED")),
+            (
+                ":now".to_owned(),
+                s(write
+                    .updated_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            ),
+        ]);
+        for (i, (line, aggregate)) in write.aggregates.iter().enumerate() {
+            set.push(format!("#a{i} = :a{i}"));
+            names.insert(format!("#a{i}"), aggregate_attribute(line.as_str()));
+            values.insert(
+                format!(":a{i}"),
+                serde_dynamo::to_attribute_value(aggregate)
+                    .map_err(|e| Error::internal(format!("cannot encode aggregate: {e}")))?,
+            );
+        }
+        if !write.new_lines.is_empty() {
+            set.push("#lines = list_append(#lines, :new_lines)".to_owned());
+            names.insert("#lines".to_owned(), "lines".to_owned());
+            values.insert(
+                ":new_lines".to_owned(),
+                serde_dynamo::to_attribute_value(&write.new_lines)
+                    .map_err(|e| Error::internal(format!("cannot encode lines: {e}")))?,
+            );
+        }
+        let version_check = if write.expected_version == 0 {
+            "attribute_not_exists(#version)".to_owned()
+        } else {
+            values.insert(":expected".to_owned(), n(write.expected_version));
+            "#version = :expected".to_owned()
+        };
+        let update = Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(invoice_pk(&write.invoice_id)))
+            .key("sk", s("INVOICE"))
+            .update_expression(format!("SET {}", set.join(", ")))
+            .condition_expression(format!(
+                "{version_check} AND #status IN (:drafted, :in_progress)"
+            ))
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .build()
+            .map_err(|e| Error::internal(e.to_string()))?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+}
+
+#[async_trait]
+impl UsageStore for DynamoStore {
+    async fn invoice_states(&self, ids: &[InvoiceId]) -> Result<HashMap<InvoiceId, InvoiceState>> {
+        let mut states = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(100) {
+            let mut keys: Vec<Item> = chunk
+                .iter()
+                .map(|id| {
+                    HashMap::from([
+                        ("pk".to_owned(), s(invoice_pk(id))),
+                        ("sk".to_owned(), s("INVOICE")),
+                    ])
+                })
+                .collect();
+            let mut attempt = 0;
+            while !keys.is_empty() {
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut keys)))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| Error::internal(e.to_string()))?;
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(sdk_error)?;
+                for item in out
+                    .responses
+                    .and_then(|mut r| r.remove(&self.table))
+                    .unwrap_or_default()
+                {
+                    let state = decode_invoice(item)?;
+                    states.insert(state.invoice.id.clone(), state);
+                }
+                if let Some(left) = out.unprocessed_keys.and_then(|mut u| u.remove(&self.table)) {
+                    keys = left.keys;
+                    attempt += 1;
+                    super::backoff(attempt.min(6)).await;
+                }
+            }
+        }
+        Ok(states)
+    }
+
+    async fn ensure_invoice(&self, invoice: &Invoice) -> Result<()> {
+        self.put_item(invoice_item(invoice)?, Some("attribute_not_exists(pk)"))
+            .await
+            .map(|_| ())
+    }
+
+    async fn commit(&self, commit: &UsageCommit) -> Result<CommitOutcome> {
+        let mut items = Vec::with_capacity(commit.invoices.len() + commit.records.len());
+        for write in &commit.invoices {
+            items.push(self.invoice_update(write)?);
+        }
+        let offset = items.len();
+        for record in &commit.records {
+            items.push(self.put(
+                record_item(record)?,
+                Some(("attribute_not_exists(pk)", Item::new())),
+            ));
+        }
+        self.count_writes(items.len());
+        match self.transact(items).await? {
+            Ok(()) => Ok(CommitOutcome::Committed),
+            Err(reasons) => {
+                let duplicates: Vec<usize> = reasons
+                    .iter()
+                    .enumerate()
+                    .skip(offset)
+                    .filter(|(_, r)| r.code() == Some("ConditionalCheckFailed"))
+                    .map(|(i, _)| i - offset)
+                    .collect();
+                if duplicates.is_empty() {
+                    Ok(CommitOutcome::InvoiceMoved)
+                } else {
+                    Ok(CommitOutcome::Duplicates(duplicates))
+                }
+            }
+        }
+    }
+
+    async fn list_events(
+        &self,
+        filter: &EventFilter,
+        page: &PageRequest,
+    ) -> Result<Page<EventRecord>> {
+        let after = page.after.as_ref().map(|c| c.sort_key().to_owned());
+        let status = filter.status.map(|st| s(st.as_str()));
+        let items: Vec<EventRecord> = match (&filter.customer, &status) {
+            (Some(owner), _) => {
+                if after.as_deref().is_some_and(|a| !a.starts_with("EVENT#")) {
+                    return Err(Cursor::invalid());
+                }
+                let filters: Vec<(&str, AttributeValue)> =
+                    status.iter().map(|v| ("status", v.clone())).collect();
+                self.query_index(
+                    "gsi2",
+                    owner,
+                    Some("EVENT#"),
+                    after.as_deref(),
+                    page.limit,
+                    &filters,
+                )
+                .await?
+            }
+            (None, Some(_)) => {
+                let status = filter.status.map(|st| st.as_str()).unwrap_or_default();
+                if after
+                    .as_deref()
+                    .is_some_and(|a| !a.starts_with(|c: char| c.is_ascii_digit()))
+                {
+                    return Err(Cursor::invalid());
+                }
+                self.query_index(
+                    "gsi1",
+                    &format!("EVENT#{status}"),
+                    None,
+                    after.as_deref(),
+                    page.limit,
+                    &[],
+                )
+                .await?
+            }
+            (None, None) => {
+                return Err(Error::invalid(
+                    "missing_filter",
+                    "list events of one customer (customerId or externalCustomerId) or of one status",
+                ));
+            }
+        };
+        let by_customer = filter.customer.is_some();
+        Ok(Page::from_overfetch(items, page.limit, |r| {
+            let key = event_record_key(r);
+            if by_customer {
+                format!(
+                    "EVENT#{}#{key}",
+                    r.event
+                        .timestamp
+                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                )
+            } else {
+                format!(
+                    "{}#{key}",
+                    r.processed_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                )
+            }
+        }))
+    }
+}

@@ -1,0 +1,818 @@
+//! The usage matcher: every event counted exactly once on the right invoice line, or recorded
+//! with the reason it could not be billed.
+//!
+//! For each event: the meters listening to its name (filters applied, archived meters
+//! skipped), the customer's contract covering its timestamp for that meter, the invoice of that
+//! period, and the line of the meter's price (for dimensional prices, the line of the event's
+//! combination, created on first use). A closed invoice sends the event to a "late usage" line
+//! on the contract's next open invoice, labelled with the original service period.
+//!
+//! **Exactly once.** Each event gets a record keyed by customer and idempotency key, put on
+//! condition that it does not exist, in the same DynamoDB transaction as the aggregate change it
+//! causes. Invoice writes are conditioned on the invoice's version and open status. A repeated
+//! key cancels its transaction (the cancellation reason names it), the event is dropped as
+//! already counted, and the rest is retried; a concurrent writer or a closed invoice makes the
+//! matcher re-read and re-apply. A matcher that dies between transactions leaves each one whole,
+//! so a redelivery counts exactly what is missing.
+//!
+//! **Catalog cache.** Meters, contracts and customer look-ups are cached per warm Lambda for at
+//! most [`CACHE_TTL`]; plans never change and stay cached. A negative answer (no meter, no
+//! covering contract, unknown customer) is never trusted from the cache: it is re-read first,
+//! so a meter or contract created a moment ago is never missed. Within the bound, an archived
+//! meter may still count events, and a cancelled contract may still be taken as covering.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+use crate::aggregation::{Aggregate, UsageValue};
+use crate::contract::{Contract, ContractSummary};
+use crate::error::{Error, ErrorKind, Result};
+use crate::ids::{ContractId, CustomerId, InvoiceId, LineId, PlanId};
+use crate::invoice::{Invoice, InvoiceLine, LineKind};
+use crate::meter::{Meter, MeterStatus};
+use crate::pagination::PageRequest;
+use crate::period::Period;
+use crate::plan::{Plan, Price, PriceKind, RateCard};
+use crate::service::{Clock, Store};
+use crate::store::{
+    CatalogStore, CommitOutcome, ContractStore, CustomerStore, InvoiceState, InvoiceWrite,
+    UsageCommit, UsageStore,
+};
+use crate::usage::{CustomerRef, EventRecord, EventStatus, MeterMatch, UsageEvent};
+
+/// How long a warm matcher trusts cached meters, contracts and customers.
+pub const CACHE_TTL: Duration = Duration::from_secs(60);
+/// DynamoDB's limit of actions in one transaction.
+pub const MAX_TRANSACTION_ACTIONS: usize = 100;
+/// How many times a batch re-reads and retries after duplicates, conflicts or throttling before
+/// giving up (its messages then return to the queue).
+const ATTEMPTS: u32 = 12;
+
+/// What one batch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchReport {
+    /// Events recorded by this run.
+    pub recorded: usize,
+    /// Events skipped because they were already recorded (resends, redeliveries).
+    pub duplicates: usize,
+    /// Recorded events by outcome.
+    pub by_status: BTreeMap<&'static str, usize>,
+    /// Transactions committed.
+    pub transactions: usize,
+    /// Write actions in the committed transactions (records plus invoice updates).
+    pub write_actions: usize,
+}
+
+struct Cached<T> {
+    at: Instant,
+    value: T,
+}
+
+/// Per-instance cache of catalog reads (see the module docs for the rules).
+#[derive(Default)]
+struct Cache {
+    meters: Mutex<Option<Cached<Arc<Vec<Meter>>>>>,
+    plans: Mutex<HashMap<PlanId, Arc<Plan>>>,
+    contracts: Mutex<HashMap<ContractId, Cached<Arc<Contract>>>>,
+    indexes: Mutex<HashMap<CustomerId, Cached<Arc<Vec<ContractSummary>>>>>,
+    customers: Mutex<HashMap<CustomerRef, Cached<CustomerId>>>,
+}
+
+fn fresh<T: Clone>(entry: Option<&Cached<T>>) -> Option<T> {
+    entry
+        .filter(|c| c.at.elapsed() < CACHE_TTL)
+        .map(|c| c.value.clone())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A usage reading bound for an invoice line.
+#[derive(Clone)]
+struct Target {
+    contract: Arc<Contract>,
+    plan: Arc<Plan>,
+    price: Price,
+    meter: Meter,
+    period_index: u32,
+    period: Period,
+    dimensions: Option<BTreeMap<String, String>>,
+    value: Option<UsageValue>,
+    /// The price's rate card with the contract's override applied.
+    rate: RateCard,
+}
+
+impl Target {
+    fn invoice_id(&self) -> InvoiceId {
+        Invoice::id_for(&self.contract.id, self.period.start)
+    }
+}
+
+/// One meter's reading of an event.
+#[derive(Clone)]
+enum Reading {
+    Billable(Box<Target>),
+    Refused(crate::ids::MeterId, EventStatus),
+}
+
+/// An event ready to apply.
+#[derive(Clone)]
+struct Prepared {
+    event: UsageEvent,
+    customer_id: Option<CustomerId>,
+    record_key: String,
+    readings: Vec<Reading>,
+    /// The outcome when no meter reads it at all.
+    unread: Option<EventStatus>,
+}
+
+/// Where a billable reading lands after looking at invoice states.
+struct Landing {
+    invoice_id: InvoiceId,
+    line: InvoiceLine,
+    late: bool,
+}
+
+/// The matcher. One per warm Lambda instance; cheap to share.
+pub struct Matcher {
+    customers: Arc<dyn CustomerStore>,
+    catalog: Arc<dyn CatalogStore>,
+    contracts: Arc<dyn ContractStore>,
+    usage: Arc<dyn UsageStore>,
+    clock: Arc<dyn Clock>,
+    cache: Cache,
+}
+
+impl Matcher {
+    /// A matcher reading the catalog from `store` and writing usage through `usage` (usually
+    /// the same adapter; tests wrap it to inject faults).
+    pub fn new<S: Store>(store: Arc<S>, usage: Arc<dyn UsageStore>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            customers: store.clone(),
+            catalog: store.clone(),
+            contracts: store,
+            usage,
+            clock,
+            cache: Cache::default(),
+        }
+    }
+
+    /// Matches a batch of events. `Ok` means every event is recorded (now or before); `Err`
+    /// means some may not be, and the whole batch must be retried (safe: nothing counts twice).
+    pub async fn process(&self, events: Vec<UsageEvent>) -> Result<BatchReport> {
+        let mut report = BatchReport::default();
+        let mut pending = self.prepare(events).await?;
+        let mut attempt = 0;
+        while !pending.is_empty() {
+            attempt += 1;
+            match self.apply(&mut pending, &mut report).await {
+                Ok(()) => {}
+                Err(e) if attempt < ATTEMPTS && is_transient(&e) => {
+                    tracing::warn!(error = %e, attempt, "usage commit failed; retrying");
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err(e) => return Err(e),
+            }
+            if attempt >= ATTEMPTS && !pending.is_empty() {
+                return Err(Error::unavailable(format!(
+                    "{} events could not be committed after {ATTEMPTS} attempts",
+                    pending.len()
+                )));
+            }
+        }
+        Ok(report)
+    }
+
+    /// Resolves customers, meters, contracts and plans; drops repeats within the batch.
+    async fn prepare(&self, events: Vec<UsageEvent>) -> Result<Vec<Prepared>> {
+        let mut seen = HashSet::new();
+        let mut prepared = Vec::with_capacity(events.len());
+        for event in events {
+            let customer_id = self.resolve_customer(&event.customer).await?;
+            let record_key = record_key(&event, customer_id.as_ref());
+            if !seen.insert(record_key.clone()) {
+                continue;
+            }
+            let (readings, unread) = match &customer_id {
+                None => (Vec::new(), Some(EventStatus::UnknownCustomer)),
+                Some(customer) => {
+                    let meters = self.meters_for(&event).await?;
+                    if meters.is_empty() {
+                        (Vec::new(), Some(EventStatus::Unmatched))
+                    } else {
+                        let mut readings = Vec::with_capacity(meters.len());
+                        for meter in meters {
+                            readings.push(self.read(&event, customer, meter).await?);
+                        }
+                        (readings, None)
+                    }
+                }
+            };
+            prepared.push(Prepared {
+                event,
+                customer_id,
+                record_key,
+                readings,
+                unread,
+            });
+        }
+        Ok(prepared)
+    }
+
+    async fn resolve_customer(&self, reference: &CustomerRef) -> Result<Option<CustomerId>> {
+        if let Some(id) = fresh(lock(&self.cache.customers).get(reference)) {
+            return Ok(Some(id));
+        }
+        let found = match reference {
+            CustomerRef::Id(id) => self.customers.get(id).await?.map(|c| c.value.id),
+            CustomerRef::External(x) => self.customers.get_by_external_id(x).await?.map(|c| c.id),
+        };
+        if let Some(id) = &found {
+            lock(&self.cache.customers).insert(
+                reference.clone(),
+                Cached {
+                    at: Instant::now(),
+                    value: id.clone(),
+                },
+            );
+        }
+        Ok(found)
+    }
+
+    async fn all_meters(&self, refresh: bool) -> Result<Arc<Vec<Meter>>> {
+        if !refresh && let Some(m) = fresh(lock(&self.cache.meters).as_ref()) {
+            return Ok(m);
+        }
+        let mut meters = Vec::new();
+        let mut page = PageRequest {
+            limit: crate::pagination::MAX_LIMIT,
+            after: None,
+        };
+        loop {
+            let result = self.catalog.list_meters(&page).await?;
+            meters.extend(result.items);
+            match result.next {
+                Some(next) => page.after = Some(next),
+                None => break,
+            }
+        }
+        let meters = Arc::new(meters);
+        *lock(&self.cache.meters) = Some(Cached {
+            at: Instant::now(),
+            value: meters.clone(),
+        });
+        Ok(meters)
+    }
+
+    /// Active meters listening to the event's name whose filters it passes. When no meter
+    /// listens at all, the catalog is re-read before concluding.
+    async fn meters_for(&self, event: &UsageEvent) -> Result<Vec<Meter>> {
+        let mut meters = self.all_meters(false).await?;
+        let listens =
+            |m: &Meter| m.event_name == event.event_name && m.status == MeterStatus::Active;
+        if !meters.iter().any(listens) {
+            meters = self.all_meters(true).await?;
+        }
+        Ok(meters
+            .iter()
+            .filter(|m| listens(m))
+            .filter(|m| {
+                m.property_filters.iter().all(|f| {
+                    let value = event
+                        .properties
+                        .get(f.property.as_str())
+                        .map(UsageValue::as_text);
+                    f.passes(value.as_deref())
+                })
+            })
+            .cloned()
+            .collect())
+    }
+
+    async fn index(
+        &self,
+        customer: &CustomerId,
+        refresh: bool,
+    ) -> Result<Arc<Vec<ContractSummary>>> {
+        if !refresh && let Some(i) = fresh(lock(&self.cache.indexes).get(customer)) {
+            return Ok(i);
+        }
+        let index = Arc::new(self.contracts.customer_contracts(customer).await?.value);
+        lock(&self.cache.indexes).insert(
+            customer.clone(),
+            Cached {
+                at: Instant::now(),
+                value: index.clone(),
+            },
+        );
+        Ok(index)
+    }
+
+    async fn contract(&self, id: &ContractId) -> Result<Arc<Contract>> {
+        if let Some(c) = fresh(lock(&self.cache.contracts).get(id)) {
+            return Ok(c);
+        }
+        let contract = Arc::new(
+            self.contracts
+                .get_contract(id)
+                .await?
+                .ok_or_else(|| Error::internal(format!("contract {id} is indexed but missing")))?
+                .value,
+        );
+        lock(&self.cache.contracts).insert(
+            id.clone(),
+            Cached {
+                at: Instant::now(),
+                value: contract.clone(),
+            },
+        );
+        Ok(contract)
+    }
+
+    async fn plan(&self, id: &PlanId) -> Result<Arc<Plan>> {
+        if let Some(p) = lock(&self.cache.plans).get(id) {
+            return Ok(p.clone());
+        }
+        let plan = Arc::new(
+            self.catalog
+                .get_plan(id)
+                .await?
+                .ok_or_else(|| Error::internal(format!("plan {id} is used but missing")))?,
+        );
+        lock(&self.cache.plans).insert(id.clone(), plan.clone());
+        Ok(plan)
+    }
+
+    /// One meter's reading of an event: where it bills, or why it cannot.
+    async fn read(
+        &self,
+        event: &UsageEvent,
+        customer: &CustomerId,
+        meter: Meter,
+    ) -> Result<Reading> {
+        let refused = |status| Ok(Reading::Refused(meter.id.clone(), status));
+        let date = event.timestamp.date_naive();
+        let covers =
+            |c: &&ContractSummary| c.span().contains(date) && c.meter_ids.contains(&meter.id);
+        let mut index = self.index(customer, false).await?;
+        if !index.iter().any(|c| covers(&c)) {
+            index = self.index(customer, true).await?;
+        }
+        let Some(summary) = index.iter().find(covers) else {
+            return refused(EventStatus::NoContract);
+        };
+        let contract = self.contract(&summary.id).await?;
+        let plan = self.plan(&contract.plan_id).await?;
+        let Some(price) = plan
+            .prices
+            .iter()
+            .find(|p| p.meter_id() == Some(&meter.id))
+            .cloned()
+        else {
+            return refused(EventStatus::NoContract);
+        };
+        let Some((period_index, period)) = contract.schedule().period_containing(date) else {
+            return refused(EventStatus::NoContract);
+        };
+        let value = meter
+            .aggregation_key
+            .as_ref()
+            .and_then(|k| event.properties.get(k.as_str()))
+            .cloned();
+        if let Err(e) = Aggregate::new(meter.aggregation_type).add(value.as_ref()) {
+            return refused(if e.code == "missing_value" {
+                EventStatus::MissingProperty
+            } else {
+                EventStatus::InvalidProperty
+            });
+        }
+        let PriceKind::Usage(usage) = &price.kind else {
+            return refused(EventStatus::NoContract);
+        };
+        let dimensions = if usage.rate.is_dimensional() {
+            let mut dims = BTreeMap::new();
+            for key in &meter.group_keys {
+                match event.properties.get(key.as_str()) {
+                    Some(v) => {
+                        dims.insert(key.as_str().to_owned(), v.as_text());
+                    }
+                    None => return refused(EventStatus::MissingProperty),
+                }
+            }
+            if usage.rate.rate_for(Some(&dims)).is_none() {
+                return refused(EventStatus::NoRate);
+            }
+            Some(dims)
+        } else {
+            None
+        };
+        let rate = contract.rate_with_override(&price.id, &usage.rate);
+        Ok(Reading::Billable(Box::new(Target {
+            rate,
+            contract,
+            plan,
+            price,
+            meter,
+            period_index,
+            period,
+            dimensions,
+            value,
+        })))
+    }
+
+    /// Reads the invoices the pending events need, then commits them in transactions of at
+    /// most 100 actions. Returns after the first failed commit (the caller retries).
+    async fn apply(&self, pending: &mut Vec<Prepared>, report: &mut BatchReport) -> Result<()> {
+        let now = self.clock.now();
+        let mut states = self.load_states(pending, now).await?;
+        let landings = self.land(pending, &mut states, now).await?;
+
+        let mut start = 0;
+        while start < pending.len() {
+            // Grow one transaction while it stays within the action limit.
+            let mut end = start;
+            let mut touched: Vec<InvoiceId> = Vec::new();
+            while end < pending.len() {
+                let mut with: Vec<InvoiceId> = touched.clone();
+                for l in landings[end].iter().flatten() {
+                    if !with.contains(&l.invoice_id) {
+                        with.push(l.invoice_id.clone());
+                    }
+                }
+                if end > start && (end + 1 - start) + with.len() > MAX_TRANSACTION_ACTIONS {
+                    break;
+                }
+                touched = with;
+                end += 1;
+            }
+            let (commit, next_states) = self.build(pending, &landings, start..end, &states, now)?;
+            match self.usage.commit(&commit).await? {
+                CommitOutcome::Committed => {
+                    report.transactions += 1;
+                    report.write_actions += commit.records.len() + commit.invoices.len();
+                    for record in &commit.records {
+                        report.recorded += 1;
+                        *report.by_status.entry(record.status.as_str()).or_default() += 1;
+                    }
+                    states.extend(next_states);
+                    start = end;
+                }
+                CommitOutcome::Duplicates(indexes) => {
+                    report.duplicates += indexes.len();
+                    let drop: HashSet<usize> = indexes.into_iter().map(|i| start + i).collect();
+                    let mut i = 0;
+                    pending.retain(|_| {
+                        let keep = i < start || !drop.contains(&i);
+                        i += 1;
+                        keep
+                    });
+                    pending.drain(..start);
+                    return Ok(());
+                }
+                CommitOutcome::InvoiceMoved => {
+                    pending.drain(..start);
+                    return Err(Error::new(
+                        ErrorKind::Conflict,
+                        "invoice_moved",
+                        "an invoice changed while matching; re-reading",
+                    ));
+                }
+            }
+        }
+        pending.clear();
+        Ok(())
+    }
+
+    /// Reads every invoice the billable readings point at, creating the ones a rolling
+    /// contract has not generated yet.
+    async fn load_states(
+        &self,
+        pending: &[Prepared],
+        now: DateTime<Utc>,
+    ) -> Result<HashMap<InvoiceId, InvoiceState>> {
+        let mut wanted: HashMap<InvoiceId, &Target> = HashMap::new();
+        for p in pending {
+            for r in &p.readings {
+                if let Reading::Billable(t) = r {
+                    wanted.entry(t.invoice_id()).or_insert(t);
+                }
+            }
+        }
+        let ids: Vec<InvoiceId> = wanted.keys().cloned().collect();
+        let mut states = self.usage.invoice_states(&ids).await?;
+        let missing: Vec<&Target> = ids
+            .iter()
+            .filter(|id| !states.contains_key(*id))
+            .filter_map(|id| wanted.get(id).copied())
+            .collect();
+        if !missing.is_empty() {
+            for t in &missing {
+                self.usage
+                    .ensure_invoice(&Invoice::draft(&t.contract, &t.plan, t.period, now))
+                    .await?;
+            }
+            let ids: Vec<InvoiceId> = missing.iter().map(|t| t.invoice_id()).collect();
+            states.extend(self.usage.invoice_states(&ids).await?);
+        }
+        Ok(states)
+    }
+
+    /// Decides, per event and reading, which invoice line it lands on: its own period's
+    /// invoice when open, else a late line on the contract's next open invoice.
+    async fn land(
+        &self,
+        pending: &[Prepared],
+        states: &mut HashMap<InvoiceId, InvoiceState>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Vec<Option<Landing>>>> {
+        let mut landings = Vec::with_capacity(pending.len());
+        for p in pending {
+            let mut per_reading = Vec::with_capacity(p.readings.len());
+            for r in &p.readings {
+                let Reading::Billable(t) = r else {
+                    per_reading.push(None);
+                    continue;
+                };
+                let own = t.invoice_id();
+                let open = states.get(&own).is_some_and(|s| s.invoice.status.is_open());
+                if open {
+                    per_reading.push(Some(Landing {
+                        line: line_for(t, &own, None),
+                        invoice_id: own,
+                        late: false,
+                    }));
+                    continue;
+                }
+                per_reading.push(
+                    self.next_open(t, states, now)
+                        .await?
+                        .map(|invoice_id| Landing {
+                            line: line_for(t, &invoice_id, Some(t.period)),
+                            invoice_id,
+                            late: true,
+                        }),
+                );
+            }
+            landings.push(per_reading);
+        }
+        Ok(landings)
+    }
+
+    /// The first open invoice after the target's period on the same contract.
+    async fn next_open(
+        &self,
+        t: &Target,
+        states: &mut HashMap<InvoiceId, InvoiceState>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<InvoiceId>> {
+        let schedule = t.contract.schedule();
+        let today = now.date_naive();
+        let mut index = t.period_index + 1;
+        while let Some(period) = schedule.period(index) {
+            if period.start > today {
+                break;
+            }
+            let id = Invoice::id_for(&t.contract.id, period.start);
+            if !states.contains_key(&id) {
+                let mut found = self.usage.invoice_states(std::slice::from_ref(&id)).await?;
+                if found.is_empty() {
+                    self.usage
+                        .ensure_invoice(&Invoice::draft(&t.contract, &t.plan, period, now))
+                        .await?;
+                    found = self.usage.invoice_states(std::slice::from_ref(&id)).await?;
+                }
+                states.extend(found);
+            }
+            if states.get(&id).is_some_and(|s| s.invoice.status.is_open()) {
+                return Ok(Some(id));
+            }
+            index += 1;
+        }
+        Ok(None)
+    }
+
+    /// The commit for events `range`, and the invoice states after it.
+    fn build(
+        &self,
+        pending: &[Prepared],
+        landings: &[Vec<Option<Landing>>],
+        range: std::ops::Range<usize>,
+        states: &HashMap<InvoiceId, InvoiceState>,
+        now: DateTime<Utc>,
+    ) -> Result<(UsageCommit, HashMap<InvoiceId, InvoiceState>)> {
+        let mut working: HashMap<InvoiceId, InvoiceState> = HashMap::new();
+        let mut new_lines: HashMap<InvoiceId, Vec<InvoiceLine>> = HashMap::new();
+        let mut touched_lines: HashMap<InvoiceId, Vec<LineId>> = HashMap::new();
+        let mut records = Vec::with_capacity(range.len());
+        for i in range {
+            let p = &pending[i];
+            let mut matches = Vec::new();
+            for (reading, landing) in p.readings.iter().zip(&landings[i]) {
+                match (reading, landing) {
+                    (Reading::Refused(meter, status), _) => matches.push(MeterMatch {
+                        meter_id: meter.clone(),
+                        status: *status,
+                        invoice_id: None,
+                        line_id: None,
+                    }),
+                    (Reading::Billable(t), None) => matches.push(MeterMatch {
+                        meter_id: t.meter.id.clone(),
+                        status: EventStatus::NoOpenInvoice,
+                        invoice_id: None,
+                        line_id: None,
+                    }),
+                    (Reading::Billable(t), Some(landing)) => {
+                        let state = match working.get_mut(&landing.invoice_id) {
+                            Some(s) => s,
+                            None => {
+                                let base =
+                                    states.get(&landing.invoice_id).cloned().ok_or_else(|| {
+                                        Error::internal(format!(
+                                            "invoice {} was not loaded",
+                                            landing.invoice_id
+                                        ))
+                                    })?;
+                                working.entry(landing.invoice_id.clone()).or_insert(base)
+                            }
+                        };
+                        if !state.invoice.lines.iter().any(|l| l.id == landing.line.id) {
+                            state.invoice.lines.push(landing.line.clone());
+                            new_lines
+                                .entry(landing.invoice_id.clone())
+                                .or_default()
+                                .push(landing.line.clone());
+                        }
+                        let aggregate = state
+                            .aggregates
+                            .entry(landing.line.id.clone())
+                            .or_insert_with(|| Aggregate::new(t.meter.aggregation_type));
+                        aggregate.add(t.value.as_ref())?;
+                        let quantity = aggregate.quantity();
+                        if let Some(line) = state
+                            .invoice
+                            .lines
+                            .iter_mut()
+                            .find(|l| l.id == landing.line.id)
+                        {
+                            line.quantity = quantity;
+                        }
+                        let lines = touched_lines.entry(landing.invoice_id.clone()).or_default();
+                        if !lines.contains(&landing.line.id) {
+                            lines.push(landing.line.id.clone());
+                        }
+                        matches.push(MeterMatch {
+                            meter_id: t.meter.id.clone(),
+                            status: if landing.late {
+                                EventStatus::Late
+                            } else {
+                                EventStatus::Matched
+                            },
+                            invoice_id: Some(landing.invoice_id.clone()),
+                            line_id: Some(landing.line.id.clone()),
+                        });
+                    }
+                }
+            }
+            let status = overall(&matches, p.unread);
+            records.push(EventRecord {
+                event: p.event.clone(),
+                customer_id: p.customer_id.clone(),
+                status,
+                reason: reason(status, p.record_key.as_str()),
+                matches,
+                processed_at: now,
+            });
+        }
+        let mut invoices = Vec::with_capacity(working.len());
+        for (id, state) in &mut working {
+            let base_version = states.get(id).map(|s| s.version).unwrap_or(0);
+            invoices.push(InvoiceWrite {
+                invoice_id: id.clone(),
+                expected_version: base_version,
+                new_lines: new_lines.remove(id).unwrap_or_default(),
+                aggregates: touched_lines
+                    .remove(id)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|line| state.aggregates.get(&line).map(|a| (line, a.clone())))
+                    .collect(),
+                updated_at: now,
+            });
+            state.version = base_version + 1;
+            if state.invoice.status == crate::invoice::InvoiceStatus::Drafted {
+                state.invoice.status = crate::invoice::InvoiceStatus::InProgress;
+            }
+        }
+        invoices.sort_by(|a, b| a.invoice_id.cmp(&b.invoice_id));
+        Ok((UsageCommit { invoices, records }, working))
+    }
+}
+
+/// The line a target lands on: the price's line (a dimensional price: the combination's line),
+/// or, for late usage, a line of its own labelled with the original period.
+fn line_for(t: &Target, invoice: &InvoiceId, late_from: Option<Period>) -> InvoiceLine {
+    let dims = t.dimensions.as_ref().map(|d| {
+        d.iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    });
+    let mut name = format!("{invoice}:{}", t.price.id);
+    let mut description = t.price.description.clone();
+    if let Some(dims) = &dims {
+        name.push_str(&format!(":{dims}"));
+        description.push_str(&format!(" ({dims})"));
+    }
+    if let Some(period) = late_from {
+        name.push_str(&format!(":late:{}", period.start));
+        description.push_str(&format!(
+            " — late usage for {} to {}",
+            period.start, period.end
+        ));
+    }
+    InvoiceLine {
+        id: LineId::derive(&name),
+        price_id: t.price.id.clone(),
+        description,
+        kind: LineKind::Usage {
+            meter_id: t.meter.id.clone(),
+            aggregation: t.meter.aggregation_type,
+            rate: t.rate.clone(),
+        },
+        quantity: rust_decimal::Decimal::ZERO,
+        dimensions: t.dimensions.clone(),
+        service_period: late_from.unwrap_or(t.period),
+    }
+}
+
+/// The event's overall outcome: billed if any meter billed it, else the first reason.
+fn overall(matches: &[MeterMatch], unread: Option<EventStatus>) -> EventStatus {
+    if let Some(status) = unread {
+        return status;
+    }
+    matches
+        .iter()
+        .find(|m| m.status == EventStatus::Matched)
+        .or_else(|| matches.iter().find(|m| m.status == EventStatus::Late))
+        .or_else(|| matches.first())
+        .map(|m| m.status)
+        .unwrap_or(EventStatus::Unmatched)
+}
+
+fn reason(status: EventStatus, _key: &str) -> String {
+    match status {
+        EventStatus::Matched => "counted on the invoice of its period",
+        EventStatus::Late => {
+            "its invoice was closed; counted as late usage on the next open invoice"
+        }
+        EventStatus::Unmatched => {
+            "no active meter listens to this event name (or its filters exclude the event)"
+        }
+        EventStatus::UnknownCustomer => "no customer with this id",
+        EventStatus::NoContract => {
+            "no contract of the customer covers this timestamp for the meter"
+        }
+        EventStatus::NoOpenInvoice => {
+            "its invoice was closed and the contract has no open invoice left"
+        }
+        EventStatus::MissingProperty => {
+            "the meter's aggregation key or a group key is missing from the properties"
+        }
+        EventStatus::InvalidProperty => "the aggregation key's value is not a non-negative number",
+        EventStatus::NoRate => {
+            "no rate for this dimension combination, and the price has no fallback"
+        }
+    }
+    .to_owned()
+}
+
+/// The key that makes an event unique: the resolved customer (so `customerId` and
+/// `externalCustomerId` of one customer are one namespace), else the reference as sent.
+fn record_key(event: &UsageEvent, customer: Option<&CustomerId>) -> String {
+    let who = match (customer, &event.customer) {
+        (Some(id), _) => id.to_string(),
+        (None, CustomerRef::Id(id)) => format!("ref:{id}"),
+        (None, CustomerRef::External(x)) => format!("ext:{x}"),
+    };
+    format!("{who}#{}", event.idempotency_key.as_str())
+}
+
+/// The key an event's record is stored under (see [`record_key`]).
+pub fn event_record_key(record: &EventRecord) -> String {
+    record_key(&record.event, record.customer_id.as_ref())
+}
+
+fn is_transient(e: &Error) -> bool {
+    matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Conflict)
+}
+
+/// 20 ms × 2^attempt, capped at 1.3 s, with jitter.
+fn backoff(attempt: u32) -> Duration {
+    let base = 20u64 << attempt.min(6);
+    let jitter = u64::from(getrandom::u32().unwrap_or(0) % 1000);
+    Duration::from_millis(base / 2 + base * jitter / 2000)
+}
