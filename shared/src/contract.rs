@@ -371,14 +371,22 @@ pub fn prepare(
     }
     let periods = contract.periods_to_generate(now.date_naive());
     if periods.len() > MAX_PREGENERATED_INVOICES {
+        let (advice, field) = if contract.end_date.is_some() {
+            ("shorten it, or make it rolling", "endDate")
+        } else {
+            (
+                "a rolling contract is generated from its start date up to next period: start it later",
+                "startDate",
+            )
+        };
         return Err(Error::unprocessable(
             "too_many_periods",
             format!(
-                "this contract would pre-generate {} invoices; at most {MAX_PREGENERATED_INVOICES} are written at once (shorten it, or make it rolling)",
+                "this contract would pre-generate {} invoices; at most {MAX_PREGENERATED_INVOICES} are written at once ({advice})",
                 periods.len()
             ),
         )
-        .at("endDate"));
+        .at(field));
     }
     contract.invoiced_periods = u32::try_from(periods.len()).unwrap_or(u32::MAX);
     let invoices = periods
@@ -397,5 +405,85 @@ pub fn cancellation_end(contract: &Contract, today: NaiveDate) -> Option<NaiveDa
     match contract.schedule().period_containing(today) {
         Some((_, period)) => Some(period.end),
         None => Some(contract.start_date),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> NaiveDate {
+        s.parse().unwrap()
+    }
+
+    fn contract(start: &str, end: Option<&str>) -> Contract {
+        let now: DateTime<Utc> = "2026-11-24T10:00:00Z".parse().unwrap();
+        Contract {
+            id: ContractId::generate(),
+            customer_id: CustomerId::generate(),
+            plan_id: PlanId::generate(),
+            start_date: d(start),
+            end_date: end.map(d),
+            billing_interval: BillingInterval::Month,
+            currency: Currency::USD,
+            net_terms: 0,
+            auto_pay: false,
+            grace_period_days: 0,
+            overrides: Vec::new(),
+            metadata: Metadata::new(),
+            status: ContractStatus::Active,
+            canceled_at: None,
+            meter_ids: BTreeSet::from([MeterId::derive("api_call")]),
+            invoiced_periods: 0,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    #[test]
+    fn rolling_contracts_pre_generate_through_the_period_after_today() {
+        let c = contract("2026-09-15", None);
+        let periods = c.periods_to_generate(d("2026-11-24"));
+        // Sep 15, Oct 15, Nov 15 (today's), Dec 15 (the next).
+        assert_eq!(periods.len(), 4);
+        assert_eq!(periods[3].start, d("2026-12-15"));
+        let future = contract("2027-01-01", None);
+        assert_eq!(future.periods_to_generate(d("2026-11-24")).len(), 2);
+    }
+
+    #[test]
+    fn fixed_term_contracts_pre_generate_every_period() {
+        let c = contract("2027-01-31", Some("2027-05-15"));
+        let periods = c.periods_to_generate(d("2026-11-24"));
+        assert_eq!(periods.len(), 4);
+        assert_eq!(periods.last().unwrap().end, d("2027-05-15"));
+    }
+
+    #[test]
+    fn overlap_needs_a_common_day_and_a_common_meter() {
+        let a = contract("2027-01-01", Some("2027-04-01")).summary();
+        let mut b = contract("2027-04-01", None).summary();
+        assert!(!a.conflicts_with(&b), "back to back is fine");
+        b.start_date = d("2027-03-31");
+        assert!(a.conflicts_with(&b));
+        b.meter_ids = BTreeSet::from([MeterId::derive("seats")]);
+        assert!(!a.conflicts_with(&b), "different meters never conflict");
+        assert!(
+            !a.conflicts_with(&a),
+            "a contract does not conflict with itself"
+        );
+    }
+
+    #[test]
+    fn cancelling_ends_the_current_period() {
+        let c = contract("2026-09-15", None);
+        assert_eq!(cancellation_end(&c, d("2026-11-24")), Some(d("2026-12-15")));
+        let not_started = contract("2027-01-01", None);
+        assert_eq!(
+            cancellation_end(&not_started, d("2026-11-24")),
+            Some(d("2027-01-01"))
+        );
+        let ended = contract("2026-01-01", Some("2026-06-01"));
+        assert_eq!(cancellation_end(&ended, d("2026-11-24")), None);
     }
 }

@@ -47,8 +47,8 @@ use crate::usage::{CustomerRef, EventRecord, EventStatus, MeterMatch, UsageEvent
 pub const CACHE_TTL: Duration = Duration::from_secs(60);
 /// DynamoDB's limit of actions in one transaction.
 pub const MAX_TRANSACTION_ACTIONS: usize = 100;
-/// How many times a batch re-reads and retries after duplicates, conflicts or throttling before
-/// giving up (its messages then return to the queue).
+/// How many failed attempts in a row (conflicts, throttling) a batch retries before giving up
+/// (its messages then return to the queue).
 const ATTEMPTS: u32 = 12;
 
 /// What one batch did.
@@ -166,22 +166,23 @@ impl Matcher {
     pub async fn process(&self, events: Vec<UsageEvent>) -> Result<BatchReport> {
         let mut report = BatchReport::default();
         let mut pending = self.prepare(events).await?;
-        let mut attempt = 0;
+        // Failed attempts in a row; dropping duplicates is progress and does not count.
+        let mut failures = 0;
         while !pending.is_empty() {
-            attempt += 1;
             match self.apply(&mut pending, &mut report).await {
-                Ok(()) => {}
-                Err(e) if attempt < ATTEMPTS && is_transient(&e) => {
-                    tracing::warn!(error = %e, attempt, "usage commit failed; retrying");
-                    tokio::time::sleep(backoff(attempt)).await;
+                Ok(()) => failures = 0,
+                Err(e) if failures + 1 < ATTEMPTS && is_transient(&e) => {
+                    failures += 1;
+                    tracing::warn!(error = %e, failures, "usage commit failed; retrying");
+                    tokio::time::sleep(backoff(failures)).await;
                 }
-                Err(e) => return Err(e),
-            }
-            if attempt >= ATTEMPTS && !pending.is_empty() {
-                return Err(Error::unavailable(format!(
-                    "{} events could not be committed after {ATTEMPTS} attempts",
-                    pending.len()
-                )));
+                Err(e) => {
+                    return Err(Error::new(
+                        e.kind,
+                        e.code.clone(),
+                        format!("{} events not committed: {}", pending.len(), e.message),
+                    ));
+                }
             }
         }
         Ok(report)
@@ -450,7 +451,16 @@ impl Matcher {
                 end += 1;
             }
             let (commit, next_states) = self.build(pending, &landings, start..end, &states, now)?;
-            match self.usage.commit(&commit).await? {
+            let outcome = match self.usage.commit(&commit).await {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    // What this pass committed stays committed; only the rest is retried.
+                    let progressed = start > 0;
+                    pending.drain(..start);
+                    return if progressed { Ok(()) } else { Err(e) };
+                }
+            };
+            match outcome {
                 CommitOutcome::Committed => {
                     report.transactions += 1;
                     report.write_actions += commit.records.len() + commit.invoices.len();
@@ -474,7 +484,12 @@ impl Matcher {
                     return Ok(());
                 }
                 CommitOutcome::InvoiceMoved => {
+                    // Progress made in this pass resets the failure count; none is a failure.
+                    let progressed = start > 0;
                     pending.drain(..start);
+                    if progressed {
+                        return Ok(());
+                    }
                     return Err(Error::new(
                         ErrorKind::Conflict,
                         "invoice_moved",

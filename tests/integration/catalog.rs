@@ -118,10 +118,13 @@ async fn meter_validation_names_the_field() {
 
 /// The guide's catalog: API_CALL counted on `call_count`; Free at $0.10 per call, net 30; Pro at
 /// $50 a month plus $0.08 per call, due on receipt, auto-pay on.
+/// Codes and event names get a unique suffix (`API_CALL_…`, `call_count_…`) so tests running
+/// side by side on one table never read each other's meters.
 pub async fn guide_catalog(app: &TestApp) -> (Value, Value, Value) {
     let code = unique_code("API_CALL");
+    let event_name = format!("call_count_{}", uuid::Uuid::new_v4().simple());
     let meter = app
-        .meter(json!({"code": code, "eventName": "call_count", "displayName": "API Calls", "aggregationType": "COUNT"}))
+        .meter(json!({"code": code, "eventName": event_name, "displayName": "API Calls", "aggregationType": "COUNT"}))
         .await;
     let free = app
         .plan(json!({

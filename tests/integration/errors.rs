@@ -91,6 +91,10 @@ async fn unknown_ids_routes_and_methods() {
     app.get("/v1/customers/not-an-id")
         .await
         .expect_error(404, "resource_missing");
+    // Not even text: still our JSON 404, not the router's plain-text refusal.
+    app.get("/v1/customers/%FF")
+        .await
+        .expect_error(404, "resource_missing");
     app.patch(
         "/v1/customers/cus_0190aaaaaaaaaaaaaaaaaaaaaaaaaaaa",
         json!({"name": "x"}),

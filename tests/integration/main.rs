@@ -7,3 +7,5 @@ mod contracts;
 mod customers;
 mod errors;
 mod local_stack;
+mod reliability;
+mod usage;

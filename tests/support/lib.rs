@@ -92,7 +92,16 @@ pub fn unique(prefix: &str) -> String {
 impl TestApp {
     /// Starts the dev server on a free loopback port with a fresh admin key.
     pub async fn spawn() -> Self {
+        Self::spawn_with(false).await
+    }
+
+    async fn spawn_with(matcher: bool) -> Self {
         require_local_stack();
+        let usage_queue_url = if matcher {
+            Some(private_queue().await)
+        } else {
+            None
+        };
         let admin_key = format!("sk_test_{}", uuid::Uuid::new_v4().simple());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -101,7 +110,8 @@ impl TestApp {
             listener,
             dev_server::Options {
                 seed_api_key: Some(admin_key.clone()),
-                poll_usage_queue: false,
+                poll_usage_queue: matcher,
+                usage_queue_url,
             },
         )
         .await
@@ -229,5 +239,149 @@ impl TestApp {
             .get(&format!("/v1/invoices?contractId={contract}&limit=100"))
             .await;
         answer.expect(200)["data"].as_array().expect("data").clone()
+    }
+}
+
+impl TestApp {
+    /// Like [`TestApp::spawn`], with the dev server's SQS poller on: queued usage events are
+    /// matched by the real `usage-matcher` handler. The server gets a usage queue of its own
+    /// (created like template.yaml's, with a short visibility timeout), so no other test's
+    /// poller holds its messages.
+    pub async fn spawn_with_matcher() -> Self {
+        Self::spawn_with(true).await
+    }
+
+    /// Every event record listed by `query` (e.g. `customerId=cus_…&status=matched`).
+    pub async fn events(&self, query: &str) -> Vec<Value> {
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("/v1/events?{query}&limit=100&cursor={c}"),
+                None => format!("/v1/events?{query}&limit=100"),
+            };
+            let page = self.get(&path).await;
+            let page = page.expect(200);
+            all.extend(page["data"].as_array().expect("data").iter().cloned());
+            match page["nextCursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => return all,
+            }
+        }
+    }
+
+    /// Waits until `query` lists `count` event records (the matcher runs asynchronously),
+    /// failing after 90 s.
+    pub async fn wait_for_events(&self, query: &str, count: usize) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+        loop {
+            let events = self.events(query).await;
+            if events.len() >= count {
+                return events;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "only {} of {count} events recorded for {query} after 90 s",
+                events.len()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Sends one usage event and expects 202.
+    pub async fn send_event(&self, event: Value) {
+        self.post("/v1/events", event).await.expect(202);
+    }
+}
+
+/// Marks an invoice SENT directly in the table, standing in for the billing run's close step
+/// (a later stage), so tests can send usage to a closed period.
+pub async fn close_invoice(invoice_id: &str) {
+    let config = billing::adapters::aws_config().await;
+    let client = aws_sdk_dynamodb::Client::new(&config);
+    let table = std::env::var("TABLE_NAME").expect("TABLE_NAME");
+    client
+        .update_item()
+        .table_name(table)
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("INVOICE#{invoice_id}")),
+        )
+        .key(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S("INVOICE".into()),
+        )
+        .update_expression("SET #s = :sent")
+        .expression_attribute_names("#s", "status")
+        .expression_attribute_values(
+            ":sent",
+            aws_sdk_dynamodb::types::AttributeValue::S("SENT".into()),
+        )
+        .send()
+        .await
+        .expect("close the invoice");
+}
+
+/// Creates a queue for one test's usage events.
+async fn private_queue() -> String {
+    let config = billing::adapters::aws_config().await;
+    let client = aws_sdk_sqs::Client::new(&config);
+    client
+        .create_queue()
+        .queue_name(format!("usage-{}", uuid::Uuid::new_v4().simple()))
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+            "5",
+        )
+        .send()
+        .await
+        .expect("create a test queue")
+        .queue_url
+        .expect("queue url")
+}
+
+/// Creates a usage queue for one test, its messages coming back `visibility_timeout` seconds
+/// after a poller received them without deleting them.
+pub async fn usage_queue(visibility_timeout: u32) -> String {
+    let config = billing::adapters::aws_config().await;
+    aws_sdk_sqs::Client::new(&config)
+        .create_queue()
+        .queue_name(format!("usage-{}", uuid::Uuid::new_v4().simple()))
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+            visibility_timeout.to_string(),
+        )
+        .send()
+        .await
+        .expect("create a test queue")
+        .queue_url
+        .expect("queue url")
+}
+
+impl TestApp {
+    /// Like [`TestApp::spawn`], with usage events sent to `queue_url` (see [`usage_queue`]) and,
+    /// when `poll`, matched from it by the dev server's poller; the test may poll it too.
+    pub async fn spawn_on_queue(queue_url: &str, poll: bool) -> Self {
+        require_local_stack();
+        let admin_key = format!("sk_test_{}", uuid::Uuid::new_v4().simple());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let server = dev_server::start(
+            listener,
+            dev_server::Options {
+                seed_api_key: Some(admin_key.clone()),
+                poll_usage_queue: poll,
+                usage_queue_url: Some(queue_url.to_owned()),
+            },
+        )
+        .await
+        .expect("start the dev server against the local stack");
+        Self {
+            url: server.url(),
+            admin_key,
+            client: reqwest::Client::new(),
+            _server: server,
+        }
     }
 }

@@ -117,3 +117,24 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T>
             })
     }
 }
+
+/// The `{id}` of a route. An id that is not even valid text names nothing we store, so it is a
+/// 404 in the API's error shape (axum's own `Path` would answer in plain text).
+pub struct PathId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(id)| PathId(id))
+            .map_err(|_| {
+                ApiError(Error::new(
+                    ErrorKind::NotFound,
+                    "resource_missing",
+                    "no resource with that id",
+                ))
+            })
+    }
+}

@@ -23,8 +23,11 @@ use serde_json::json;
 pub struct Options {
     /// A secret to seed with scope `*` (the local stack's `LOCAL_API_KEY`).
     pub seed_api_key: Option<String>,
-    /// Whether to poll the usage queue (`USAGE_QUEUE_URL`) and invoke the matcher.
+    /// Whether to poll the usage queue and invoke the matcher.
     pub poll_usage_queue: bool,
+    /// The usage queue to send to and poll; `USAGE_QUEUE_URL` when `None`. Tests give each
+    /// server a queue of its own, so a test that ends cannot strand another test's messages.
+    pub usage_queue_url: Option<String>,
 }
 
 /// A running dev server.
@@ -62,7 +65,13 @@ pub async fn start(
     listener: tokio::net::TcpListener,
     options: Options,
 ) -> Result<Running, billing::Error> {
-    let billing = billing::billing_from_env().await?;
+    let mut billing = billing::billing_from_env().await?;
+    let config = billing::adapters::aws_config().await;
+    if let Some(url) = &options.usage_queue_url {
+        billing = billing.with_queue(std::sync::Arc::new(
+            billing::adapters::sqs::SqsEventQueue::new(&config, url),
+        ));
+    }
     if let Some(secret) = &options.seed_api_key {
         billing.seed_api_key(secret, Scopes::all()).await?;
     }
@@ -93,10 +102,12 @@ pub async fn start(
         }
     })];
     if options.poll_usage_queue {
-        let queue_url = std::env::var("USAGE_QUEUE_URL").map_err(|_| {
-            billing::Error::internal("USAGE_QUEUE_URL is not set; see template.yaml")
-        })?;
-        let config = billing::adapters::aws_config().await;
+        let queue_url = match options.usage_queue_url.clone() {
+            Some(url) => url,
+            None => std::env::var("USAGE_QUEUE_URL").map_err(|_| {
+                billing::Error::internal("USAGE_QUEUE_URL is not set; see template.yaml")
+            })?,
+        };
         let client = aws_sdk_sqs::Client::new(&config);
         let matcher = billing::matcher_from_env().await?;
         tasks.push(tokio::spawn(sqs::poll(client, queue_url, matcher)));

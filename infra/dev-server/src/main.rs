@@ -16,6 +16,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         Options {
             seed_api_key: Some(key.clone()),
             poll_usage_queue: true,
+            usage_queue_url: None,
         },
     )
     .await?;

@@ -32,11 +32,16 @@ impl SqsEventQueue {
     pub fn from_config(config: &aws_config::SdkConfig) -> Result<Self> {
         let url = std::env::var("USAGE_QUEUE_URL")
             .map_err(|_| Error::internal("USAGE_QUEUE_URL is not set; see template.yaml"))?;
-        Ok(Self {
+        Ok(Self::new(config, url))
+    }
+
+    /// The queue at `url`.
+    pub fn new(config: &aws_config::SdkConfig, url: impl Into<String>) -> Self {
+        Self {
             client: Client::new(config),
-            url,
+            url: url.into(),
             requests: Arc::default(),
-        })
+        }
     }
 
     /// `SendMessageBatch` requests made so far (for the cost benchmark).

@@ -1,14 +1,14 @@
 //! `/v1/api-keys`: create (the secret is shown once) and revoke. Both need scope `*`.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use billing::Billing;
 use billing::api_key::{ApiKey, CreateApiKey, Scope};
 use serde::Serialize;
 
 use crate::error::ApiError;
-use crate::extract::{Caller, JsonBody};
+use crate::extract::{Caller, JsonBody, PathId};
 
 /// A key as shown after creation, with its secret this one time.
 #[derive(Serialize)]
@@ -40,7 +40,7 @@ pub async fn create(
 pub async fn revoke(
     State(billing): State<Billing>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<ApiKey>, ApiError> {
     caller.require(Scope::All)?;
     Ok(Json(billing.revoke_api_key(&id).await?))

@@ -1,7 +1,7 @@
 //! `/v1/contracts`: create (pre-generating invoices), read, list, cancel.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use billing::Billing;
 use billing::api_key::Scope;
@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::List;
 use crate::error::ApiError;
-use crate::extract::{Caller, JsonBody, QueryParams};
+use crate::extract::{Caller, JsonBody, PathId, QueryParams};
 
 /// `POST /v1/contracts` → 201; its invoices exist from this moment.
 pub async fn create(
@@ -30,7 +30,7 @@ pub async fn create(
 pub async fn get(
     State(billing): State<Billing>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<Contract>, ApiError> {
     caller.require(Scope::ContractsRead)?;
     Ok(Json(billing.contract(&id).await?))
@@ -64,7 +64,7 @@ pub async fn list(
 pub async fn cancel(
     State(billing): State<Billing>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<Contract>, ApiError> {
     caller.require(Scope::ContractsWrite)?;
     Ok(Json(billing.cancel_contract(&id).await?))

@@ -1,7 +1,7 @@
 //! `/v1/customers`: create, read, list (or find by `externalCustomerId`), and patch.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use billing::Billing;
 use billing::api_key::Scope;
@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::List;
 use crate::error::ApiError;
-use crate::extract::{Caller, JsonBody, QueryParams};
+use crate::extract::{Caller, JsonBody, PathId, QueryParams};
 
 /// A customer as the API shows it: the request's flat field names, `null` for unset fields.
 #[derive(Serialize)]
@@ -68,7 +68,7 @@ pub async fn create(
 pub async fn get(
     State(billing): State<Billing>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<CustomerView>, ApiError> {
     caller.require(Scope::CustomersRead)?;
     Ok(Json(billing.customer(&id).await?.into()))
@@ -101,7 +101,7 @@ pub async fn list(
 pub async fn update(
     State(billing): State<Billing>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     JsonBody(body): JsonBody<UpdateCustomer>,
 ) -> Result<Json<CustomerView>, ApiError> {
     caller.require(Scope::CustomersWrite)?;
@@ -145,7 +145,7 @@ pub struct UsageView {
 pub async fn usage(
     State(billing): State<Billing>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     QueryParams(query): QueryParams<UsageQuery>,
 ) -> Result<Json<UsageView>, ApiError> {
     caller.require(Scope::UsageRead)?;

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use billing::Billing;
 use billing::api_key::Scope;
 use billing::invoice::{InvoiceStatus, PricedInvoice, PricedLine};
@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::List;
 use crate::error::ApiError;
-use crate::extract::{Caller, QueryParams};
+use crate::extract::{Caller, PathId, QueryParams};
 
 /// A period as two RFC 3339 instants, `[start, end)` at 00:00 UTC.
 #[derive(Serialize)]
@@ -118,7 +118,7 @@ impl From<PricedInvoice> for InvoiceView {
 pub async fn get(
     State(billing): State<Billing>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<InvoiceView>, ApiError> {
     caller.require(Scope::InvoicesRead)?;
     Ok(Json(billing.invoice(&id).await?.into()))

@@ -1,7 +1,7 @@
 //! `/v1/plans`: create, read, list. Plans never change; a change is a new plan.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use billing::Billing;
 use billing::api_key::Scope;
@@ -10,7 +10,7 @@ use billing::plan::{CreatePlan, Plan};
 
 use super::{List, ListQuery};
 use crate::error::ApiError;
-use crate::extract::{Caller, JsonBody, QueryParams};
+use crate::extract::{Caller, JsonBody, PathId, QueryParams};
 
 /// `POST /v1/plans` → 201.
 pub async fn create(
@@ -26,7 +26,7 @@ pub async fn create(
 pub async fn get(
     State(billing): State<Billing>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<Plan>, ApiError> {
     caller.require(Scope::PricingRead)?;
     Ok(Json(billing.plan(&id).await?))

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 
-use super::{Claim, DynamoStore, Item, from_item, n, s, sdk_error, to_item};
+use super::{Claim, DynamoStore, Item, from_item, n, s, to_item};
 use crate::customer::{Customer, ExternalCustomerId};
 use crate::error::{Error, Result};
 use crate::ids::CustomerId;
@@ -106,29 +106,21 @@ impl CustomerStore for DynamoStore {
     }
 
     async fn list(&self, page: &PageRequest) -> Result<Page<Customer>> {
-        let mut query = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name("gsi1")
-            .expression_attribute_values(":pk", s("CUSTOMER"))
-            .limit(i32::try_from(page.limit + 1).unwrap_or(i32::MAX));
-        query = match &page.after {
-            None => query.key_condition_expression("gsi1pk = :pk"),
-            Some(cursor) => {
-                let after = CustomerId::parse(cursor.sort_key()).map_err(|_| Cursor::invalid())?;
-                query
-                    .key_condition_expression("gsi1pk = :pk AND gsi1sk > :after")
-                    .expression_attribute_values(":after", s(after.as_str()))
-            }
-        };
-        let out = query.send().await.map_err(sdk_error)?;
-        let items = out
-            .items
-            .unwrap_or_default()
-            .into_iter()
-            .map(from_item::<Customer>)
-            .collect::<Result<Vec<_>>>()?;
+        let after = page
+            .after
+            .as_ref()
+            .map(|c| CustomerId::parse(c.sort_key()).map_err(|_| Cursor::invalid()))
+            .transpose()?;
+        let items: Vec<Customer> = self
+            .query_index(
+                "gsi1",
+                "CUSTOMER",
+                None,
+                after.as_ref().map(CustomerId::as_str),
+                page.limit,
+                &[],
+            )
+            .await?;
         Ok(Page::from_overfetch(items, page.limit, |c| {
             c.id.as_str().to_owned()
         }))

@@ -1,0 +1,1055 @@
+//! Reliability of the usage path: every event counted exactly once, whatever the concurrency,
+//! redelivery, crashes and transient failures around the matcher. Every test asserts exact final
+//! quantities read back through the API, so a double count or a loss makes it fail.
+//!
+//! Tests 2–4 build the matcher themselves (`billing::matcher_from_env`, or `Matcher::new` over a
+//! `UsageStore` wrapper that injects faults) and use their own event names, so other tests'
+//! meters and queue pollers never see their events.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use billing::adapters::dynamodb::DynamoStore;
+use billing::ids::InvoiceId;
+use billing::invoice::Invoice;
+use billing::matcher::{BatchReport, MAX_TRANSACTION_ACTIONS, Matcher};
+use billing::pagination::{Page, PageRequest};
+use billing::store::{CommitOutcome, EventFilter, InvoiceState, UsageCommit, UsageStore};
+use billing::usage::{EventInput, EventRecord, UsageEvent};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use futures::future::join_all;
+use integration_tests::{TestApp, unique, unique_code};
+use serde_json::{Value, json};
+
+use crate::catalog::guide_catalog;
+
+// --- Helpers ----------------------------------------------------------------------------------
+
+fn first_of_month() -> NaiveDate {
+    Utc::now().date_naive().with_day(1).unwrap()
+}
+
+/// A small deterministic PRNG (xorshift64*), so shuffles and injected faults repeat exactly.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Self(seed.max(1))
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            items.swap(i, self.below(i + 1));
+        }
+    }
+}
+
+/// Tenths as the API shows a normalized decimal: 261 → "26.1", 270 → "27".
+fn tenths(t: u64) -> String {
+    if t.is_multiple_of(10) {
+        (t / 10).to_string()
+    } else {
+        format!("{}.{}", t / 10, t % 10)
+    }
+}
+
+/// A catalog of our own: a COUNT meter and a SUM meter (of `tokens`) both listening to one
+/// event name no other test uses, and a plan pricing both.
+struct Catalog {
+    event_name: String,
+    plan_id: String,
+    count_price: String,
+    sum_price: String,
+}
+
+async fn usage_catalog(app: &TestApp) -> Catalog {
+    let event_name = unique("rel.calls");
+    let count = app
+        .meter(
+            json!({"code": unique_code("REL_CALLS"), "eventName": event_name,
+                      "displayName": "Calls", "aggregationType": "COUNT"}),
+        )
+        .await;
+    let sum = app
+        .meter(json!({"code": unique_code("REL_TOKENS"), "eventName": event_name,
+                      "displayName": "Tokens", "aggregationType": "SUM", "aggregationKey": "tokens"}))
+        .await;
+    let plan = app
+        .plan(json!({
+            "name": "Reliability", "currency": "USD",
+            "prices": [
+                {"model": "USAGE", "meterId": count["id"], "unitAmount": "0.08"},
+                {"model": "USAGE", "meterId": sum["id"], "unitAmount": "0.001"}
+            ]
+        }))
+        .await;
+    Catalog {
+        event_name,
+        plan_id: plan["id"].as_str().unwrap().to_owned(),
+        count_price: price_of(&plan, &count),
+        sum_price: price_of(&plan, &sum),
+    }
+}
+
+/// The id of `plan`'s usage price on `meter`.
+fn price_of(plan: &Value, meter: &Value) -> String {
+    plan["prices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["meterId"] == meter["id"])
+        .and_then(|p| p["id"].as_str())
+        .expect("a usage price on the meter")
+        .to_owned()
+}
+
+/// A new customer on `plan_id`, rolling from the 1st of this month; returns the customer and the
+/// current period's invoice.
+async fn subscriber(app: &TestApp, plan_id: &str, name: &str) -> (String, String) {
+    let customer = app.customer(name).await;
+    let contract = app
+        .post(
+            "/v1/contracts",
+            json!({"customerId": customer, "planId": plan_id, "startDate": first_of_month().to_string()}),
+        )
+        .await
+        .expect(201)
+        .clone();
+    let invoices = app
+        .contract_invoices(contract["id"].as_str().unwrap())
+        .await;
+    let current = invoices
+        .iter()
+        .find(|i| i["periodStart"] == format!("{}T00:00:00Z", first_of_month()))
+        .expect("the current period's invoice");
+    (customer, current["id"].as_str().unwrap().to_owned())
+}
+
+/// The quantity of the invoice line of `price_id`, as the API shows it.
+async fn quantity(app: &TestApp, invoice: &str, price_id: &str) -> String {
+    let answer = app.get(&format!("/v1/invoices/{invoice}")).await;
+    let body = answer.expect(200);
+    let lines: Vec<&Value> = body["lineItems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["priceId"] == price_id)
+        .collect();
+    assert_eq!(lines.len(), 1, "one line for {price_id}: {body}");
+    lines[0]["quantity"].as_str().unwrap().to_owned()
+}
+
+/// Every event record listed by `query`, all pages.
+async fn records(app: &TestApp, query: &str) -> Vec<Value> {
+    let mut all = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/events?{query}&limit=100&cursor={c}"),
+            None => format!("/v1/events?{query}&limit=100"),
+        };
+        let answer = app.get(&path).await;
+        let page = answer.expect(200);
+        all.extend(page["data"].as_array().unwrap().iter().cloned());
+        match page["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return all,
+        }
+    }
+}
+
+/// A customer's event records by idempotency key, asserting no key is recorded twice.
+async fn records_by_key(app: &TestApp, customer: &str) -> HashMap<String, Value> {
+    let list = records(app, &format!("customerId={customer}")).await;
+    let mut by_key = HashMap::with_capacity(list.len());
+    for r in list {
+        let key = r["idempotencyKey"].as_str().unwrap().to_owned();
+        assert!(
+            by_key.insert(key.clone(), r).is_none(),
+            "{customer}: key {key} recorded twice"
+        );
+    }
+    by_key
+}
+
+/// A validated event as the API would queue it, with `tokens` written as an exact JSON number.
+fn event(name: &str, customer: &str, key: &str, at: DateTime<Utc>, tokens: &str) -> UsageEvent {
+    let raw = format!(
+        r#"{{"eventName":"{name}","customerId":"{customer}","idempotencyKey":"{key}","timestamp":"{}","properties":{{"tokens":{tokens}}}}}"#,
+        at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    );
+    serde_json::from_str::<EventInput>(&raw)
+        .expect("event JSON")
+        .parse(Utc::now())
+        .expect("a valid event")
+}
+
+/// What a set of events should add up to per customer: (count, tokens in tenths).
+fn totals(events: &[(String, u64)]) -> BTreeMap<String, (u64, u64)> {
+    let mut t: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for (customer, tokens) in events {
+        let e = t.entry(customer.clone()).or_default();
+        e.0 += 1;
+        e.1 += tokens;
+    }
+    t
+}
+
+/// The matcher over DynamoDB with its usage writes going through `wrap(store)`.
+async fn matcher_with(wrap: impl FnOnce(Arc<DynamoStore>) -> Arc<dyn UsageStore>) -> Matcher {
+    let config = billing::adapters::aws_config().await;
+    let store = Arc::new(DynamoStore::from_config(&config).expect("TABLE_NAME"));
+    let usage = wrap(store.clone());
+    Matcher::new(store, usage, Arc::new(billing::service::SystemClock))
+}
+
+// --- 1. Concurrent ingestion, repeated keys, competing pollers ----------------------------------
+
+/// Matchers of the test's own, polling a queue beside the dev server's poller (each through
+/// `dev_server::sqs::poll_once`, the real handler included); stopped when the test ends.
+struct Pollers {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    received: Arc<AtomicUsize>,
+    errors: Arc<Mutex<Vec<String>>>,
+}
+
+impl Pollers {
+    async fn start(queue_url: &str, count: usize) -> Self {
+        let config = billing::adapters::aws_config().await;
+        let client = aws_sdk_sqs::Client::new(&config);
+        let arn = client
+            .get_queue_attributes()
+            .queue_url(queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .expect("queue attributes")
+            .attributes
+            .and_then(|mut a| a.remove(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+            .expect("queue arn");
+        let received = Arc::new(AtomicUsize::new(0));
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for _ in 0..count {
+            let matcher = billing::matcher_from_env().await.unwrap();
+            let (client, url, arn) = (client.clone(), queue_url.to_owned(), arn.clone());
+            let (received, errors) = (received.clone(), errors.clone());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    match dev_server::sqs::poll_once(&client, &url, &arn, &matcher).await {
+                        Ok(n) => {
+                            received.fetch_add(n, Ordering::SeqCst);
+                        }
+                        Err(e) => {
+                            errors.lock().unwrap().push(e);
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                }
+            }));
+        }
+        Self {
+            tasks,
+            received,
+            errors,
+        }
+    }
+}
+
+impl Drop for Pollers {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// `ApproximateNumberOfMessages` and `…NotVisible` of a queue, for failure messages.
+async fn queue_depth(queue_url: &str) -> String {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let config = billing::adapters::aws_config().await;
+    let attrs = aws_sdk_sqs::Client::new(&config)
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .ok()
+        .and_then(|o| o.attributes)
+        .unwrap_or_default();
+    format!(
+        "{} visible, {} in flight",
+        attrs
+            .get(&A::ApproximateNumberOfMessages)
+            .map_or("?", String::as_str),
+        attrs
+            .get(&A::ApproximateNumberOfMessagesNotVisible)
+            .map_or("?", String::as_str)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_events_with_a_fifth_repeated_keys_sent_concurrently_count_once() {
+    const DISTINCT: usize = 8_000;
+    const REPEATS: usize = 2_000;
+    const REQUESTS: usize = 20;
+    // A batch a poller fails (or holds longer than this) comes back to any poller after it.
+    const VISIBILITY_TIMEOUT: u32 = 60;
+    const DEADLINE: Duration = Duration::from_secs(180);
+
+    // A queue of the test's own, matched by the dev server's poller and two more matchers, so
+    // batches holding the same keys race each other on the one invoice.
+    let queue = integration_tests::usage_queue(VISIBILITY_TIMEOUT).await;
+    let app = TestApp::spawn_on_queue(&queue, true).await;
+    let pollers = Pollers::start(&queue, 2).await;
+
+    let (meter, _, pro) = guide_catalog(&app).await;
+    let event_name = meter["eventName"].as_str().unwrap().to_owned();
+    let usage_price = price_of(&pro, &meter);
+    let (customer, invoice) = subscriber(&app, pro["id"].as_str().unwrap(), "Ten thousand").await;
+
+    // 8,000 distinct keys, then 2,000 events repeating one of them; shuffled so a key and its
+    // repeat usually travel in different requests, messages and matcher batches.
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let at = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let mut rng = Rng::new(0x5eed_0001);
+    let mut keys: Vec<String> = (0..DISTINCT).map(|i| format!("{run}-{i}")).collect();
+    for _ in 0..REPEATS {
+        let k = keys[rng.below(DISTINCT)].clone();
+        keys.push(k);
+    }
+    rng.shuffle(&mut keys);
+    assert_eq!(
+        keys.iter().collect::<HashSet<_>>().len(),
+        DISTINCT,
+        "the test data itself"
+    );
+
+    let started = Instant::now();
+    let per_request = keys.len() / REQUESTS;
+    let answers = join_all(keys.chunks(per_request).map(|chunk| {
+        let body = json!({ "events": chunk.iter().map(|k| json!({
+            "eventName": event_name, "customerId": customer, "idempotencyKey": k, "timestamp": at
+        })).collect::<Vec<_>>() });
+        let app = &app;
+        async move { app.post("/v1/events/batch", body).await }
+    }))
+    .await;
+    assert_eq!(answers.len(), REQUESTS);
+    for a in &answers {
+        let body = a.expect(202);
+        assert_eq!(
+            (
+                body["accepted"].as_u64(),
+                body["rejected"].as_array().map(Vec::len),
+                body["failed"].as_array().map(Vec::len)
+            ),
+            (Some(per_request as u64), Some(0), Some(0)),
+            "{body}"
+        );
+    }
+    let ingested = started.elapsed();
+
+    // Wait for the three matchers to count them all.
+    loop {
+        let q = quantity(&app, &invoice, &usage_price).await;
+        let n: u64 = q.parse().unwrap();
+        assert!(
+            n <= DISTINCT as u64,
+            "counted {q} for {DISTINCT} distinct keys: double count"
+        );
+        if n == DISTINCT as u64 {
+            break;
+        }
+        if started.elapsed() > DEADLINE {
+            panic!(
+                "only {n} of {DISTINCT} events counted after {} s; queue: {}; our pollers \
+                 received {} messages, errors {:?}",
+                DEADLINE.as_secs(),
+                queue_depth(&queue).await,
+                pollers.received.load(Ordering::SeqCst),
+                pollers.errors.lock().unwrap()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let matched = started.elapsed();
+    let received = pollers.received.load(Ordering::SeqCst);
+    drop(pollers);
+
+    let listed = records(&app, &format!("customerId={customer}&status=matched")).await;
+    assert_eq!(listed.len(), DISTINCT);
+    let listed_keys: HashSet<&str> = listed
+        .iter()
+        .map(|r| r["idempotencyKey"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed_keys.len(), DISTINCT, "a key recorded twice");
+    assert!(listed_keys.iter().all(|k| k.starts_with(&run)));
+    assert_eq!(
+        records(&app, &format!("customerId={customer}")).await.len(),
+        DISTINCT,
+        "no other outcome recorded"
+    );
+    // Still exact once everything has settled.
+    assert_eq!(quantity(&app, &invoice, &usage_price).await, "8000");
+    eprintln!(
+        "10,000 events: ingested in {:.1} s, all counted after {:.1} s; the test's two pollers \
+         received {received} messages; queue now {}",
+        ingested.as_secs_f64(),
+        matched.as_secs_f64(),
+        queue_depth(&queue).await
+    );
+}
+
+// --- 2. The same batch to two matchers at once ---------------------------------------------------
+
+#[tokio::test]
+async fn the_same_batch_delivered_twice_concurrently_to_two_matchers_counts_once() {
+    let app = TestApp::spawn().await;
+    let catalog = usage_catalog(&app).await;
+    let (alice, alice_invoice) = subscriber(&app, &catalog.plan_id, "Twice A").await;
+    let (bob, bob_invoice) = subscriber(&app, &catalog.plan_id, "Twice B").await;
+    let a = billing::matcher_from_env().await.unwrap();
+    let b = billing::matcher_from_env().await.unwrap();
+    let at = Utc::now();
+    let run = uuid::Uuid::new_v4().simple().to_string();
+
+    let mut sent: Vec<(String, u64)> = Vec::new();
+    let mut serial = 0u64;
+    for size in [1usize, 10, 250] {
+        let mut events = Vec::with_capacity(size);
+        for i in 0..size {
+            serial += 1;
+            let customer = if i % 2 == 0 { &alice } else { &bob };
+            let tokens = serial % 9 + 1; // 0.1 … 0.9
+            events.push(event(
+                &catalog.event_name,
+                customer,
+                &format!("{run}-{serial}"),
+                at,
+                &format!("0.{tokens}"),
+            ));
+            sent.push((customer.clone(), tokens));
+        }
+        let (ra, rb) = tokio::join!(a.process(events.clone()), b.process(events.clone()));
+        let (ra, rb): (BatchReport, BatchReport) = (ra.expect("matcher A"), rb.expect("matcher B"));
+        assert_eq!(
+            ra.recorded + rb.recorded,
+            size,
+            "each event recorded by exactly one matcher: {ra:?} {rb:?}"
+        );
+        assert_eq!(ra.recorded + ra.duplicates, size, "A: {ra:?}");
+        assert_eq!(rb.recorded + rb.duplicates, size, "B: {rb:?}");
+
+        // A third, late delivery finds everything done.
+        let rc = a.process(events).await.expect("redelivery");
+        assert_eq!((rc.recorded, rc.duplicates), (0, size), "{rc:?}");
+
+        let expected = totals(&sent);
+        for (customer, invoice) in [(&alice, &alice_invoice), (&bob, &bob_invoice)] {
+            let (count, tokens) = expected.get(customer).copied().unwrap_or_default();
+            assert_eq!(
+                quantity(&app, invoice, &catalog.count_price).await,
+                count.to_string(),
+                "calls after the {size}-event round"
+            );
+            assert_eq!(
+                quantity(&app, invoice, &catalog.sum_price).await,
+                tenths(tokens),
+                "tokens after the {size}-event round"
+            );
+        }
+    }
+    // 261 events: 131 for Alice, 130 for Bob; each one recorded once.
+    assert_eq!(records_by_key(&app, &alice).await.len(), 131);
+    assert_eq!(records_by_key(&app, &bob).await.len(), 130);
+}
+
+// --- 3. A matcher dying between its transactions --------------------------------------------
+
+/// A usage store whose process "dies" on its `allowed + 1`-th commit: that commit and every call
+/// after it fail, as if the process were gone; the first `allowed` commits are written.
+struct KilledAfter {
+    inner: Arc<DynamoStore>,
+    allowed: usize,
+    commits: AtomicUsize,
+    dead: AtomicBool,
+}
+
+impl KilledAfter {
+    fn new(inner: Arc<DynamoStore>, allowed: usize) -> Self {
+        Self {
+            inner,
+            allowed,
+            commits: AtomicUsize::new(0),
+            dead: AtomicBool::new(false),
+        }
+    }
+
+    fn alive(&self) -> billing::Result<()> {
+        if self.dead.load(Ordering::SeqCst) {
+            Err(billing::Error::unavailable("killed"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl UsageStore for KilledAfter {
+    async fn invoice_states(
+        &self,
+        ids: &[InvoiceId],
+    ) -> billing::Result<HashMap<InvoiceId, InvoiceState>> {
+        self.alive()?;
+        self.inner.invoice_states(ids).await
+    }
+
+    async fn ensure_invoice(&self, invoice: &Invoice) -> billing::Result<()> {
+        self.alive()?;
+        self.inner.ensure_invoice(invoice).await
+    }
+
+    async fn commit(&self, commit: &UsageCommit) -> billing::Result<CommitOutcome> {
+        self.alive()?;
+        if self.commits.fetch_add(1, Ordering::SeqCst) >= self.allowed {
+            self.dead.store(true, Ordering::SeqCst);
+            return Err(billing::Error::unavailable("killed"));
+        }
+        self.inner.commit(commit).await
+    }
+
+    async fn list_events(
+        &self,
+        filter: &EventFilter,
+        page: &PageRequest,
+    ) -> billing::Result<Page<EventRecord>> {
+        self.inner.list_events(filter, page).await
+    }
+}
+
+/// Per customer, the invoice's two lines must be exactly what its recorded events add up to
+/// (tokens recovered from the events' keys through `tokens_of`). Returns how many are recorded.
+async fn consistent(
+    app: &TestApp,
+    catalog: &Catalog,
+    subscribers: &[(String, String)],
+    tokens_of: &HashMap<String, u64>,
+) -> usize {
+    let mut recorded = 0;
+    for (customer, invoice) in subscribers {
+        let records = records_by_key(app, customer).await;
+        let tokens: u64 = records.keys().map(|k| tokens_of[k]).sum();
+        assert!(records.values().all(|r| r["status"] == "matched"));
+        assert_eq!(
+            quantity(app, invoice, &catalog.count_price).await,
+            records.len().to_string(),
+            "{customer}: the count line is not its recorded events"
+        );
+        assert_eq!(
+            quantity(app, invoice, &catalog.sum_price).await,
+            tenths(tokens),
+            "{customer}: the sum line is not its recorded events"
+        );
+        recorded += records.len();
+    }
+    recorded
+}
+
+/// One kill point: a batch of `size` events for `customers` fresh customers, a matcher killed
+/// after `allowed` commits, then redeliveries to fresh matchers (at most `deliveries`, as the
+/// queue's maxReceiveCount would allow). Returns the killed run's result, how many events it left
+/// recorded, and the redeliveries' reports.
+async fn kill_and_redeliver(
+    app: &TestApp,
+    catalog: &Catalog,
+    customers: usize,
+    size: usize,
+    allowed: usize,
+    deliveries: usize,
+) -> (
+    billing::Result<BatchReport>,
+    usize,
+    Vec<billing::Result<BatchReport>>,
+) {
+    let mut subscribers = Vec::new();
+    for c in 0..customers {
+        subscribers.push(subscriber(app, &catalog.plan_id, &format!("Killed {allowed}/{c}")).await);
+    }
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let at = Utc::now();
+    let mut events = Vec::with_capacity(size);
+    let mut sent = Vec::with_capacity(size);
+    let mut tokens_of = HashMap::new();
+    for i in 0..size {
+        let customer = &subscribers[i % customers].0;
+        let key = format!("{run}-{i}");
+        let tokens = (i % 9 + 1) as u64;
+        events.push(event(
+            &catalog.event_name,
+            customer,
+            &key,
+            at,
+            &format!("0.{tokens}"),
+        ));
+        sent.push((customer.clone(), tokens));
+        tokens_of.insert(key, tokens);
+    }
+
+    let killed = matcher_with(|store| Arc::new(KilledAfter::new(store, allowed))).await;
+    let first = killed.process(events.clone()).await;
+    // Whatever the dead process left behind is whole: lines equal the recorded events.
+    let left = consistent(app, catalog, &subscribers, &tokens_of).await;
+
+    let mut redeliveries = Vec::new();
+    for _ in 0..deliveries {
+        let fresh = billing::matcher_from_env().await.unwrap();
+        let result = fresh.process(events.clone()).await;
+        let done = result.is_ok();
+        redeliveries.push(result);
+        if done {
+            break;
+        }
+    }
+    // Exact totals, every event recorded once.
+    let outcomes: Vec<String> = redeliveries
+        .iter()
+        .map(|r| match r {
+            Ok(r) => format!("Ok(recorded {}, duplicates {})", r.recorded, r.duplicates),
+            Err(e) => format!("Err({})", e.message),
+        })
+        .collect();
+    let expected = totals(&sent);
+    for (customer, invoice) in &subscribers {
+        let (count, tokens) = expected[customer];
+        let records = records_by_key(app, customer).await;
+        assert_eq!(
+            records.len() as u64,
+            count,
+            "kill after {allowed} commits ({left} recorded), then redeliveries {outcomes:?}: \
+             {customer} has {} of {count} events recorded",
+            records.len()
+        );
+        assert_eq!(
+            quantity(app, invoice, &catalog.count_price).await,
+            count.to_string(),
+            "kill after {allowed} commits: {customer}'s calls"
+        );
+        assert_eq!(
+            quantity(app, invoice, &catalog.sum_price).await,
+            tenths(tokens),
+            "kill after {allowed} commits: {customer}'s tokens"
+        );
+    }
+    (first, left, redeliveries)
+}
+
+#[tokio::test]
+async fn a_matcher_killed_after_each_write_step_then_redelivered_counts_once() {
+    // 250 events over 3 invoices: transactions of at most 100 actions (events plus the invoices
+    // they touch) need 3 of them (97 + 97 + 56 events).
+    const SIZE: usize = 250;
+    const TRANSACTIONS: usize = SIZE.div_ceil(MAX_TRANSACTION_ACTIONS - 3);
+    let app = TestApp::spawn().await;
+    let catalog = usage_catalog(&app).await;
+
+    // Every kill point at once (each on its own customers): a dead matcher spends ~7 s in its
+    // retry backoff before giving up.
+    let outcomes =
+        join_all((0..=TRANSACTIONS).map(|k| kill_and_redeliver(&app, &catalog, 3, SIZE, k, 1)))
+            .await;
+    let mut previous = None;
+    for (k, (first, left, redeliveries)) in outcomes.into_iter().enumerate() {
+        let redelivery = redeliveries[0].as_ref().expect("the redelivery succeeds");
+        if k < TRANSACTIONS {
+            let e = first.expect_err("killed before its last transaction");
+            assert!(e.message.ends_with("killed"), "{e:?}");
+            assert!(left < SIZE, "kill after {k}: {left} recorded");
+        } else {
+            let report = first.expect("not killed: enough commits allowed");
+            assert_eq!((report.transactions, report.recorded), (TRANSACTIONS, SIZE));
+            assert_eq!(left, SIZE);
+        }
+        assert_eq!(k == 0, left == 0, "kill after {k}: {left} recorded");
+        if let Some(p) = previous {
+            assert!(
+                left > p,
+                "each commit allowed records more: {p} then {left}"
+            );
+        }
+        previous = Some(left);
+        assert_eq!(
+            (redelivery.recorded, redelivery.duplicates),
+            (SIZE - left, left),
+            "kill after {k}: the redelivery records exactly what is missing"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_big_batch_killed_late_then_redelivered_counts_once() {
+    // One invoice, 1,400 events: 15 transactions of up to 99 events. The matcher dies after 13
+    // of them (a Lambda timing out late in a big batch); redelivery must count the last 113.
+    let app = TestApp::spawn().await;
+    let catalog = usage_catalog(&app).await;
+    let (first, left, redeliveries) = kill_and_redeliver(&app, &catalog, 1, 1_400, 13, 5).await;
+    assert!(first.is_err());
+    // Each transaction held MAX_TRANSACTION_ACTIONS - 1 events and the invoice.
+    assert_eq!(left, 13 * (MAX_TRANSACTION_ACTIONS - 1));
+    // Skipping what is already recorded is progress, not failure: one redelivery does it.
+    let reports: Vec<(usize, usize)> = redeliveries
+        .iter()
+        .map(|r| r.as_ref().map(|r| (r.recorded, r.duplicates)))
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("redeliveries: {redeliveries:?}; {e:?}"));
+    assert_eq!(reports, [(1_400 - left, left)]);
+}
+
+#[tokio::test]
+async fn resent_keys_spread_over_a_big_batch_are_skipped_and_the_rest_counted() {
+    // A client resends 15 events it sent earlier (a retried request), and they reach the matcher
+    // spread over a batch of 1,500 new ones: one resend in each of its 15 transactions.
+    let app = TestApp::spawn().await;
+    let catalog = usage_catalog(&app).await;
+    let (customer, invoice) = subscriber(&app, &catalog.plan_id, "Resends").await;
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let at = Utc::now();
+    let earlier: Vec<UsageEvent> = (0..100)
+        .map(|i| {
+            event(
+                &catalog.event_name,
+                &customer,
+                &format!("{run}-old-{i}"),
+                at,
+                "0.1",
+            )
+        })
+        .collect();
+    let matcher = billing::matcher_from_env().await.unwrap();
+    matcher
+        .process(earlier.clone())
+        .await
+        .expect("the first delivery");
+
+    let mut batch = Vec::new();
+    for i in 0..1_500 {
+        if i % 100 == 0 {
+            batch.push(earlier[i / 100].clone());
+        }
+        batch.push(event(
+            &catalog.event_name,
+            &customer,
+            &format!("{run}-new-{i}"),
+            at,
+            "0.1",
+        ));
+    }
+    // Up to five deliveries, as the queue's maxReceiveCount allows before the dead-letter queue.
+    let mut outcomes = Vec::new();
+    for _ in 0..5 {
+        let fresh = billing::matcher_from_env().await.unwrap();
+        match fresh.process(batch.clone()).await {
+            Ok(r) => {
+                outcomes.push(format!(
+                    "Ok(recorded {}, duplicates {})",
+                    r.recorded, r.duplicates
+                ));
+                break;
+            }
+            Err(e) => outcomes.push(format!("Err({})", e.message)),
+        }
+    }
+    let recorded = records_by_key(&app, &customer).await.len();
+    assert_eq!(recorded, 1_600, "deliveries: {outcomes:?}");
+    assert_eq!(
+        outcomes,
+        ["Ok(recorded 1500, duplicates 15)"],
+        "one delivery does it"
+    );
+    assert_eq!(quantity(&app, &invoice, &catalog.count_price).await, "1600");
+    assert_eq!(quantity(&app, &invoice, &catalog.sum_price).await, "160");
+}
+
+// --- 4. Injected conflicts, throttling and lost responses -----------------------------------
+
+/// How a flaky store treats calls.
+#[derive(Debug, Default, Clone)]
+struct Faults {
+    throttled: usize,
+    moved: usize,
+    lost_responses: usize,
+    failed_reads: usize,
+    passed: usize,
+}
+
+/// A usage store that, deterministically, fails `percent` % of commits — throttled (nothing
+/// written), `InvoiceMoved` (nothing written), or written with the answer lost on the way back
+/// (the caller sees a failure) — and a fifth of that share of invoice reads.
+struct Flaky {
+    inner: Arc<DynamoStore>,
+    percent: u64,
+    rng: Mutex<Rng>,
+    faults: Mutex<Faults>,
+}
+
+impl Flaky {
+    fn new(inner: Arc<DynamoStore>, percent: u64, seed: u64) -> Self {
+        Self {
+            inner,
+            percent,
+            rng: Mutex::new(Rng::new(seed)),
+            faults: Mutex::default(),
+        }
+    }
+
+    fn roll(&self) -> u64 {
+        self.rng.lock().unwrap().next() % 100
+    }
+}
+
+#[async_trait]
+impl UsageStore for Flaky {
+    async fn invoice_states(
+        &self,
+        ids: &[InvoiceId],
+    ) -> billing::Result<HashMap<InvoiceId, InvoiceState>> {
+        if self.roll() < self.percent / 3 {
+            self.faults.lock().unwrap().failed_reads += 1;
+            return Err(billing::Error::unavailable("throttled"));
+        }
+        self.inner.invoice_states(ids).await
+    }
+
+    async fn ensure_invoice(&self, invoice: &Invoice) -> billing::Result<()> {
+        self.inner.ensure_invoice(invoice).await
+    }
+
+    async fn commit(&self, commit: &UsageCommit) -> billing::Result<CommitOutcome> {
+        let roll = self.roll();
+        if roll < self.percent {
+            // Split the failing share in three.
+            match roll * 3 / self.percent {
+                0 => {
+                    self.faults.lock().unwrap().throttled += 1;
+                    return Err(billing::Error::unavailable("throttled"));
+                }
+                1 => {
+                    self.faults.lock().unwrap().moved += 1;
+                    return Ok(CommitOutcome::InvoiceMoved);
+                }
+                _ => {
+                    self.faults.lock().unwrap().lost_responses += 1;
+                    self.inner.commit(commit).await?;
+                    return Err(billing::Error::unavailable(
+                        "connection reset after the write",
+                    ));
+                }
+            }
+        }
+        self.faults.lock().unwrap().passed += 1;
+        self.inner.commit(commit).await
+    }
+
+    async fn list_events(
+        &self,
+        filter: &EventFilter,
+        page: &PageRequest,
+    ) -> billing::Result<Page<EventRecord>> {
+        self.inner.list_events(filter, page).await
+    }
+}
+
+#[tokio::test]
+async fn injected_conflicts_and_throttling_are_retried_to_exact_totals() {
+    let app = TestApp::spawn().await;
+    let catalog = usage_catalog(&app).await;
+    let (alice, alice_invoice) = subscriber(&app, &catalog.plan_id, "Flaky A").await;
+    let (bob, bob_invoice) = subscriber(&app, &catalog.plan_id, "Flaky B").await;
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let at = Utc::now();
+
+    let flaky = Arc::new(Flaky::new(
+        Arc::new(DynamoStore::from_config(&billing::adapters::aws_config().await).unwrap()),
+        30,
+        0x5eed_0004,
+    ));
+    let matcher = {
+        let flaky = flaky.clone();
+        matcher_with(move |_| flaky).await
+    };
+    // Batches of several sizes, one after another, the way a queue delivers them.
+    let mut sent = Vec::new();
+    let mut serial = 0u64;
+    let sizes = [1usize, 7, 60, 99, 150, 40, 1, 25, 80, 37];
+    for size in sizes.into_iter().cycle().take(3 * sizes.len()) {
+        let mut events = Vec::new();
+        for i in 0..size {
+            serial += 1;
+            let customer = if i % 3 == 0 { &bob } else { &alice };
+            let tokens = serial % 9 + 1;
+            events.push(event(
+                &catalog.event_name,
+                customer,
+                &format!("{run}-{serial}"),
+                at,
+                &format!("0.{tokens}"),
+            ));
+            sent.push((customer.clone(), tokens));
+        }
+        let report = matcher.process(events).await.unwrap_or_else(|e| {
+            panic!(
+                "a {size}-event batch: {e:?}; faults {:?}",
+                flaky.faults.lock().unwrap()
+            )
+        });
+        assert_eq!(report.recorded + report.duplicates, size, "{report:?}");
+    }
+    let faults = flaky.faults.lock().unwrap().clone();
+    assert!(
+        faults.throttled > 0
+            && faults.moved > 0
+            && faults.lost_responses > 0
+            && faults.failed_reads > 0,
+        "every fault was injected: {faults:?}"
+    );
+    eprintln!("injected: {faults:?}");
+
+    let expected = totals(&sent);
+    for (customer, invoice) in [(&alice, &alice_invoice), (&bob, &bob_invoice)] {
+        let (count, tokens) = expected[customer];
+        assert_eq!(records_by_key(&app, customer).await.len() as u64, count);
+        assert_eq!(
+            quantity(&app, invoice, &catalog.count_price).await,
+            count.to_string()
+        );
+        assert_eq!(
+            quantity(&app, invoice, &catalog.sum_price).await,
+            tenths(tokens)
+        );
+    }
+}
+
+/// Every commit fails: throttled, or an invoice that always moved.
+struct Refusing {
+    inner: Arc<DynamoStore>,
+    moved: bool,
+    commits: AtomicUsize,
+}
+
+#[async_trait]
+impl UsageStore for Refusing {
+    async fn invoice_states(
+        &self,
+        ids: &[InvoiceId],
+    ) -> billing::Result<HashMap<InvoiceId, InvoiceState>> {
+        self.inner.invoice_states(ids).await
+    }
+
+    async fn ensure_invoice(&self, invoice: &Invoice) -> billing::Result<()> {
+        self.inner.ensure_invoice(invoice).await
+    }
+
+    async fn commit(&self, _: &UsageCommit) -> billing::Result<CommitOutcome> {
+        self.commits.fetch_add(1, Ordering::SeqCst);
+        if self.moved {
+            Ok(CommitOutcome::InvoiceMoved)
+        } else {
+            Err(billing::Error::unavailable("throttled"))
+        }
+    }
+
+    async fn list_events(
+        &self,
+        filter: &EventFilter,
+        page: &PageRequest,
+    ) -> billing::Result<Page<EventRecord>> {
+        self.inner.list_events(filter, page).await
+    }
+}
+
+#[tokio::test]
+async fn a_store_refusing_every_commit_fails_the_batch_and_writes_nothing() {
+    let app = TestApp::spawn().await;
+    let catalog = usage_catalog(&app).await;
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let at = Utc::now();
+
+    let cases = join_all([false, true].map(|moved| {
+        let app = &app;
+        let catalog = &catalog;
+        let run = &run;
+        async move {
+            let (customer, invoice) =
+                subscriber(app, &catalog.plan_id, &format!("Refused {moved}")).await;
+            let events: Vec<UsageEvent> = (0..30)
+                .map(|i| {
+                    event(
+                        &catalog.event_name,
+                        &customer,
+                        &format!("{run}-{moved}-{i}"),
+                        at,
+                        "0.5",
+                    )
+                })
+                .collect();
+            let store = Arc::new(Refusing {
+                inner: Arc::new(
+                    DynamoStore::from_config(&billing::adapters::aws_config().await).unwrap(),
+                ),
+                moved,
+                commits: AtomicUsize::new(0),
+            });
+            let matcher = {
+                let store = store.clone();
+                matcher_with(move |_| store).await
+            };
+            let result = matcher.process(events.clone()).await;
+            (
+                moved,
+                customer,
+                invoice,
+                events,
+                result,
+                store.commits.load(Ordering::SeqCst),
+            )
+        }
+    }))
+    .await;
+
+    for (moved, customer, invoice, events, result, commits) in cases {
+        let e = result.expect_err("a batch that cannot be committed is an error (redelivered)");
+        assert!(
+            commits > 1,
+            "moved={moved}: retried before giving up ({commits} commits): {e:?}"
+        );
+        assert_eq!(quantity(&app, &invoice, &catalog.count_price).await, "0");
+        assert_eq!(quantity(&app, &invoice, &catalog.sum_price).await, "0");
+        assert!(records_by_key(&app, &customer).await.is_empty());
+
+        // The redelivery to a healthy matcher counts the batch once.
+        let report = billing::matcher_from_env()
+            .await
+            .unwrap()
+            .process(events)
+            .await
+            .expect("healthy matcher");
+        assert_eq!((report.recorded, report.duplicates), (30, 0));
+        assert_eq!(quantity(&app, &invoice, &catalog.count_price).await, "30");
+        assert_eq!(quantity(&app, &invoice, &catalog.sum_price).await, "15");
+    }
+}
