@@ -5,7 +5,7 @@
 # bench/usage-bench in release, starts a local stack of its own ("bench", DynamoDB in memory),
 # stops it on exit, and writes bench/results/usage.md and usage.json (bench/usage_report.py).
 #
-#   bench/usage.sh                  everything (about 10 minutes after the build)
+#   bench/usage.sh                  everything (about 3 minutes after the build, which takes minutes)
 #   SKIP_BUILD=1 bench/usage.sh     reuse the last release build
 #   E2E_EVENTS=N                    end-to-end events (default 20000)
 #   WRITES_SCALE=F                  scale the event counts of the write-action rows (default 1)
@@ -59,6 +59,13 @@ if [[ "${SKIP_BUILD:-}" != 1 ]]; then
 fi
 [[ -x "$BIN" ]] || { say "error: $BIN is missing (run without SKIP_BUILD=1)"; exit 1; }
 
+# First, while no emulator runs (it needs none), so they take no CPU from it; right after the
+# build, so it measures the code just built.
+say "3/4 matcher CPU per event (criterion)"
+rm -rf "$CRITERION/matcher_process" "$CRITERION/aggregate_add" "$CRITERION/record_encode" \
+    "$CRITERION/matcher_parts"
+timed criterion cargo bench --locked -p usage-bench --bench matcher -- --noplot
+
 say "starting local stack '$STACK' (DynamoDB Local in memory, moto)"
 stack_started=1
 timed stack_start env DDB_IN_MEMORY=1 "$ROOT/infra/stack.sh" start "$STACK"
@@ -73,13 +80,8 @@ timed e2e "$BIN" e2e --out "$WORK/e2e.json" --events "$E2E_EVENTS"
 say "4/4 SQS requests per event"
 timed sqs "$BIN" sqs --out "$WORK/sqs.json"
 
-# The matcher CPU benchmark needs no stack: stop it first so the emulators use no CPU meanwhile.
 DDB_IN_MEMORY=1 "$ROOT/infra/stack.sh" stop "$STACK"
 stack_started=0
-
-say "3/4 matcher CPU per event (criterion)"
-rm -rf "$CRITERION/matcher_process" "$CRITERION/aggregate_add" "$CRITERION/record_encode"
-timed criterion cargo bench --locked -p usage-bench --bench matcher -- --noplot
 
 mkdir -p "$RESULTS"
 python3 "$ROOT/bench/usage_report.py" \

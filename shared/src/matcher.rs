@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::aggregation::{Aggregate, UsageValue};
 use crate::contract::{Contract, ContractSummary};
@@ -74,7 +74,7 @@ struct Cached<T> {
 /// Per-instance cache of catalog reads (see the module docs for the rules).
 #[derive(Default)]
 struct Cache {
-    meters: Mutex<Option<Cached<Arc<Vec<Meter>>>>>,
+    meters: Mutex<Option<Cached<Arc<Vec<Arc<Meter>>>>>>,
     plans: Mutex<HashMap<PlanId, Arc<Plan>>>,
     contracts: Mutex<HashMap<ContractId, Cached<Arc<Contract>>>>,
     indexes: Mutex<HashMap<CustomerId, Cached<Arc<Vec<ContractSummary>>>>>,
@@ -96,21 +96,38 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 struct Target {
     contract: Arc<Contract>,
     plan: Arc<Plan>,
-    price: Price,
-    meter: Meter,
+    /// Index of the meter's price in `plan.prices`.
+    price_index: usize,
+    meter: Arc<Meter>,
     period_index: u32,
     period: Period,
+    /// The period's invoice (derived once per batch: deriving hashes).
+    invoice_id: InvoiceId,
     dimensions: Option<BTreeMap<String, String>>,
     value: Option<UsageValue>,
-    /// The price's rate card with the contract's override applied.
-    rate: RateCard,
 }
 
 impl Target {
     fn invoice_id(&self) -> InvoiceId {
-        Invoice::id_for(&self.contract.id, self.period.start)
+        self.invoice_id.clone()
+    }
+
+    fn price(&self) -> &Price {
+        &self.plan.prices[self.price_index]
     }
 }
+
+/// Lines already built in this batch, by invoice, price, combination and late period: an
+/// event's line is derived (and hashed) once per batch, not once per event.
+type LineCache = HashMap<
+    (
+        InvoiceId,
+        usize,
+        Option<BTreeMap<String, String>>,
+        Option<Period>,
+    ),
+    Arc<InvoiceLine>,
+>;
 
 /// One meter's reading of an event.
 #[derive(Clone)]
@@ -133,7 +150,7 @@ struct Prepared {
 /// Where a billable reading lands after looking at invoice states.
 struct Landing {
     invoice_id: InvoiceId,
-    line: InvoiceLine,
+    line: Arc<InvoiceLine>,
     late: bool,
 }
 
@@ -191,6 +208,7 @@ impl Matcher {
     /// Resolves customers, meters, contracts and plans; drops repeats within the batch.
     async fn prepare(&self, events: Vec<UsageEvent>) -> Result<Vec<Prepared>> {
         let mut seen = HashSet::new();
+        let mut invoice_ids = HashMap::new();
         let mut prepared = Vec::with_capacity(events.len());
         for event in events {
             let customer_id = self.resolve_customer(&event.customer).await?;
@@ -207,7 +225,8 @@ impl Matcher {
                     } else {
                         let mut readings = Vec::with_capacity(meters.len());
                         for meter in meters {
-                            readings.push(self.read(&event, customer, meter).await?);
+                            readings
+                                .push(self.read(&event, customer, meter, &mut invoice_ids).await?);
                         }
                         (readings, None)
                     }
@@ -244,7 +263,7 @@ impl Matcher {
         Ok(found)
     }
 
-    async fn all_meters(&self, refresh: bool) -> Result<Arc<Vec<Meter>>> {
+    async fn all_meters(&self, refresh: bool) -> Result<Arc<Vec<Arc<Meter>>>> {
         if !refresh && let Some(m) = fresh(lock(&self.cache.meters).as_ref()) {
             return Ok(m);
         }
@@ -255,7 +274,7 @@ impl Matcher {
         };
         loop {
             let result = self.catalog.list_meters(&page).await?;
-            meters.extend(result.items);
+            meters.extend(result.items.into_iter().map(Arc::new));
             match result.next {
                 Some(next) => page.after = Some(next),
                 None => break,
@@ -271,11 +290,11 @@ impl Matcher {
 
     /// Active meters listening to the event's name whose filters it passes. When no meter
     /// listens at all, the catalog is re-read before concluding.
-    async fn meters_for(&self, event: &UsageEvent) -> Result<Vec<Meter>> {
+    async fn meters_for(&self, event: &UsageEvent) -> Result<Vec<Arc<Meter>>> {
         let mut meters = self.all_meters(false).await?;
         let listens =
             |m: &Meter| m.event_name == event.event_name && m.status == MeterStatus::Active;
-        if !meters.iter().any(listens) {
+        if !meters.iter().any(|m| listens(m)) {
             meters = self.all_meters(true).await?;
         }
         Ok(meters
@@ -353,7 +372,8 @@ impl Matcher {
         &self,
         event: &UsageEvent,
         customer: &CustomerId,
-        meter: Meter,
+        meter: Arc<Meter>,
+        invoice_ids: &mut HashMap<(ContractId, NaiveDate), InvoiceId>,
     ) -> Result<Reading> {
         let refused = |status| Ok(Reading::Refused(meter.id.clone(), status));
         let date = event.timestamp.date_naive();
@@ -368,14 +388,14 @@ impl Matcher {
         };
         let contract = self.contract(&summary.id).await?;
         let plan = self.plan(&contract.plan_id).await?;
-        let Some(price) = plan
+        let Some(price_index) = plan
             .prices
             .iter()
-            .find(|p| p.meter_id() == Some(&meter.id))
-            .cloned()
+            .position(|p| p.meter_id() == Some(&meter.id))
         else {
             return refused(EventStatus::NoContract);
         };
+        let price = &plan.prices[price_index];
         let Some((period_index, period)) = contract.schedule().period_containing(date) else {
             return refused(EventStatus::NoContract);
         };
@@ -411,12 +431,15 @@ impl Matcher {
         } else {
             None
         };
-        let rate = contract.rate_with_override(&price.id, &usage.rate);
+        let invoice_id = invoice_ids
+            .entry((contract.id.clone(), period.start))
+            .or_insert_with(|| Invoice::id_for(&contract.id, period.start))
+            .clone();
         Ok(Reading::Billable(Box::new(Target {
-            rate,
+            invoice_id,
+            price_index,
             contract,
             plan,
-            price,
             meter,
             period_index,
             period,
@@ -436,21 +459,22 @@ impl Matcher {
         while start < pending.len() {
             // Grow one transaction while it stays within the action limit.
             let mut end = start;
-            let mut touched: Vec<InvoiceId> = Vec::new();
+            let mut touched: HashSet<&InvoiceId> = HashSet::new();
             while end < pending.len() {
-                let mut with: Vec<InvoiceId> = touched.clone();
+                let mut fresh: Vec<&InvoiceId> = Vec::new();
                 for l in landings[end].iter().flatten() {
-                    if !with.contains(&l.invoice_id) {
-                        with.push(l.invoice_id.clone());
+                    if !touched.contains(&l.invoice_id) && !fresh.contains(&&l.invoice_id) {
+                        fresh.push(&l.invoice_id);
                     }
                 }
-                if end > start && (end + 1 - start) + with.len() > MAX_TRANSACTION_ACTIONS {
+                let actions = (end + 1 - start) + touched.len() + fresh.len();
+                if end > start && actions > MAX_TRANSACTION_ACTIONS {
                     break;
                 }
-                touched = with;
+                touched.extend(fresh);
                 end += 1;
             }
-            let (commit, next_states) = self.build(pending, &landings, start..end, &states, now)?;
+            let commit = self.build(pending, &landings, start..end, &states, now)?;
             let outcome = match self.usage.commit(&commit).await {
                 Ok(outcome) => outcome,
                 Err(e) => {
@@ -468,7 +492,7 @@ impl Matcher {
                         report.recorded += 1;
                         *report.by_status.entry(record.status.as_str()).or_default() += 1;
                     }
-                    states.extend(next_states);
+                    apply_commit(&mut states, &commit);
                     start = end;
                 }
                 CommitOutcome::Duplicates(indexes) => {
@@ -545,6 +569,7 @@ impl Matcher {
         now: DateTime<Utc>,
     ) -> Result<Vec<Vec<Option<Landing>>>> {
         let mut landings = Vec::with_capacity(pending.len());
+        let mut lines = LineCache::new();
         for p in pending {
             let mut per_reading = Vec::with_capacity(p.readings.len());
             for r in &p.readings {
@@ -556,7 +581,7 @@ impl Matcher {
                 let open = states.get(&own).is_some_and(|s| s.invoice.status.is_open());
                 if open {
                     per_reading.push(Some(Landing {
-                        line: line_for(t, &own, None),
+                        line: line_for(&mut lines, t, &own, None),
                         invoice_id: own,
                         late: false,
                     }));
@@ -566,7 +591,7 @@ impl Matcher {
                     self.next_open(t, states, now)
                         .await?
                         .map(|invoice_id| Landing {
-                            line: line_for(t, &invoice_id, Some(t.period)),
+                            line: line_for(&mut lines, t, &invoice_id, Some(t.period)),
                             invoice_id,
                             late: true,
                         }),
@@ -610,7 +635,8 @@ impl Matcher {
         Ok(None)
     }
 
-    /// The commit for events `range`, and the invoice states after it.
+    /// The commit for events `range`, built on `states` without copying whole invoices: only
+    /// new lines and the aggregates of touched lines are carried.
     fn build(
         &self,
         pending: &[Prepared],
@@ -618,79 +644,86 @@ impl Matcher {
         range: std::ops::Range<usize>,
         states: &HashMap<InvoiceId, InvoiceState>,
         now: DateTime<Utc>,
-    ) -> Result<(UsageCommit, HashMap<InvoiceId, InvoiceState>)> {
-        let mut working: HashMap<InvoiceId, InvoiceState> = HashMap::new();
-        let mut new_lines: HashMap<InvoiceId, Vec<InvoiceLine>> = HashMap::new();
-        let mut touched_lines: HashMap<InvoiceId, Vec<LineId>> = HashMap::new();
+    ) -> Result<UsageCommit> {
+        struct Draft<'a> {
+            base: &'a InvoiceState,
+            new_lines: Vec<InvoiceLine>,
+            touched: Vec<LineId>,
+            aggregates: HashMap<LineId, Aggregate>,
+        }
+        let mut drafts: HashMap<&InvoiceId, Draft<'_>> = HashMap::new();
         let mut records = Vec::with_capacity(range.len());
         for i in range {
             let p = &pending[i];
-            let mut matches = Vec::new();
+            let mut matches = Vec::with_capacity(p.readings.len());
             for (reading, landing) in p.readings.iter().zip(&landings[i]) {
-                match (reading, landing) {
-                    (Reading::Refused(meter, status), _) => matches.push(MeterMatch {
-                        meter_id: meter.clone(),
-                        status: *status,
-                        invoice_id: None,
-                        line_id: None,
-                    }),
-                    (Reading::Billable(t), None) => matches.push(MeterMatch {
-                        meter_id: t.meter.id.clone(),
-                        status: EventStatus::NoOpenInvoice,
-                        invoice_id: None,
-                        line_id: None,
-                    }),
-                    (Reading::Billable(t), Some(landing)) => {
-                        let state = match working.get_mut(&landing.invoice_id) {
-                            Some(s) => s,
-                            None => {
-                                let base =
-                                    states.get(&landing.invoice_id).cloned().ok_or_else(|| {
-                                        Error::internal(format!(
-                                            "invoice {} was not loaded",
-                                            landing.invoice_id
-                                        ))
-                                    })?;
-                                working.entry(landing.invoice_id.clone()).or_insert(base)
-                            }
-                        };
-                        if !state.invoice.lines.iter().any(|l| l.id == landing.line.id) {
-                            state.invoice.lines.push(landing.line.clone());
-                            new_lines
-                                .entry(landing.invoice_id.clone())
-                                .or_default()
-                                .push(landing.line.clone());
-                        }
-                        let aggregate = state
-                            .aggregates
-                            .entry(landing.line.id.clone())
-                            .or_insert_with(|| Aggregate::new(t.meter.aggregation_type));
-                        aggregate.add(t.value.as_ref())?;
-                        let quantity = aggregate.quantity();
-                        if let Some(line) = state
-                            .invoice
-                            .lines
-                            .iter_mut()
-                            .find(|l| l.id == landing.line.id)
-                        {
-                            line.quantity = quantity;
-                        }
-                        let lines = touched_lines.entry(landing.invoice_id.clone()).or_default();
-                        if !lines.contains(&landing.line.id) {
-                            lines.push(landing.line.id.clone());
-                        }
+                let (t, landing) = match (reading, landing) {
+                    (Reading::Refused(meter, status), _) => {
+                        matches.push(MeterMatch {
+                            meter_id: meter.clone(),
+                            status: *status,
+                            invoice_id: None,
+                            line_id: None,
+                        });
+                        continue;
+                    }
+                    (Reading::Billable(t), None) => {
                         matches.push(MeterMatch {
                             meter_id: t.meter.id.clone(),
-                            status: if landing.late {
-                                EventStatus::Late
-                            } else {
-                                EventStatus::Matched
-                            },
-                            invoice_id: Some(landing.invoice_id.clone()),
-                            line_id: Some(landing.line.id.clone()),
+                            status: EventStatus::NoOpenInvoice,
+                            invoice_id: None,
+                            line_id: None,
                         });
+                        continue;
                     }
+                    (Reading::Billable(t), Some(landing)) => (t, landing),
+                };
+                let draft = match drafts.get_mut(&landing.invoice_id) {
+                    Some(d) => d,
+                    None => {
+                        let base = states.get(&landing.invoice_id).ok_or_else(|| {
+                            Error::internal(format!(
+                                "invoice {} was not loaded",
+                                landing.invoice_id
+                            ))
+                        })?;
+                        drafts.entry(&landing.invoice_id).or_insert(Draft {
+                            base,
+                            new_lines: Vec::new(),
+                            touched: Vec::new(),
+                            aggregates: HashMap::new(),
+                        })
+                    }
+                };
+                let line_id = &landing.line.id;
+                let known = draft.base.invoice.lines.iter().any(|l| &l.id == line_id)
+                    || draft.new_lines.iter().any(|l| &l.id == line_id);
+                if !known {
+                    draft.new_lines.push(InvoiceLine::clone(&landing.line));
                 }
+                if !draft.aggregates.contains_key(line_id) {
+                    let start = draft
+                        .base
+                        .aggregates
+                        .get(line_id)
+                        .cloned()
+                        .unwrap_or_else(|| Aggregate::new(t.meter.aggregation_type));
+                    draft.aggregates.insert(line_id.clone(), start);
+                    draft.touched.push(line_id.clone());
+                }
+                if let Some(aggregate) = draft.aggregates.get_mut(line_id) {
+                    aggregate.add(t.value.as_ref())?;
+                }
+                matches.push(MeterMatch {
+                    meter_id: t.meter.id.clone(),
+                    status: if landing.late {
+                        EventStatus::Late
+                    } else {
+                        EventStatus::Matched
+                    },
+                    invoice_id: Some(landing.invoice_id.clone()),
+                    line_id: Some(line_id.clone()),
+                });
             }
             let status = overall(&matches, p.unread);
             records.push(EventRecord {
@@ -702,42 +735,79 @@ impl Matcher {
                 processed_at: now,
             });
         }
-        let mut invoices = Vec::with_capacity(working.len());
-        for (id, state) in &mut working {
-            let base_version = states.get(id).map(|s| s.version).unwrap_or(0);
-            invoices.push(InvoiceWrite {
+        let mut invoices: Vec<InvoiceWrite> = drafts
+            .into_iter()
+            .map(|(id, mut draft)| InvoiceWrite {
                 invoice_id: id.clone(),
-                expected_version: base_version,
-                new_lines: new_lines.remove(id).unwrap_or_default(),
-                aggregates: touched_lines
-                    .remove(id)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter_map(|line| state.aggregates.get(&line).map(|a| (line, a.clone())))
+                expected_version: draft.base.version,
+                aggregates: draft
+                    .touched
+                    .iter()
+                    .filter_map(|line| draft.aggregates.remove(line).map(|a| (line.clone(), a)))
                     .collect(),
+                new_lines: draft.new_lines,
                 updated_at: now,
-            });
-            state.version = base_version + 1;
-            if state.invoice.status == crate::invoice::InvoiceStatus::Drafted {
-                state.invoice.status = crate::invoice::InvoiceStatus::InProgress;
-            }
-        }
+            })
+            .collect();
         invoices.sort_by(|a, b| a.invoice_id.cmp(&b.invoice_id));
-        Ok((UsageCommit { invoices, records }, working))
+        Ok(UsageCommit { invoices, records })
+    }
+}
+
+/// Brings the states read before a commit up to date with it, so the batch's next transaction
+/// builds on what is now stored (and expects the new version).
+fn apply_commit(states: &mut HashMap<InvoiceId, InvoiceState>, commit: &UsageCommit) {
+    for write in &commit.invoices {
+        let Some(state) = states.get_mut(&write.invoice_id) else {
+            continue;
+        };
+        state.invoice.lines.extend(write.new_lines.iter().cloned());
+        for (line, aggregate) in &write.aggregates {
+            if let Some(l) = state.invoice.lines.iter_mut().find(|l| &l.id == line) {
+                l.quantity = aggregate.quantity();
+            }
+            state.aggregates.insert(line.clone(), aggregate.clone());
+        }
+        state.version = write.expected_version + 1;
+        if state.invoice.status == crate::invoice::InvoiceStatus::Drafted {
+            state.invoice.status = crate::invoice::InvoiceStatus::InProgress;
+        }
     }
 }
 
 /// The line a target lands on: the price's line (a dimensional price: the combination's line),
 /// or, for late usage, a line of its own labelled with the original period.
-fn line_for(t: &Target, invoice: &InvoiceId, late_from: Option<Period>) -> InvoiceLine {
+fn line_for(
+    cache: &mut LineCache,
+    t: &Target,
+    invoice: &InvoiceId,
+    late_from: Option<Period>,
+) -> Arc<InvoiceLine> {
+    cache
+        .entry((
+            invoice.clone(),
+            t.price_index,
+            t.dimensions.clone(),
+            late_from,
+        ))
+        .or_insert_with(|| Arc::new(build_line(t, invoice, late_from)))
+        .clone()
+}
+
+fn build_line(t: &Target, invoice: &InvoiceId, late_from: Option<Period>) -> InvoiceLine {
+    let price = t.price();
+    let rate = match &price.kind {
+        PriceKind::Usage(usage) => t.contract.rate_with_override(&price.id, &usage.rate),
+        PriceKind::Flat { flat_amount } => RateCard::PerUnit(flat_amount.clone()),
+    };
     let dims = t.dimensions.as_ref().map(|d| {
         d.iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join(", ")
     });
-    let mut name = format!("{invoice}:{}", t.price.id);
-    let mut description = t.price.description.clone();
+    let mut name = format!("{invoice}:{}", price.id);
+    let mut description = price.description.clone();
     if let Some(dims) = &dims {
         name.push_str(&format!(":{dims}"));
         description.push_str(&format!(" ({dims})"));
@@ -751,12 +821,12 @@ fn line_for(t: &Target, invoice: &InvoiceId, late_from: Option<Period>) -> Invoi
     }
     InvoiceLine {
         id: LineId::derive(&name),
-        price_id: t.price.id.clone(),
+        price_id: price.id.clone(),
         description,
         kind: LineKind::Usage {
             meter_id: t.meter.id.clone(),
             aggregation: t.meter.aggregation_type,
-            rate: t.rate.clone(),
+            rate,
         },
         quantity: rust_decimal::Decimal::ZERO,
         dimensions: t.dimensions.clone(),
