@@ -66,6 +66,9 @@ pub struct BatchReport {
     pub write_actions: usize,
 }
 
+/// Every meter, shared by the events of a batch.
+type Meters = Arc<Vec<Arc<Meter>>>;
+
 struct Cached<T> {
     at: Instant,
     value: T,
@@ -74,7 +77,7 @@ struct Cached<T> {
 /// Per-instance cache of catalog reads (see the module docs for the rules).
 #[derive(Default)]
 struct Cache {
-    meters: Mutex<Option<Cached<Arc<Vec<Arc<Meter>>>>>>,
+    meters: Mutex<Option<Cached<Meters>>>,
     plans: Mutex<HashMap<PlanId, Arc<Plan>>>,
     contracts: Mutex<HashMap<ContractId, Cached<Arc<Contract>>>>,
     indexes: Mutex<HashMap<CustomerId, Cached<Arc<Vec<ContractSummary>>>>>,
@@ -263,7 +266,7 @@ impl Matcher {
         Ok(found)
     }
 
-    async fn all_meters(&self, refresh: bool) -> Result<Arc<Vec<Arc<Meter>>>> {
+    async fn all_meters(&self, refresh: bool) -> Result<Meters> {
         if !refresh && let Some(m) = fresh(lock(&self.cache.meters).as_ref()) {
             return Ok(m);
         }
