@@ -487,3 +487,22 @@ async fn ingestion_validates_each_event_on_its_own() {
     .await
     .expect_error(403, "insufficient_scope");
 }
+
+#[tokio::test]
+async fn events_the_queue_does_not_accept_are_never_acknowledged() {
+    let app = TestApp::spawn_with_broken_queue().await;
+    let customer = app.customer("Unqueued").await;
+    app.post(
+        "/v1/events",
+        json!({"customerId": customer, "eventName": "e"}),
+    )
+    .await
+    .expect_error(503, "service_unavailable");
+    let batch = app
+        .post(
+            "/v1/events/batch",
+            json!({"events": [{"customerId": customer, "eventName": "e"}, {"eventName": "bad"}]}),
+        )
+        .await;
+    batch.expect_error(503, "service_unavailable");
+}

@@ -92,16 +92,13 @@ pub fn unique(prefix: &str) -> String {
 impl TestApp {
     /// Starts the dev server on a free loopback port with a fresh admin key.
     pub async fn spawn() -> Self {
-        Self::spawn_with(false).await
+        Self::start(false, None).await
     }
 
-    async fn spawn_with(matcher: bool) -> Self {
+    /// Starts a dev server sending usage to `queue` (template.yaml's `USAGE_QUEUE_URL` when
+    /// `None`), polling it for the matcher when `poll`.
+    async fn start(poll: bool, queue: Option<String>) -> Self {
         require_local_stack();
-        let usage_queue_url = if matcher {
-            Some(private_queue().await)
-        } else {
-            None
-        };
         let admin_key = format!("sk_test_{}", uuid::Uuid::new_v4().simple());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -110,8 +107,8 @@ impl TestApp {
             listener,
             dev_server::Options {
                 seed_api_key: Some(admin_key.clone()),
-                poll_usage_queue: matcher,
-                usage_queue_url,
+                poll_usage_queue: poll,
+                usage_queue_url: queue,
             },
         )
         .await
@@ -248,7 +245,8 @@ impl TestApp {
     /// (created like template.yaml's, with a short visibility timeout), so no other test's
     /// poller holds its messages.
     pub async fn spawn_with_matcher() -> Self {
-        Self::spawn_with(true).await
+        require_local_stack();
+        Self::start(true, Some(usage_queue(5).await)).await
     }
 
     /// Every event record listed by `query` (e.g. `customerId=cus_…&status=matched`).
@@ -322,24 +320,6 @@ pub async fn close_invoice(invoice_id: &str) {
         .expect("close the invoice");
 }
 
-/// Creates a queue for one test's usage events.
-async fn private_queue() -> String {
-    let config = billing::adapters::aws_config().await;
-    let client = aws_sdk_sqs::Client::new(&config);
-    client
-        .create_queue()
-        .queue_name(format!("usage-{}", uuid::Uuid::new_v4().simple()))
-        .attributes(
-            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
-            "5",
-        )
-        .send()
-        .await
-        .expect("create a test queue")
-        .queue_url
-        .expect("queue url")
-}
-
 /// Creates a usage queue for one test, its messages coming back `visibility_timeout` seconds
 /// after a poller received them without deleting them.
 pub async fn usage_queue(visibility_timeout: u32) -> String {
@@ -362,26 +342,20 @@ impl TestApp {
     /// Like [`TestApp::spawn`], with usage events sent to `queue_url` (see [`usage_queue`]) and,
     /// when `poll`, matched from it by the dev server's poller; the test may poll it too.
     pub async fn spawn_on_queue(queue_url: &str, poll: bool) -> Self {
+        Self::start(poll, Some(queue_url.to_owned())).await
+    }
+}
+
+impl TestApp {
+    /// A server whose usage queue does not exist, so every enqueue fails: for testing that
+    /// nothing is acknowledged that SQS did not accept.
+    pub async fn spawn_with_broken_queue() -> Self {
         require_local_stack();
-        let admin_key = format!("sk_test_{}", uuid::Uuid::new_v4().simple());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind a loopback port");
-        let server = dev_server::start(
-            listener,
-            dev_server::Options {
-                seed_api_key: Some(admin_key.clone()),
-                poll_usage_queue: poll,
-                usage_queue_url: Some(queue_url.to_owned()),
-            },
-        )
-        .await
-        .expect("start the dev server against the local stack");
-        Self {
-            url: server.url(),
-            admin_key,
-            client: reqwest::Client::new(),
-            _server: server,
-        }
+        let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL");
+        let missing = format!(
+            "{endpoint}/123456789012/missing-{}",
+            uuid::Uuid::new_v4().simple()
+        );
+        Self::start(false, Some(missing)).await
     }
 }
