@@ -1,5 +1,5 @@
 # The two commands of the README. Everything they need is installed by the scripts they call.
-.PHONY: dev test stop bench lint
+.PHONY: dev test stop bench bench-usage
 
 ## Run the service locally on http://127.0.0.1:3000 (emulators, tables, queues, API).
 dev:
@@ -17,3 +17,8 @@ stop:
 ## Cold-start and package-size benchmark; writes bench/results/coldstart.md.
 bench:
 	bench/coldstart.sh
+
+## Usage pipeline benchmark (writes per event, end to end, matcher CPU, SQS requests);
+## writes bench/results/usage.md.
+bench-usage:
+	bench/usage.sh

@@ -108,7 +108,8 @@ def main():
     for group, bench in (("aggregate_add", "count"), ("aggregate_add", "sum"),
                          ("record_encode", "serde_dynamo"), ("matcher_parts", "invoice_id_for"),
                          ("matcher_parts", "line_id_derive"),
-                         ("matcher_parts", "memstore_record_key_and_clone")):
+                         ("matcher_parts", "memstore_record_key_and_clone"),
+                         ("matcher_parts", "memstore_invoice_states_100")):
         est = criterion_estimate(a.criterion, group, bench)
         if est:
             micro[f"{group}/{bench}"] = est
@@ -187,8 +188,10 @@ def main():
     w(f"| 2 | end-to-end rate ÷ (raw conditional-put rate ÷ writes per event), same emulator, "
       f"concurrency 1 | ≥ 0.8 | {f(ratio, 2)} ({f(e2e['e2e_events_per_second'], 0)} events/s) "
       f"| {ok(ratio_pass)} |")
-    w(f"| 3 | matcher CPU per event (`Matcher::process`, in memory) | < 5 µs | worst "
-      f"{f(cpu_worst, 2)} µs | {ok(cpu_pass)} |")
+    w("| 3 | matcher CPU per event (`Matcher::process`, in memory) | < 5 µs | "
+      + ", ".join(f"{f(m['per_event_us'], 2)} µs ({m['customers']} customer"
+                  f"{'s' if m['customers'] > 1 else ''}, batch {m['batch']:,})" for m in matcher)
+      + f" | {ok(cpu_pass)} |")
     w("| 4 | SQS `SendMessageBatch` requests per event, batch calls | ≤ 0.01 | "
       + ", ".join(f"{f(r['requests_per_event'], 4)} ({r['events_per_call']:,}/call)"
                   for r in batch_rows)
@@ -246,8 +249,9 @@ def main():
       f"({'/'.join(f(x, 2) for x in rec_tx)} WCU per transactional put), invoices "
       f"{inv_min:,}–{inv_max:,} bytes ({'/'.join(f(x, 2) for x in inv_tx)} WCU per "
       "transactional update)"
-      + (": **both just over 1 KB, so every record and every invoice update costs 4 WCU, not 2**"
-         if over_1k else "")
+      + (f": **both over 1 KB (records by only {rec_min - 1024}–{rec_max - 1024} bytes), so "
+         "every record and every invoice update costs 4 WCU, not 2**; a record trimmed under "
+         "1 KB would halve its part" if over_1k else "")
       + ". *Table WCU / event* = (records × record WCU + invoice updates × invoice WCU) ÷ "
       "events. *+ GSI* adds index propagation, assuming it is billed as standard "
       "(non-transactional) writes of the item, 1 WCU per started KB per index: projection is "
@@ -367,7 +371,10 @@ def main():
                                                  "UUIDv5)",
                  "matcher_parts/memstore_record_key_and_clone": "in-memory store, per record: "
                                                                 "`event_record_key` + clone "
-                                                                "of the record"}
+                                                                "of the record",
+                 "matcher_parts/memstore_invoice_states_100": "in-memory store: "
+                                                              "`invoice_states` of 100 invoices "
+                                                              "(deep clones), per batch"}
         for key, m in micro.items():
             lo, hi = m["mean_ci95_ns"]
             w(f"| {names.get(key, key)} | {f(m['mean_ns'], 1)} ns | {f(lo, 1)}–{f(hi, 1)} ns |")
@@ -376,34 +383,32 @@ def main():
     inv_ns = micro.get("matcher_parts/invoice_id_for", {}).get("mean_ns")
     line_ns = micro.get("matcher_parts/line_id_derive", {}).get("mean_ns")
     store_ns = micro.get("matcher_parts/memstore_record_key_and_clone", {}).get("mean_ns")
+    states_ns = micro.get("matcher_parts/memstore_invoice_states_100", {}).get("mean_ns")
     enc_ns = micro.get("record_encode/serde_dynamo", {}).get("mean_ns")
-    base = next((m for m in matcher if m["customers"] == 1 and m["batch"] == 100), None)
-    if not cpu_pass and inv_ns and line_ns and store_ns and base:
-        ids_us = (4 * inv_ns + 2 * line_ns) / 1000
-        store_us = store_ns / 1000
-        per = base["per_event_us"]
-        w(f"**Why the goal is missed.** Per event (two readings) the matcher derives 6 ids by "
-          f"UUIDv5 (a SHA-1 of a formatted name): `Target::invoice_id()` is recomputed for every "
-          f"reading in `load_states` and again in `land`, and `line_for` derives the line id "
-          f"(shared/src/matcher.rs). At the measured {f(inv_ns, 0)} ns and {f(line_ns, 0)} ns "
-          f"each that is ≈ {f(ids_us, 2)} µs per event, {f(100 * ids_us / per, 0)} % of the "
-          f"one-customer batch-100 figure ({f(per, 2)} µs). The in-memory store's own share "
-          f"(key + clone per record) is ≈ {f(store_us, 2)} µs, so the matcher alone is ≈ "
-          f"{f(per - store_us, 1)} µs per event there. The rest is not profiled here; reading the "
-          f"code, it is mostly allocation and cloning: per reading, "
-          f"`read` clones the meter, the price and the rate card into a boxed `Target`; per "
-          f"event, `build` clones the event into its record, allocates the `reason` sentence and "
-          f"three id strings per meter match; and the transaction-splitting loop in `apply` "
-          f"clones the list of invoices touched so far for every event it considers "
-          f"(`touched.clone()`), which grows with the number of invoices per transaction; with 100 "
-          f"customers there are also twice the write actions, more transactions and an invoice "
-          f"state per customer to read and clone, hence the higher cost per event. Likely "
-          f"remedies (not made here): "
-          f"derive each invoice and line id once per (contract, period, price) per batch, share "
-          f"meters, prices and rate cards by `Arc`, make the reason a `&'static str`, and track "
-          f"touched invoices in a set without cloning. The real adapter adds ≈ "
-          + (f"{f(enc_ns / 1000, 1)} µs" if enc_ns else "some µs")
-          + " per event for encoding the record as a DynamoDB item, outside this figure.")
+    failing = [m for m in matcher if m["per_event_us"] >= GOAL_CPU_US]
+    if failing and inv_ns and line_ns and store_ns and states_ns:
+        derive_us = (inv_ns + 2 * line_ns) / 1000
+        state_us = states_ns / 100 / 1000
+        w("**Where the goal is missed, and why.** Missed for: "
+          + ", ".join(f"{m['customers']} customers at batch {m['batch']:,} "
+                      f"({f(m['per_event_us'], 2)} µs)" for m in failing)
+          + ". The matcher derives ids once per batch (the invoice id per contract period, the "
+          "line per invoice and price), so its per-event cost depends on how many events share "
+          "an invoice. Each invoice a batch touches costs, besides its events: one "
+          f"`Invoice::id_for` and two line ids (UUIDv5 = SHA-1 of a formatted name: "
+          f"≈ {f(derive_us, 2)} µs together at the measured {f(inv_ns, 0)} ns and "
+          f"{f(line_ns, 0)} ns), reading its state (in the in-memory store a deep clone, "
+          f"≈ {f(state_us, 2)} µs per invoice; in DynamoDB, decoding the item), its own "
+          "aggregate drafts and one invoice write in the commit. With 100 customers and batch "
+          "100 every event has its own invoice, so none of that is shared; at batch 1,000 each "
+          "invoice carries 10 events. The figures also include the in-memory store's share per "
+          f"record (record key + clone, ≈ {f(store_ns / 1000, 2)} µs) and per invoice (above). "
+          "This attribution comes from the micro-benchmarks, not from a profile.")
+        w("")
+    if enc_ns:
+        w(f"Outside these figures, the real adapter spends ≈ {f(enc_ns / 1000, 1)} µs per event "
+          "encoding the record as a DynamoDB item (`record_encode`), comparable to the whole "
+          "matcher budget.")
         w("")
 
     # 4.

@@ -82,6 +82,25 @@ struct Cache {
     contracts: Mutex<HashMap<ContractId, Cached<Arc<Contract>>>>,
     indexes: Mutex<HashMap<CustomerId, Cached<Arc<Vec<ContractSummary>>>>>,
     customers: Mutex<HashMap<CustomerRef, Cached<CustomerId>>>,
+    /// Derived ids and lines never change for a given input, so they are kept while warm
+    /// (deriving one hashes): cleared past [`DERIVED_CACHE_LIMIT`] entries to bound memory.
+    invoice_ids: Mutex<HashMap<(ContractId, NaiveDate), InvoiceId>>,
+    lines: Mutex<LineCache>,
+}
+
+/// Entries after which the derived-id caches start over.
+const DERIVED_CACHE_LIMIT: usize = 100_000;
+
+impl Cache {
+    fn invoice_id(&self, contract: &ContractId, start: NaiveDate) -> InvoiceId {
+        let mut ids = lock(&self.invoice_ids);
+        if ids.len() > DERIVED_CACHE_LIMIT {
+            ids.clear();
+        }
+        ids.entry((contract.clone(), start))
+            .or_insert_with(|| Invoice::id_for(contract, start))
+            .clone()
+    }
 }
 
 fn fresh<T: Clone>(entry: Option<&Cached<T>>) -> Option<T> {
@@ -120,8 +139,8 @@ impl Target {
     }
 }
 
-/// Lines already built in this batch, by invoice, price, combination and late period: an
-/// event's line is derived (and hashed) once per batch, not once per event.
+/// Lines already built, by invoice, price index (in the invoice's plan), combination and late
+/// period: a line is derived (and hashed) once per warm instance, not once per event.
 type LineCache = HashMap<
     (
         InvoiceId,
@@ -211,7 +230,6 @@ impl Matcher {
     /// Resolves customers, meters, contracts and plans; drops repeats within the batch.
     async fn prepare(&self, events: Vec<UsageEvent>) -> Result<Vec<Prepared>> {
         let mut seen = HashSet::new();
-        let mut invoice_ids = HashMap::new();
         let mut prepared = Vec::with_capacity(events.len());
         for event in events {
             let customer_id = self.resolve_customer(&event.customer).await?;
@@ -228,8 +246,7 @@ impl Matcher {
                     } else {
                         let mut readings = Vec::with_capacity(meters.len());
                         for meter in meters {
-                            readings
-                                .push(self.read(&event, customer, meter, &mut invoice_ids).await?);
+                            readings.push(self.read(&event, customer, meter).await?);
                         }
                         (readings, None)
                     }
@@ -376,7 +393,6 @@ impl Matcher {
         event: &UsageEvent,
         customer: &CustomerId,
         meter: Arc<Meter>,
-        invoice_ids: &mut HashMap<(ContractId, NaiveDate), InvoiceId>,
     ) -> Result<Reading> {
         let refused = |status| Ok(Reading::Refused(meter.id.clone(), status));
         let date = event.timestamp.date_naive();
@@ -434,10 +450,7 @@ impl Matcher {
         } else {
             None
         };
-        let invoice_id = invoice_ids
-            .entry((contract.id.clone(), period.start))
-            .or_insert_with(|| Invoice::id_for(&contract.id, period.start))
-            .clone();
+        let invoice_id = self.cache.invoice_id(&contract.id, period.start);
         Ok(Reading::Billable(Box::new(Target {
             invoice_id,
             price_index,
@@ -572,7 +585,6 @@ impl Matcher {
         now: DateTime<Utc>,
     ) -> Result<Vec<Vec<Option<Landing>>>> {
         let mut landings = Vec::with_capacity(pending.len());
-        let mut lines = LineCache::new();
         for p in pending {
             let mut per_reading = Vec::with_capacity(p.readings.len());
             for r in &p.readings {
@@ -584,7 +596,7 @@ impl Matcher {
                 let open = states.get(&own).is_some_and(|s| s.invoice.status.is_open());
                 if open {
                     per_reading.push(Some(Landing {
-                        line: line_for(&mut lines, t, &own, None),
+                        line: line_for(&self.cache.lines, t, &own, None),
                         invoice_id: own,
                         late: false,
                     }));
@@ -594,7 +606,7 @@ impl Matcher {
                     self.next_open(t, states, now)
                         .await?
                         .map(|invoice_id| Landing {
-                            line: line_for(&mut lines, t, &invoice_id, Some(t.period)),
+                            line: line_for(&self.cache.lines, t, &invoice_id, Some(t.period)),
                             invoice_id,
                             late: true,
                         }),
@@ -781,12 +793,16 @@ fn apply_commit(states: &mut HashMap<InvoiceId, InvoiceState>, commit: &UsageCom
 /// The line a target lands on: the price's line (a dimensional price: the combination's line),
 /// or, for late usage, a line of its own labelled with the original period.
 fn line_for(
-    cache: &mut LineCache,
+    cache: &Mutex<LineCache>,
     t: &Target,
     invoice: &InvoiceId,
     late_from: Option<Period>,
 ) -> Arc<InvoiceLine> {
-    cache
+    let mut lines = lock(cache);
+    if lines.len() > DERIVED_CACHE_LIMIT {
+        lines.clear();
+    }
+    lines
         .entry((
             invoice.clone(),
             t.price_index,

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use billing::aggregation::{Aggregate, Aggregation, UsageValue};
-use billing::ids::LineId;
+use billing::ids::{InvoiceId, LineId};
 use billing::invoice::Invoice;
 use billing::matcher::{Matcher, event_record_key};
 use billing::pagination::PageRequest;
@@ -200,6 +200,27 @@ fn matcher_parts(c: &mut Criterion) {
         b.iter(|| {
             let key = event_record_key(black_box(&record));
             black_box((key, record.clone()))
+        })
+    });
+    group.finish();
+
+    // Reading invoice states from the in-memory store (a deep clone of each invoice with its
+    // aggregates): the store's per-invoice share, where the DynamoDB adapter decodes the item.
+    let s = setup(&rt, 100);
+    rt.block_on(
+        s.matcher
+            .process(usage_bench::events(&s.catalog, "parts", 0, 100, now())),
+    )
+    .expect("process");
+    let ids: Vec<InvoiceId> = (0..100)
+        .map(|c| s.catalog.invoice_for(c, date).expect("invoice"))
+        .collect();
+    let mut group = c.benchmark_group("matcher_parts");
+    group.throughput(Throughput::Elements(ids.len() as u64));
+    group.bench_function("memstore_invoice_states_100", |b| {
+        b.iter(|| {
+            rt.block_on(s.store.invoice_states(black_box(&ids)))
+                .expect("states")
         })
     });
     group.finish();
