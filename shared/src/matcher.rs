@@ -163,7 +163,6 @@ enum Reading {
 struct Prepared {
     event: UsageEvent,
     customer_id: Option<CustomerId>,
-    record_key: String,
     readings: Vec<Reading>,
     /// The outcome when no meter reads it at all.
     unread: Option<EventStatus>,
@@ -234,7 +233,7 @@ impl Matcher {
         for event in events {
             let customer_id = self.resolve_customer(&event.customer).await?;
             let record_key = record_key(&event, customer_id.as_ref());
-            if !seen.insert(record_key.clone()) {
+            if !seen.insert(record_key) {
                 continue;
             }
             let (readings, unread) = match &customer_id {
@@ -255,7 +254,6 @@ impl Matcher {
             prepared.push(Prepared {
                 event,
                 customer_id,
-                record_key,
                 readings,
                 unread,
             });
@@ -745,7 +743,7 @@ impl Matcher {
                 event: p.event.clone(),
                 customer_id: p.customer_id.clone(),
                 status,
-                reason: reason(status, p.record_key.as_str()),
+                reason: reason(status),
                 matches,
                 processed_at: now,
             });
@@ -867,7 +865,7 @@ fn overall(matches: &[MeterMatch], unread: Option<EventStatus>) -> EventStatus {
         .unwrap_or(EventStatus::Unmatched)
 }
 
-fn reason(status: EventStatus, _key: &str) -> String {
+fn reason(status: EventStatus) -> String {
     match status {
         EventStatus::Matched => "counted on the invoice of its period",
         EventStatus::Late => {
