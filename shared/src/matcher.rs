@@ -38,7 +38,7 @@ use crate::period::Period;
 use crate::plan::{Plan, Price, PriceKind, RateCard};
 use crate::service::{Clock, Store};
 use crate::store::{
-    CatalogStore, CommitOutcome, ContractStore, CustomerStore, InvoiceState, InvoiceWrite,
+    CatalogStore, CommitOutcome, ContractStore, CustomerStore, InvoiceUsage, InvoiceWrite,
     UsageCommit, UsageStore,
 };
 use crate::usage::{CustomerRef, EventRecord, EventStatus, MeterMatch, UsageEvent};
@@ -161,7 +161,7 @@ enum Reading {
 /// An event ready to apply.
 #[derive(Clone)]
 struct Prepared {
-    event: UsageEvent,
+    event: Arc<UsageEvent>,
     customer_id: Option<CustomerId>,
     readings: Vec<Reading>,
     /// The outcome when no meter reads it at all.
@@ -252,7 +252,7 @@ impl Matcher {
                 }
             };
             prepared.push(Prepared {
-                event,
+                event: Arc::new(event),
                 customer_id,
                 readings,
                 unread,
@@ -546,7 +546,7 @@ impl Matcher {
         &self,
         pending: &[Prepared],
         now: DateTime<Utc>,
-    ) -> Result<HashMap<InvoiceId, InvoiceState>> {
+    ) -> Result<HashMap<InvoiceId, InvoiceUsage>> {
         let mut wanted: HashMap<InvoiceId, &Target> = HashMap::new();
         for p in pending {
             for r in &p.readings {
@@ -579,7 +579,7 @@ impl Matcher {
     async fn land(
         &self,
         pending: &[Prepared],
-        states: &mut HashMap<InvoiceId, InvoiceState>,
+        states: &mut HashMap<InvoiceId, InvoiceUsage>,
         now: DateTime<Utc>,
     ) -> Result<Vec<Vec<Option<Landing>>>> {
         let mut landings = Vec::with_capacity(pending.len());
@@ -591,7 +591,7 @@ impl Matcher {
                     continue;
                 };
                 let own = t.invoice_id();
-                let open = states.get(&own).is_some_and(|s| s.invoice.status.is_open());
+                let open = states.get(&own).is_some_and(|s| s.status.is_open());
                 if open {
                     per_reading.push(Some(Landing {
                         line: line_for(&self.cache.lines, t, &own, None),
@@ -619,7 +619,7 @@ impl Matcher {
     async fn next_open(
         &self,
         t: &Target,
-        states: &mut HashMap<InvoiceId, InvoiceState>,
+        states: &mut HashMap<InvoiceId, InvoiceUsage>,
         now: DateTime<Utc>,
     ) -> Result<Option<InvoiceId>> {
         let schedule = t.contract.schedule();
@@ -640,7 +640,7 @@ impl Matcher {
                 }
                 states.extend(found);
             }
-            if states.get(&id).is_some_and(|s| s.invoice.status.is_open()) {
+            if states.get(&id).is_some_and(|s| s.status.is_open()) {
                 return Ok(Some(id));
             }
             index += 1;
@@ -655,11 +655,11 @@ impl Matcher {
         pending: &[Prepared],
         landings: &[Vec<Option<Landing>>],
         range: std::ops::Range<usize>,
-        states: &HashMap<InvoiceId, InvoiceState>,
+        states: &HashMap<InvoiceId, InvoiceUsage>,
         now: DateTime<Utc>,
     ) -> Result<UsageCommit> {
         struct Draft<'a> {
-            base: &'a InvoiceState,
+            base: &'a InvoiceUsage,
             new_lines: Vec<InvoiceLine>,
             touched: Vec<LineId>,
             aggregates: HashMap<LineId, Aggregate>,
@@ -709,7 +709,7 @@ impl Matcher {
                     }
                 };
                 let line_id = &landing.line.id;
-                let known = draft.base.invoice.lines.iter().any(|l| &l.id == line_id)
+                let known = draft.base.line_ids.contains(line_id)
                     || draft.new_lines.iter().any(|l| &l.id == line_id);
                 if !known {
                     draft.new_lines.push(InvoiceLine::clone(&landing.line));
@@ -743,7 +743,6 @@ impl Matcher {
                 event: p.event.clone(),
                 customer_id: p.customer_id.clone(),
                 status,
-                reason: reason(status),
                 matches,
                 processed_at: now,
             });
@@ -769,22 +768,19 @@ impl Matcher {
 
 /// Brings the states read before a commit up to date with it, so the batch's next transaction
 /// builds on what is now stored (and expects the new version).
-fn apply_commit(states: &mut HashMap<InvoiceId, InvoiceState>, commit: &UsageCommit) {
+fn apply_commit(states: &mut HashMap<InvoiceId, InvoiceUsage>, commit: &UsageCommit) {
     for write in &commit.invoices {
         let Some(state) = states.get_mut(&write.invoice_id) else {
             continue;
         };
-        state.invoice.lines.extend(write.new_lines.iter().cloned());
+        state
+            .line_ids
+            .extend(write.new_lines.iter().map(|l| l.id.clone()));
         for (line, aggregate) in &write.aggregates {
-            if let Some(l) = state.invoice.lines.iter_mut().find(|l| &l.id == line) {
-                l.quantity = aggregate.quantity();
-            }
             state.aggregates.insert(line.clone(), aggregate.clone());
         }
         state.version = write.expected_version + 1;
-        if state.invoice.status == crate::invoice::InvoiceStatus::Drafted {
-            state.invoice.status = crate::invoice::InvoiceStatus::InProgress;
-        }
+        state.status = crate::invoice::InvoiceStatus::InProgress;
     }
 }
 
@@ -863,33 +859,6 @@ fn overall(matches: &[MeterMatch], unread: Option<EventStatus>) -> EventStatus {
         .or_else(|| matches.first())
         .map(|m| m.status)
         .unwrap_or(EventStatus::Unmatched)
-}
-
-fn reason(status: EventStatus) -> String {
-    match status {
-        EventStatus::Matched => "counted on the invoice of its period",
-        EventStatus::Late => {
-            "its invoice was closed; counted as late usage on the next open invoice"
-        }
-        EventStatus::Unmatched => {
-            "no active meter listens to this event name (or its filters exclude the event)"
-        }
-        EventStatus::UnknownCustomer => "no customer with this id",
-        EventStatus::NoContract => {
-            "no contract of the customer covers this timestamp for the meter"
-        }
-        EventStatus::NoOpenInvoice => {
-            "its invoice was closed and the contract has no open invoice left"
-        }
-        EventStatus::MissingProperty => {
-            "the meter's aggregation key or a group key is missing from the properties"
-        }
-        EventStatus::InvalidProperty => "the aggregation key's value is not a non-negative number",
-        EventStatus::NoRate => {
-            "no rate for this dimension combination, and the price has no fallback"
-        }
-    }
-    .to_owned()
 }
 
 /// The key that makes an event unique: the resolved customer (so `customerId` and

@@ -186,6 +186,33 @@ pub struct InvoiceState {
     pub version: u64,
 }
 
+/// What the matcher needs of an invoice, and no more: whether it is open, which lines it has,
+/// their running aggregates and the version its next write must find. Not the whole invoice: a
+/// batch reads one per invoice it touches, and copying or decoding whole invoices was most of the
+/// matcher's CPU per event when events spread over many customers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvoiceUsage {
+    /// Usage lands only while the invoice is open.
+    pub status: InvoiceStatus,
+    /// The lines it already has (a line seen for the first time is appended by the commit).
+    pub line_ids: Vec<LineId>,
+    /// Per line, the aggregate so far (absent: no usage yet).
+    pub aggregates: BTreeMap<LineId, Aggregate>,
+    /// Increments on every usage write.
+    pub version: u64,
+}
+
+impl From<&InvoiceState> for InvoiceUsage {
+    fn from(state: &InvoiceState) -> Self {
+        Self {
+            status: state.invoice.status,
+            line_ids: state.invoice.lines.iter().map(|l| l.id.clone()).collect(),
+            aggregates: state.aggregates.clone(),
+            version: state.version,
+        }
+    }
+}
+
 /// One invoice's part of a usage commit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InvoiceWrite {
@@ -234,8 +261,8 @@ pub struct EventFilter {
 /// The matcher's writes and the event records' reads.
 #[async_trait]
 pub trait UsageStore: Send + Sync {
-    /// Reads invoices with their aggregates, strongly consistent; missing ones are absent.
-    async fn invoice_states(&self, ids: &[InvoiceId]) -> Result<HashMap<InvoiceId, InvoiceState>>;
+    /// Reads invoices' usage state, strongly consistent; missing ones are absent.
+    async fn invoice_states(&self, ids: &[InvoiceId]) -> Result<HashMap<InvoiceId, InvoiceUsage>>;
 
     /// Writes an invoice unless it exists (a period the contract had not pre-generated yet).
     async fn ensure_invoice(&self, invoice: &Invoice) -> Result<()>;

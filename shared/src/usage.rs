@@ -322,6 +322,27 @@ impl EventStatus {
         }
     }
 
+    /// A sentence for people saying what happened to the event.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Matched => "counted on the invoice of its period",
+            Self::Late => "its invoice was closed; counted as late usage on the next open invoice",
+            Self::Unmatched => {
+                "no active meter listens to this event name (or its filters exclude the event)"
+            }
+            Self::UnknownCustomer => "no customer with this id",
+            Self::NoContract => "no contract of the customer covers this timestamp for the meter",
+            Self::NoOpenInvoice => {
+                "its invoice was closed and the contract has no open invoice left"
+            }
+            Self::MissingProperty => {
+                "the meter's aggregation key or a group key is missing from the properties"
+            }
+            Self::InvalidProperty => "the aggregation key's value is not a non-negative number",
+            Self::NoRate => "no rate for this dimension combination, and the price has no fallback",
+        }
+    }
+
     /// Accepts a wire name.
     pub fn parse(raw: &str) -> Result<Self> {
         serde_json::from_value(serde_json::Value::String(raw.to_owned())).map_err(|_| {
@@ -350,15 +371,16 @@ pub struct MeterMatch {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EventRecord {
-    /// The event as received.
-    pub event: UsageEvent,
+    /// The event as received (shared with the matcher's pending batch, which keeps it until the
+    /// record commits, so building a record does not copy it).
+    pub event: std::sync::Arc<UsageEvent>,
     /// The customer it resolved to, if it exists.
     #[serde(default)]
     pub customer_id: Option<CustomerId>,
-    /// The overall outcome: billed if any meter billed it, else the first reason.
+    /// The overall outcome: billed if any meter billed it, else the first reason (its
+    /// sentence for people is [`EventStatus::reason`], not stored: it would push every record
+    /// over 1 KB and double its write cost).
     pub status: EventStatus,
-    /// A sentence for people.
-    pub reason: String,
     /// Per meter, where it landed.
     #[serde(default)]
     pub matches: Vec<MeterMatch>,

@@ -17,7 +17,7 @@ use billing::ids::InvoiceId;
 use billing::invoice::Invoice;
 use billing::matcher::{BatchReport, MAX_TRANSACTION_ACTIONS, Matcher};
 use billing::pagination::{Page, PageRequest};
-use billing::store::{CommitOutcome, EventFilter, InvoiceState, UsageCommit, UsageStore};
+use billing::store::{CommitOutcome, EventFilter, InvoiceUsage, UsageCommit, UsageStore};
 use billing::usage::{EventInput, EventRecord, UsageEvent};
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use futures::future::join_all;
@@ -515,7 +515,7 @@ impl UsageStore for KilledAfter {
     async fn invoice_states(
         &self,
         ids: &[InvoiceId],
-    ) -> billing::Result<HashMap<InvoiceId, InvoiceState>> {
+    ) -> billing::Result<HashMap<InvoiceId, InvoiceUsage>> {
         self.alive()?;
         self.inner.invoice_states(ids).await
     }
@@ -827,7 +827,7 @@ impl UsageStore for Flaky {
     async fn invoice_states(
         &self,
         ids: &[InvoiceId],
-    ) -> billing::Result<HashMap<InvoiceId, InvoiceState>> {
+    ) -> billing::Result<HashMap<InvoiceId, InvoiceUsage>> {
         if self.roll() < self.percent / 3 {
             self.faults.lock().unwrap().failed_reads += 1;
             return Err(billing::Error::unavailable("throttled"));
@@ -956,7 +956,7 @@ impl UsageStore for Refusing {
     async fn invoice_states(
         &self,
         ids: &[InvoiceId],
-    ) -> billing::Result<HashMap<InvoiceId, InvoiceState>> {
+    ) -> billing::Result<HashMap<InvoiceId, InvoiceUsage>> {
         self.inner.invoice_states(ids).await
     }
 

@@ -23,7 +23,8 @@ use billing::plan::{CreatePlan, Plan};
 use billing::service::Clock;
 use billing::store::{
     ApiKeyStore, CatalogStore, CommitOutcome, ContractStore, CustomerStore, EventFilter,
-    InvoiceFilter, InvoiceState, InvoiceStore, StoredSecret, UsageCommit, UsageStore, Versioned,
+    InvoiceFilter, InvoiceState, InvoiceStore, InvoiceUsage, StoredSecret, UsageCommit, UsageStore,
+    Versioned,
 };
 use billing::usage::{CustomerRef, EventRecord, IdempotencyKey, UsageEvent};
 use billing::{Billing, Error, Result};
@@ -276,11 +277,11 @@ impl InvoiceStore for MemStore {
 
 #[async_trait]
 impl UsageStore for MemStore {
-    async fn invoice_states(&self, ids: &[InvoiceId]) -> Result<HashMap<InvoiceId, InvoiceState>> {
+    async fn invoice_states(&self, ids: &[InvoiceId]) -> Result<HashMap<InvoiceId, InvoiceUsage>> {
         let inner = self.lock();
         Ok(ids
             .iter()
-            .filter_map(|id| inner.invoices.get(id).map(|s| (id.clone(), s.clone())))
+            .filter_map(|id| inner.invoices.get(id).map(|s| (id.clone(), s.into())))
             .collect())
     }
 

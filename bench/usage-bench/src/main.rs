@@ -28,7 +28,7 @@ use billing::invoice::Invoice;
 use billing::matcher::{BatchReport, Matcher};
 use billing::pagination::{Page, PageRequest};
 use billing::service::{Clock, SystemClock};
-use billing::store::{CommitOutcome, EventFilter, InvoiceState, UsageCommit, UsageStore};
+use billing::store::{CommitOutcome, EventFilter, InvoiceUsage, UsageCommit, UsageStore};
 use billing::usage::{EventRecord, UsageEvent};
 use serde_json::{Value, json};
 use usage_bench::{Catalog, contract_start, create_catalog, item_size, wcu};
@@ -148,7 +148,7 @@ impl UsageStore for Counting {
     async fn invoice_states(
         &self,
         ids: &[InvoiceId],
-    ) -> billing::Result<HashMap<InvoiceId, InvoiceState>> {
+    ) -> billing::Result<HashMap<InvoiceId, InvoiceUsage>> {
         self.invoice_reads.fetch_add(1, Ordering::Relaxed);
         self.invoices_read
             .fetch_add(ids.len() as u64, Ordering::Relaxed);

@@ -196,7 +196,7 @@ pub struct EventView {
     timestamp: DateTime<Utc>,
     properties: BTreeMap<String, Box<RawValue>>,
     status: EventStatus,
-    reason: String,
+    reason: &'static str,
     matches: Vec<MeterMatch>,
     received_at: DateTime<Utc>,
     processed_at: DateTime<Utc>,
@@ -204,13 +204,13 @@ pub struct EventView {
 
 impl From<EventRecord> for EventView {
     fn from(r: EventRecord) -> Self {
-        let (customer_id, external_customer_id) = match (&r.customer_id, r.event.customer) {
+        let event = std::sync::Arc::unwrap_or_clone(r.event);
+        let (customer_id, external_customer_id) = match (&r.customer_id, event.customer) {
             (Some(id), CustomerRef::External(x)) => (Some(id.to_string()), Some(x.to_string())),
             (_, CustomerRef::Id(id)) => (Some(id.to_string()), None),
             (None, CustomerRef::External(x)) => (None, Some(x.to_string())),
         };
-        let properties = r
-            .event
+        let properties = event
             .properties
             .into_iter()
             .filter_map(|(k, v)| {
@@ -223,16 +223,16 @@ impl From<EventRecord> for EventView {
             })
             .collect();
         Self {
-            event_name: r.event.event_name.to_string(),
+            event_name: event.event_name.to_string(),
             customer_id,
             external_customer_id,
-            idempotency_key: r.event.idempotency_key.as_str().to_owned(),
-            timestamp: r.event.timestamp,
+            idempotency_key: event.idempotency_key.as_str().to_owned(),
+            timestamp: event.timestamp,
             properties,
             status: r.status,
-            reason: r.reason,
+            reason: r.status.reason(),
             matches: r.matches,
-            received_at: r.event.received_at,
+            received_at: event.received_at,
             processed_at: r.processed_at,
         }
     }

@@ -4,16 +4,17 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::customers::customer_pk;
 use super::{DynamoStore, Item, from_item, s, to_item};
 use crate::aggregation::Aggregate;
 use crate::error::{Error, Result};
 use crate::ids::{InvoiceId, LineId};
-use crate::invoice::Invoice;
+use crate::invoice::{Invoice, InvoiceStatus};
 use crate::pagination::{Cursor, Page, PageRequest};
 use crate::period::parse_date;
-use crate::store::{InvoiceFilter, InvoiceState, InvoiceStore};
+use crate::store::{InvoiceFilter, InvoiceState, InvoiceStore, InvoiceUsage};
 
 pub(super) fn invoice_pk(id: &InvoiceId) -> String {
     format!("INVOICE#{id}")
@@ -54,9 +55,8 @@ fn parse_position(cursor: &Cursor) -> Result<String> {
     }
 }
 
-/// Reads an invoice item: the invoice, its lines' aggregates (`agg#<lineId>`, which give the
-/// lines their quantities) and its usage version.
-pub(super) fn decode_invoice(mut item: Item) -> Result<InvoiceState> {
+/// Takes the usage version and the lines' aggregates (`agg#<lineId>`) out of an invoice item.
+fn take_usage(item: &mut Item) -> Result<(u64, BTreeMap<LineId, Aggregate>)> {
     let version = item
         .remove("version")
         .and_then(|v| v.as_n().ok().and_then(|n| n.parse().ok()))
@@ -74,6 +74,13 @@ pub(super) fn decode_invoice(mut item: Item) -> Result<InvoiceState> {
             aggregates.insert(LineId::parse(&key["agg#".len()..])?, aggregate);
         }
     }
+    Ok((version, aggregates))
+}
+
+/// Reads an invoice item: the invoice, its lines' aggregates (which give the lines their
+/// quantities) and its usage version.
+pub(super) fn decode_invoice(mut item: Item) -> Result<InvoiceState> {
+    let (version, aggregates) = take_usage(&mut item)?;
     let mut invoice: Invoice = from_item(item)?;
     for line in &mut invoice.lines {
         if let Some(aggregate) = aggregates.get(&line.id) {
@@ -85,6 +92,42 @@ pub(super) fn decode_invoice(mut item: Item) -> Result<InvoiceState> {
         aggregates,
         version,
     })
+}
+
+/// Reads only what the matcher needs of an invoice item (status, line ids, aggregates,
+/// version), without decoding the invoice itself.
+pub(super) fn decode_usage(mut item: Item) -> Result<(InvoiceId, InvoiceUsage)> {
+    let (version, aggregates) = take_usage(&mut item)?;
+    let text = |name: &str| {
+        item.get(name)
+            .and_then(|v| v.as_s().ok())
+            .ok_or_else(|| Error::internal(format!("invoice item without {name}")))
+    };
+    let id = InvoiceId::parse(text("id")?)?;
+    let status = InvoiceStatus::parse(text("status")?)?;
+    let line_ids = match item.get("lines") {
+        Some(AttributeValue::L(lines)) => lines
+            .iter()
+            .map(|line| {
+                line.as_m()
+                    .ok()
+                    .and_then(|m| m.get("id"))
+                    .and_then(|v| v.as_s().ok())
+                    .ok_or_else(|| Error::internal(format!("invoice {id} has a line without id")))
+                    .and_then(|raw| LineId::parse(raw))
+            })
+            .collect::<Result<Vec<_>>>()?,
+        _ => Vec::new(),
+    };
+    Ok((
+        id,
+        InvoiceUsage {
+            status,
+            line_ids,
+            aggregates,
+            version,
+        },
+    ))
 }
 
 #[async_trait]

@@ -10,14 +10,14 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, TransactWriteItem, Update};
 
-use super::invoices::{decode_invoice, invoice_item, invoice_pk};
+use super::invoices::{decode_usage, invoice_item, invoice_pk};
 use super::{DynamoStore, Item, n, s, sdk_error, to_item};
 use crate::error::{Error, Result};
 use crate::ids::InvoiceId;
 use crate::invoice::Invoice;
 use crate::matcher::event_record_key;
 use crate::pagination::{Cursor, Page, PageRequest};
-use crate::store::{CommitOutcome, EventFilter, InvoiceState, UsageCommit, UsageStore};
+use crate::store::{CommitOutcome, EventFilter, InvoiceUsage, UsageCommit, UsageStore};
 use crate::usage::{CustomerRef, EventRecord, RECORD_RETENTION};
 
 /// The attribute holding a line's aggregate.
@@ -118,7 +118,7 @@ impl DynamoStore {
 
 #[async_trait]
 impl UsageStore for DynamoStore {
-    async fn invoice_states(&self, ids: &[InvoiceId]) -> Result<HashMap<InvoiceId, InvoiceState>> {
+    async fn invoice_states(&self, ids: &[InvoiceId]) -> Result<HashMap<InvoiceId, InvoiceUsage>> {
         let mut states = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(100) {
             let mut keys: Vec<Item> = chunk
@@ -149,8 +149,8 @@ impl UsageStore for DynamoStore {
                     .and_then(|mut r| r.remove(&self.table))
                     .unwrap_or_default()
                 {
-                    let state = decode_invoice(item)?;
-                    states.insert(state.invoice.id.clone(), state);
+                    let (id, usage) = decode_usage(item)?;
+                    states.insert(id, usage);
                 }
                 if let Some(left) = out.unprocessed_keys.and_then(|mut u| u.remove(&self.table)) {
                     keys = left.keys;
