@@ -65,6 +65,10 @@ pub struct Contract {
     pub net_terms: u16,
     /// Whether invoices are charged automatically.
     pub auto_pay: bool,
+    /// The payment method saved for this contract's invoices (from a portal payment with
+    /// "save"); auto-pay uses it before the customer's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_method: Option<crate::customer::PaymentMethodId>,
     /// Late usage window after a period (from the plan).
     pub grace_period_days: u16,
     /// The contract's own prices.
@@ -320,6 +324,7 @@ impl CreateContract {
             currency: plan.currency,
             net_terms,
             auto_pay,
+            payment_method: None,
             grace_period_days: plan.grace_period_days,
             overrides,
             metadata,
@@ -428,6 +433,7 @@ mod tests {
             currency: Currency::USD,
             net_terms: 0,
             auto_pay: false,
+            payment_method: None,
             grace_period_days: 0,
             overrides: Vec::new(),
             metadata: Metadata::new(),

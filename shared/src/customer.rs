@@ -115,6 +115,11 @@ impl ContactRole {
             ))
         }
     }
+
+    /// The role as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 impl TryFrom<String> for ContactRole {

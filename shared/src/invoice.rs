@@ -169,16 +169,52 @@ pub struct Invoice {
     pub invoice_date: NaiveDate,
     /// Invoice date plus net terms.
     pub due_date: NaiveDate,
+    /// The first run date on which the invoice closes: invoice date plus the contract's grace
+    /// period for late usage.
+    pub closes_on: NaiveDate,
     /// Currency of every amount.
     pub currency: Currency,
     /// Whether it is charged automatically.
     pub auto_pay: bool,
     /// The lines.
     pub lines: Vec<InvoiceLine>,
+    /// How it is being paid, once sent.
+    #[serde(default)]
+    pub payment: InvoicePayment,
     /// Creation time.
     pub created_at: DateTime<Utc>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+}
+
+/// The payment side of an invoice: frozen when it is sent, then the collection attempts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InvoicePayment {
+    /// When it was closed and sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<DateTime<Utc>>,
+    /// The total frozen at sending, in minor units: what is charged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount_due_minor_units: Option<i64>,
+    /// Auto-pay attempts made (each with its own idempotency key).
+    #[serde(default)]
+    pub attempts: u32,
+    /// When auto-pay tries next; `None` when it will not (paid, off, out of attempts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_on: Option<NaiveDate>,
+    /// Why the last attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// The provider's payment that paid it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_intent: Option<String>,
+    /// When it was paid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paid_at: Option<DateTime<Utc>>,
+    /// When it was refunded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refunded_at: Option<DateTime<Utc>>,
 }
 
 /// An invoice with its money computed.
@@ -250,9 +286,14 @@ impl Invoice {
                 .end
                 .checked_add_days(Days::new(u64::from(contract.net_terms)))
                 .unwrap_or(period.end),
+            closes_on: period
+                .end
+                .checked_add_days(Days::new(u64::from(contract.grace_period_days)))
+                .unwrap_or(period.end),
             currency: contract.currency,
             auto_pay: contract.auto_pay,
             lines,
+            payment: InvoicePayment::default(),
             created_at: now,
             updated_at: now,
         }

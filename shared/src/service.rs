@@ -7,13 +7,16 @@ use chrono::{DateTime, SubsecRound, Utc};
 
 use crate::api_key::{ApiKey, CreateApiKey, NewSecret, Principal, Scopes, SecretDigest};
 use crate::contract::{self, Contract, ContractStatus, CreateContract, unknown};
-use crate::customer::{CreateCustomer, Customer, ExternalCustomerId, UpdateCustomer};
+use crate::customer::{
+    CreateCustomer, Customer, ExternalCustomerId, PaymentProvider, ProviderLink, UpdateCustomer,
+};
 use crate::error::{Error, ErrorKind, Result};
 use crate::ids::{ApiKeyId, ContractId, CustomerId, InvoiceId, MeterId, PlanId};
 use crate::invoice::{Invoice, InvoiceStatus, PricedInvoice};
 use crate::meter::MeterCode;
 use crate::meter::{CreateMeter, Meter, MeterStatus};
 use crate::pagination::{Page, PageRequest};
+use crate::payments::{NewProviderCustomer, PaymentGateway, SetupIntent};
 use crate::plan::{CreatePlan, MeterRef, Plan};
 use crate::store::{
     ApiKeyStore, CatalogStore, ContractStore, CustomerStore, EventFilter, EventQueue,
@@ -57,6 +60,29 @@ impl<T> Store for T where
 {
 }
 
+async fn check_provider_customer(
+    gateway: &dyn PaymentGateway,
+    id: &crate::customer::ProviderCustomerId,
+) -> Result<()> {
+    if gateway.customer_exists(id).await? {
+        Ok(())
+    } else {
+        Err(Error::unprocessable(
+            "payment_provider_customer_not_found",
+            format!("Stripe has no customer '{}'", id.as_str()),
+        )
+        .at("paymentProviderId"))
+    }
+}
+
+fn no_gateway() -> Error {
+    Error::new(
+        ErrorKind::Unavailable,
+        "payment_provider_not_configured",
+        "no payment provider is configured (set STRIPE_SECRET_KEY)",
+    )
+}
+
 /// The platform's use cases over its ports.
 #[derive(Clone)]
 pub struct Billing {
@@ -66,6 +92,8 @@ pub struct Billing {
     invoices: Arc<dyn InvoiceStore>,
     usage: Arc<dyn UsageStore>,
     queue: Option<Arc<dyn EventQueue>>,
+    gateway: Option<Arc<dyn PaymentGateway>>,
+    links: Option<Arc<crate::PortalLinks>>,
     keys: Keys,
     clock: Arc<dyn Clock>,
 }
@@ -120,6 +148,8 @@ impl Billing {
             invoices: store.clone(),
             usage: store.clone(),
             queue: None,
+            gateway: None,
+            links: None,
             keys: Keys::new(store, clock.clone(), bootstrap_key),
             clock,
         }
@@ -130,6 +160,30 @@ impl Billing {
     pub fn with_queue(mut self, queue: Arc<dyn EventQueue>) -> Self {
         self.queue = Some(queue);
         self
+    }
+
+    /// Links customers to the payment provider (creating, checking, attaching methods).
+    #[must_use]
+    pub fn with_gateway(mut self, gateway: Arc<dyn PaymentGateway>) -> Self {
+        self.gateway = Some(gateway);
+        self
+    }
+
+    /// Signs and checks payment links (the portal).
+    #[must_use]
+    pub fn with_links(mut self, links: crate::PortalLinks) -> Self {
+        self.links = Some(Arc::new(links));
+        self
+    }
+
+    /// The payment link signer, when configured.
+    pub fn links(&self) -> Option<&crate::PortalLinks> {
+        self.links.as_deref()
+    }
+
+    /// The payment provider, when one is configured.
+    pub fn gateway(&self) -> Option<&Arc<dyn PaymentGateway>> {
+        self.gateway.as_ref()
     }
 
     /// The current time, as the use cases see it.
@@ -278,10 +332,58 @@ impl Billing {
         self.keys.revoke(id).await
     }
     /// Creates a customer; 409 with the holder's id when a unique field is taken.
+    ///
+    /// With a payment provider: a customer without `paymentProviderId` gets a provider
+    /// customer (created with an idempotency key derived from our id, so a retried call never
+    /// makes two); a given one must exist there; a `paymentMethodId` is attached and made the
+    /// default. The provider is called before our write, so a request refused by our checks
+    /// afterwards (a taken `externalCustomerId`) can leave an unlinked provider customer behind.
     pub async fn create_customer(&self, request: CreateCustomer) -> Result<Customer> {
-        let customer = request.parse(self.clock.now())?;
+        let mut customer = request.parse(self.clock.now())?;
+        if let Some(gateway) = &self.gateway {
+            let link = match &customer.payment_provider {
+                Some(link) => {
+                    check_provider_customer(gateway.as_ref(), &link.customer_id).await?;
+                    link.customer_id.clone()
+                }
+                None => {
+                    let created = gateway
+                        .create_customer(&NewProviderCustomer {
+                            customer_id: customer.id.clone(),
+                            name: customer.name.as_str().to_owned(),
+                            email: customer.contacts.first().map(|c| c.email.clone()),
+                        })
+                        .await?;
+                    customer.payment_provider = Some(ProviderLink {
+                        provider: PaymentProvider::Stripe,
+                        customer_id: created.clone(),
+                    });
+                    created
+                }
+            };
+            if let Some(method) = &customer.payment_method {
+                gateway
+                    .attach_default_payment_method(&link, &method.id)
+                    .await
+                    .map_err(|e| e.at("paymentMethodId"))?;
+            }
+        }
         self.customers.insert(&customer).await?;
         Ok(customer)
+    }
+
+    /// A SetupIntent for collecting a payment method in the SaaS business's own page (Stripe
+    /// Elements); the method is saved on the customer when its webhook arrives.
+    pub async fn create_setup_intent(&self, id: &str) -> Result<SetupIntent> {
+        let customer = self.customer(id).await?;
+        let gateway = self.gateway.as_ref().ok_or_else(no_gateway)?;
+        let link = customer.payment_provider.ok_or_else(|| {
+            Error::unprocessable(
+                "no_payment_provider_customer",
+                "the customer is not linked to a Stripe customer; set paymentProviderId",
+            )
+        })?;
+        gateway.create_setup_intent(&link.customer_id).await
     }
 
     /// Reads a customer by our id; 404 when unknown (or not an id we could have issued).
@@ -326,6 +428,7 @@ impl Billing {
                 .await?
                 .ok_or_else(|| Error::not_found("customer", id.as_str()))?;
             let next = patch.apply(&current.value, self.clock.now());
+            self.sync_provider(&current.value, &next).await?;
             match self.customers.update(&current, &next).await {
                 Ok(()) => return Ok(next),
                 Err(e) if e.code == "version_conflict" => continue,
@@ -336,6 +439,29 @@ impl Billing {
             "concurrent_modification",
             "the customer is being changed by other requests; retry",
         ))
+    }
+
+    /// Checks a newly linked provider customer and attaches a newly set payment method.
+    async fn sync_provider(&self, current: &Customer, next: &Customer) -> Result<()> {
+        let Some(gateway) = &self.gateway else {
+            return Ok(());
+        };
+        let Some(link) = &next.payment_provider else {
+            return Ok(());
+        };
+        let relinked = current.payment_provider.as_ref() != Some(link);
+        if relinked {
+            check_provider_customer(gateway.as_ref(), &link.customer_id).await?;
+        }
+        if let Some(method) = &next.payment_method
+            && (relinked || current.payment_method.as_ref() != Some(method))
+        {
+            gateway
+                .attach_default_payment_method(&link.customer_id, &method.id)
+                .await
+                .map_err(|e| e.at("paymentMethodId"))?;
+        }
+        Ok(())
     }
 
     /// Creates a meter; 409 naming the holder when the code is taken.
@@ -508,11 +634,15 @@ impl Billing {
     /// Reads an invoice with its amounts computed; 404 when unknown.
     pub async fn invoice(&self, id: &str) -> Result<PricedInvoice> {
         let id = InvoiceId::parse(id).map_err(|_| Error::not_found("invoice", id))?;
+        self.invoice_record(&id).await?.priced()
+    }
+
+    /// Reads an invoice as stored; 404 when unknown.
+    pub async fn invoice_record(&self, id: &InvoiceId) -> Result<Invoice> {
         self.invoices
-            .get_invoice(&id)
+            .get_invoice(id)
             .await?
-            .ok_or_else(|| Error::not_found("invoice", id.as_str()))?
-            .priced()
+            .ok_or_else(|| Error::not_found("invoice", id.as_str()))
     }
 
     /// Lists invoices (filtered by customer, contract, status) with amounts computed.

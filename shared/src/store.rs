@@ -4,12 +4,12 @@
 use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::aggregation::Aggregate;
 use crate::api_key::{ApiKey, Scopes, SecretDigest};
 use crate::contract::{Contract, ContractSummary, NewContract};
-use crate::customer::{Customer, ExternalCustomerId};
+use crate::customer::{Customer, ExternalCustomerId, ProviderCustomerId};
 use crate::error::Result;
 use crate::ids::{ApiKeyId, ContractId, CustomerId, InvoiceId, LineId, MeterId, PlanId};
 use crate::invoice::{Invoice, InvoiceLine, InvoiceStatus};
@@ -50,6 +50,12 @@ pub trait CustomerStore: Send + Sync {
     /// Replaces `previous` with `next`, moving unique claims that changed, atomically. Fails with
     /// code `version_conflict` when the stored version is no longer `previous.version`.
     async fn update(&self, previous: &Versioned<Customer>, next: &Customer) -> Result<()>;
+
+    /// Finds the customer linked to a payment provider customer (the webhook's way in).
+    async fn get_by_provider_id(
+        &self,
+        id: &ProviderCustomerId,
+    ) -> Result<Option<Versioned<Customer>>>;
 }
 
 /// What authentication needs to know about a key found by its digest's lookup handle.
@@ -136,6 +142,10 @@ pub trait ContractStore: Send + Sync {
         customer: Option<&CustomerId>,
         page: &PageRequest,
     ) -> Result<Page<Contract>>;
+
+    /// Replaces a contract's payment settings (auto-pay, saved method). Fails with
+    /// `version_conflict` when the contract moved since `previous` was read.
+    async fn update_contract(&self, previous: &Versioned<Contract>, next: &Contract) -> Result<()>;
 
     /// Writes a cancellation: the contract, the customer's index, and `void` invoices set to
     /// `VOID` (each only if still open), in one transaction. `version_conflict` when the
@@ -247,6 +257,110 @@ pub enum CommitOutcome {
     Duplicates(Vec<usize>),
     /// Nothing was written: an invoice changed or closed since it was read.
     InvoiceMoved,
+}
+
+/// The billing run's to-do lists, kept as sparse keys on the invoices themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgendaKind {
+    /// Open invoices, by the date they close ([`Invoice::closes_on`]).
+    Close,
+    /// Sent invoices to charge automatically, by the date of their next attempt.
+    Collect,
+}
+
+/// A mail to send about an invoice, written in the same transaction as the change it reports
+/// so a run that dies in between still sends it (at least once).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailTask {
+    /// The invoice it is about.
+    pub invoice_id: InvoiceId,
+    /// What it says.
+    pub kind: MailKind,
+}
+
+/// The mails the platform sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MailKind {
+    /// The invoice, with its payment link.
+    InvoiceSent,
+    /// Payment confirmation.
+    PaymentReceived,
+    /// Auto-pay failed for the last time and is now off.
+    AutoPayDisabled,
+}
+
+impl MailKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvoiceSent => "invoice_sent",
+            Self::PaymentReceived => "payment_received",
+            Self::AutoPayDisabled => "auto_pay_disabled",
+        }
+    }
+
+    /// Reads a stored name.
+    pub fn parse(raw: &str) -> Option<Self> {
+        [
+            Self::InvoiceSent,
+            Self::PaymentReceived,
+            Self::AutoPayDisabled,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == raw)
+    }
+}
+
+/// How a conditional invoice transition ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// Written.
+    Done,
+    /// Nothing written: the invoice changed since read (usage, another run, a webhook).
+    InvoiceMoved,
+    /// Nothing written: another close took this invoice number first.
+    NumberTaken,
+}
+
+/// What the billing run and the webhook receiver do to invoices after usage.
+#[async_trait]
+pub trait LedgerStore: Send + Sync {
+    /// An invoice with its usage merged in, and the version a transition must find.
+    async fn invoice_state(&self, id: &InvoiceId) -> Result<Option<InvoiceState>>;
+
+    /// Invoices on an agenda up to `up_to` (inclusive), earliest first.
+    async fn agenda(
+        &self,
+        kind: AgendaKind,
+        up_to: NaiveDate,
+        page: &PageRequest,
+    ) -> Result<Page<InvoiceId>>;
+
+    /// The last invoice number given out (0 before the first).
+    async fn last_invoice_number(&self) -> Result<u64>;
+
+    /// Replaces `previous` by `next` if it has not moved, with its mail tasks. With `number`,
+    /// the invoice number counter moves from `number - 1` to `number` in the same transaction:
+    /// numbers are given out only with a close, so they have no gaps and no duplicates.
+    async fn transition(
+        &self,
+        previous: &InvoiceState,
+        next: &Invoice,
+        number: Option<u64>,
+        mail: &[MailTask],
+    ) -> Result<Transition>;
+
+    /// Mail not sent yet, oldest first.
+    async fn pending_mail(&self, limit: usize) -> Result<Vec<MailTask>>;
+
+    /// Forgets a mail task once sent.
+    async fn mail_sent(&self, task: &MailTask) -> Result<()>;
+
+    /// Records a provider event id as being handled; `false` when it already was.
+    async fn claim_provider_event(&self, id: &str, at: DateTime<Utc>) -> Result<bool>;
+
+    /// Forgets a claim whose handling failed, so the provider's redelivery is handled.
+    async fn release_provider_event(&self, id: &str) -> Result<()>;
 }
 
 /// Which events a list shows.

@@ -7,5 +7,6 @@ mod contracts;
 mod customers;
 mod errors;
 mod local_stack;
+mod payments;
 mod reliability;
 mod usage;

@@ -2,6 +2,8 @@
 //! serving the real handlers against the local emulators, and a small HTTP client for it.
 //! Tests run only against the local stack; `make test` starts it and exports its environment.
 
+pub mod payments;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use reqwest::{Method, StatusCode};
@@ -99,10 +101,19 @@ impl TestApp {
     /// `None`), polling it for the matcher when `poll`.
     async fn start(poll: bool, queue: Option<String>) -> Self {
         require_local_stack();
-        let admin_key = format!("sk_test_{}", uuid::Uuid::new_v4().simple());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a loopback port");
+        Self::start_on(listener, poll, queue).await
+    }
+
+    /// [`TestApp::start`] on a listener bound by the caller (who needed its address first).
+    async fn start_on(
+        listener: tokio::net::TcpListener,
+        poll: bool,
+        queue: Option<String>,
+    ) -> Self {
+        let admin_key = format!("sk_test_{}", uuid::Uuid::new_v4().simple());
         let server = dev_server::start(
             listener,
             dev_server::Options {

@@ -81,6 +81,13 @@ impl MemStore {
 
 #[async_trait]
 impl CustomerStore for MemStore {
+    async fn get_by_provider_id(
+        &self,
+        _: &billing::customer::ProviderCustomerId,
+    ) -> Result<Option<Versioned<Customer>>> {
+        unused()
+    }
+
     async fn insert(&self, customer: &Customer) -> Result<()> {
         let mut inner = self.lock();
         if let Some(x) = &customer.external_customer_id {
@@ -182,6 +189,10 @@ impl CatalogStore for MemStore {
 
 #[async_trait]
 impl ContractStore for MemStore {
+    async fn update_contract(&self, _: &Versioned<Contract>, _: &Contract) -> Result<()> {
+        unused()
+    }
+
     async fn customer_contracts(
         &self,
         customer: &CustomerId,

@@ -51,6 +51,14 @@ pub fn app(billing: Billing) -> Router {
         .route("/v1/invoices/{id}", get(routes::invoices::get))
         .route("/v1/customers/{id}/usage", get(routes::customers::usage))
         .route(
+            "/v1/customers/{id}/setup-intents",
+            post(routes::customers::setup_intent),
+        )
+        .route(
+            "/pay/{token}",
+            get(routes::portal::page).post(routes::portal::pay),
+        )
+        .route(
             "/v1/events",
             get(routes::events::list).post(routes::events::ingest_one),
         )

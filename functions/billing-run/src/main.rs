@@ -3,5 +3,10 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    lambda_runtime::run(lambda_runtime::service_fn(billing_run::handle)).await
+    let run = billing::billing_run_from_env().await?;
+    let run = &run;
+    lambda_runtime::run(lambda_runtime::service_fn(move |event| {
+        billing_run::handle(run, event)
+    }))
+    .await
 }

@@ -1,25 +1,51 @@
-//! Receives Stripe webhooks at `POST /webhooks/stripe`. Not built yet: it answers 501 with the
-//! API's error shape, so Stripe keeps retrying (and shows failures) rather than believing its
-//! events were handled.
+//! Receives Stripe webhooks at `POST /webhooks/stripe`: the raw body and the
+//! `Stripe-Signature` header go to `billing::webhook::Webhooks`, which verifies before anything
+//! else. 400 for a bad, stale or missing signature; 200 for handled, duplicate and ignored
+//! events; 5xx (so Stripe retries) when handling failed.
 
 use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use billing::webhook::{Delivery, Webhooks};
 use billing::{Error, ErrorKind};
 
 use api::error::ApiError;
 
 /// The webhook route, with the API's JSON fallbacks for anything else.
-pub fn app() -> Router {
+pub fn app(webhooks: Webhooks) -> Router {
     Router::new()
         .route("/webhooks/stripe", post(receive))
         .fallback(api::error::route_not_found)
         .method_not_allowed_fallback(api::error::method_not_allowed)
+        .with_state(webhooks)
 }
 
-async fn receive() -> ApiError {
-    ApiError(Error::new(
-        ErrorKind::NotImplemented,
-        "not_implemented",
-        "the Stripe webhook receiver is not implemented yet",
-    ))
+async fn receive(State(webhooks): State<Webhooks>, headers: HeaderMap, body: Bytes) -> Response {
+    let Ok(payload) = std::str::from_utf8(&body) else {
+        return ApiError(Error::invalid("invalid_payload", "the body is not UTF-8"))
+            .into_response();
+    };
+    let signature = headers
+        .get("stripe-signature")
+        .and_then(|v| v.to_str().ok());
+    match webhooks
+        .receive(payload, signature, chrono::Utc::now())
+        .await
+    {
+        Ok(Delivery::Handled { kind }) => {
+            axum::Json(serde_json::json!({ "received": true, "handled": kind })).into_response()
+        }
+        Ok(Delivery::Duplicate) => {
+            axum::Json(serde_json::json!({ "received": true, "duplicate": true })).into_response()
+        }
+        Err(e) => {
+            if e.kind != ErrorKind::InvalidRequest {
+                tracing::error!(error = %e, "webhook handling failed");
+            }
+            ApiError(e).into_response()
+        }
+    }
 }

@@ -3,5 +3,6 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     lambda_http::tracing::init_default_subscriber();
-    lambda_http::run(stripe_webhook::app()).await
+    let webhooks = billing::webhooks_from_env().await?;
+    lambda_http::run(stripe_webhook::app(webhooks)).await
 }

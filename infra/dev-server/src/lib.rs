@@ -76,9 +76,25 @@ pub async fn start(
         billing.seed_api_key(secret, Scopes::all()).await?;
     }
     let api = api::app(billing);
-    let webhook = stripe_webhook::app();
+    let webhook = match billing::webhooks_from_env().await {
+        Ok(webhooks) => stripe_webhook::app(webhooks),
+        Err(e) => {
+            tracing::warn!(error = %e, "Stripe webhooks are off");
+            Router::new().fallback(|| async {
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "webhooks_not_configured",
+                    "STRIPE_WEBHOOK_SECRET is not set",
+                )
+            })
+        }
+    };
+    let run = std::sync::Arc::new(billing::billing_run_from_env().await?);
     let app = Router::new()
-        .route("/_local/run/billing", post(run_billing))
+        .route(
+            "/_local/run/billing",
+            post(move |query: Query<RunQuery>| run_billing(run.clone(), query)),
+        )
         .route(
             "/webhooks/stripe",
             any(
@@ -123,7 +139,10 @@ struct RunQuery {
 
 /// `POST /_local/run/billing?date=YYYY-MM-DD`: invokes `billing-run` with the payload the
 /// daily schedule sends, scheduled at 00:15 UTC of that date (template.yaml's cron).
-async fn run_billing(Query(query): Query<RunQuery>) -> Response {
+async fn run_billing(
+    run: std::sync::Arc<billing::billing_run::BillingRun>,
+    Query(query): Query<RunQuery>,
+) -> Response {
     let Some(date) = query
         .date
         .as_deref()
@@ -147,7 +166,7 @@ async fn run_billing(Query(query): Query<RunQuery>) -> Response {
             );
         }
     };
-    match billing_run::handle(LambdaEvent::new(event, Context::default())).await {
+    match billing_run::handle(&run, LambdaEvent::new(event, Context::default())).await {
         Ok(report) => (StatusCode::OK, axum::Json(report)).into_response(),
         // Lambda reports a failed invocation as a function error; so do we.
         Err(e) => error(StatusCode::BAD_GATEWAY, "function_error", &e.to_string()),

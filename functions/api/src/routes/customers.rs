@@ -173,3 +173,29 @@ pub async fn usage(
             .collect(),
     }))
 }
+
+/// A SetupIntent's client secret, for a Stripe Elements form.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SetupIntentView {
+    id: String,
+    client_secret: String,
+}
+
+/// `POST /v1/customers/{id}/setup-intents` → 201: collects a payment method for off-session
+/// charges; the method is saved on the customer by the `setup_intent.succeeded` webhook.
+pub async fn setup_intent(
+    State(billing): State<Billing>,
+    Caller(caller): Caller,
+    PathId(id): PathId,
+) -> Result<(StatusCode, Json<SetupIntentView>), ApiError> {
+    caller.require(Scope::CustomersWrite)?;
+    let intent = billing.create_setup_intent(&id).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(SetupIntentView {
+            id: intent.id,
+            client_secret: intent.client_secret,
+        }),
+    ))
+}

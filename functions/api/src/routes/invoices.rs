@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::State;
 use billing::Billing;
 use billing::api_key::Scope;
-use billing::invoice::{InvoiceStatus, PricedInvoice, PricedLine};
+use billing::invoice::{InvoicePayment, InvoiceStatus, PricedInvoice, PricedLine};
 use billing::pagination::PageRequest;
 use billing::period::Period;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -69,12 +69,25 @@ pub struct InvoiceView {
     total_cents: i64,
     auto_pay: bool,
     line_items: Vec<LineView>,
+    /// The customer's payment page; set once the invoice is sent (and links are configured).
+    payment_link: Option<String>,
+    payment: InvoicePayment,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
 
 fn money(amount: Decimal, minor_units: u32) -> String {
     format!("{:.*}", minor_units as usize, amount)
+}
+
+impl InvoiceView {
+    /// The view with the invoice's payment link, when it has one.
+    fn linked(billing: &Billing, p: PricedInvoice) -> Self {
+        let link = billing.payment_link(&p.invoice);
+        let mut view = Self::from(p);
+        view.payment_link = link;
+        view
+    }
 }
 
 impl From<PricedInvoice> for InvoiceView {
@@ -108,6 +121,8 @@ impl From<PricedInvoice> for InvoiceView {
             total_cents: p.total_minor_units,
             auto_pay: p.invoice.auto_pay,
             line_items: p.lines.into_iter().map(line).collect(),
+            payment_link: None,
+            payment: p.invoice.payment,
             created_at: p.invoice.created_at,
             updated_at: p.invoice.updated_at,
         }
@@ -121,7 +136,8 @@ pub async fn get(
     PathId(id): PathId,
 ) -> Result<Json<InvoiceView>, ApiError> {
     caller.require(Scope::InvoicesRead)?;
-    Ok(Json(billing.invoice(&id).await?.into()))
+    let invoice = billing.invoice(&id).await?;
+    Ok(Json(InvoiceView::linked(&billing, invoice)))
 }
 
 /// Query parameters of `GET /v1/invoices`.
@@ -151,7 +167,9 @@ pub async fn list(
             query.status.as_deref(),
         )
         .await?;
-    Ok(Json(List::from_page(invoices, InvoiceView::from)))
+    Ok(Json(List::from_page(invoices, |p| {
+        InvoiceView::linked(&billing, p)
+    })))
 }
 
 /// Query parameters of `GET /v1/invoices/upcoming`.

@@ -9,6 +9,7 @@ pub mod invoices;
 pub mod meters;
 pub mod openapi;
 pub mod plans;
+pub mod portal;
 
 use serde::{Deserialize, Serialize};
 

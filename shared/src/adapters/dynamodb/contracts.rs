@@ -78,6 +78,20 @@ impl DynamoStore {
 
 #[async_trait]
 impl ContractStore for DynamoStore {
+    async fn update_contract(&self, previous: &Versioned<Contract>, next: &Contract) -> Result<()> {
+        let put = self.put(
+            contract_item(next, previous.version + 1)?,
+            Some((
+                "version = :v",
+                HashMap::from([(":v".to_owned(), n(previous.version))]),
+            )),
+        );
+        match self.transact(vec![put]).await? {
+            Ok(()) => Ok(()),
+            Err(_) => Err(version_conflict()),
+        }
+    }
+
     async fn customer_contracts(
         &self,
         customer: &CustomerId,
@@ -213,7 +227,7 @@ impl ContractStore for DynamoStore {
                 .table_name(&self.table)
                 .key("pk", s(invoice_pk(id)))
                 .key("sk", s("INVOICE"))
-                .update_expression("SET #status = :void, updatedAt = :now")
+                .update_expression("SET #status = :void, updatedAt = :now REMOVE gsi4pk, gsi4sk")
                 .condition_expression("#status IN (:drafted, :in_progress)")
                 .expression_attribute_names("#status", "status")
                 .expression_attribute_values(":void", s("VOID"))

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 
 use super::{Claim, DynamoStore, Item, from_item, n, s, to_item};
-use crate::customer::{Customer, ExternalCustomerId};
+use crate::customer::{Customer, ExternalCustomerId, PaymentProvider, ProviderCustomerId};
 use crate::error::{Error, Result};
 use crate::ids::CustomerId;
 use crate::pagination::{Cursor, Page, PageRequest};
@@ -21,6 +21,17 @@ fn external_id_claim(value: &str) -> Claim {
     )
 }
 
+/// The claim on a Stripe customer id (the only provider so far).
+fn provider_claim(id: &ProviderCustomerId) -> Claim {
+    Claim::new(
+        &format!("PROVIDER_CUSTOMER#{}", PaymentProvider::Stripe.as_str()),
+        id.as_str(),
+        "payment_provider_id_taken",
+        "paymentProviderId",
+        "payment provider customer",
+    )
+}
+
 /// The unique values a customer holds.
 fn claims_of(customer: &Customer) -> Vec<Claim> {
     let mut claims = Vec::new();
@@ -28,13 +39,7 @@ fn claims_of(customer: &Customer) -> Vec<Claim> {
         claims.push(external_id_claim(x.as_str()));
     }
     if let Some(link) = &customer.payment_provider {
-        claims.push(Claim::new(
-            &format!("PROVIDER_CUSTOMER#{}", link.provider.as_str()),
-            link.customer_id.as_str(),
-            "payment_provider_id_taken",
-            "paymentProviderId",
-            "payment provider customer",
-        ));
+        claims.push(provider_claim(&link.customer_id));
     }
     claims
 }
@@ -84,6 +89,16 @@ impl CustomerStore for DynamoStore {
             Ok(()) => Ok(()),
             Err(reasons) => Err(self.claim_conflict(&claims, &reasons).await?),
         }
+    }
+
+    async fn get_by_provider_id(
+        &self,
+        id: &ProviderCustomerId,
+    ) -> Result<Option<Versioned<Customer>>> {
+        let Some(owner) = self.claim_owner(&provider_claim(id)).await? else {
+            return Ok(None);
+        };
+        CustomerStore::get(self, &CustomerId::parse(&owner)?).await
     }
 
     async fn get(&self, id: &CustomerId) -> Result<Option<Versioned<Customer>>> {

@@ -39,6 +39,10 @@ pub(super) fn invoice_item(invoice: &Invoice) -> Result<Item> {
         s(format!("CONTRACT#{}", invoice.contract_id)),
     );
     item.insert("gsi3sk".into(), s(position));
+    if let Some((pk, sk)) = super::ledger::agenda_keys(invoice) {
+        item.insert("gsi4pk".into(), s(pk));
+        item.insert("gsi4sk".into(), s(sk));
+    }
     Ok(item)
 }
 

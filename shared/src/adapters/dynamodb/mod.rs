@@ -37,6 +37,7 @@ mod contracts;
 mod customers;
 mod invoices;
 mod keys;
+mod ledger;
 mod usage;
 
 pub(super) type Item = HashMap<String, AttributeValue>;

@@ -1,0 +1,331 @@
+//! Payment provider notifications (Stripe webhooks): verified first, each event id handled
+//! once, every change a conditional write so it agrees with the billing run's own updates
+//! whichever comes first.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::contract::Contract;
+use crate::customer::{
+    Contact, Customer, CustomerName, DefaultPaymentMethod, Email, PaymentMethodId,
+    PaymentMethodType, PaymentProvider, ProviderCustomerId, ProviderLink,
+};
+use crate::error::{Error, Result};
+use crate::ids::{CustomerId, InvoiceId};
+use crate::invoice::InvoiceStatus;
+use crate::payments::{PaymentGateway, ProviderEvent, ProviderEventKind, WebhookVerifier};
+use crate::store::{ContractStore, CustomerStore, LedgerStore, MailKind, MailTask, Transition};
+
+const RACE_ATTEMPTS: usize = 8;
+
+/// What became of a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// Handled now.
+    Handled {
+        /// The provider's type name, for logs.
+        kind: &'static str,
+    },
+    /// This event id was handled before: nothing done.
+    Duplicate,
+}
+
+/// The webhook use case.
+#[derive(Clone)]
+pub struct Webhooks {
+    verifier: Arc<dyn WebhookVerifier>,
+    gateway: Option<Arc<dyn PaymentGateway>>,
+    customers: Arc<dyn CustomerStore>,
+    contracts: Arc<dyn ContractStore>,
+    ledger: Arc<dyn LedgerStore>,
+}
+
+impl Webhooks {
+    /// Over one store; the gateway is needed to find the payment method a checkout saved.
+    pub fn new<S>(
+        store: Arc<S>,
+        verifier: Arc<dyn WebhookVerifier>,
+        gateway: Option<Arc<dyn PaymentGateway>>,
+    ) -> Self
+    where
+        S: CustomerStore + ContractStore + LedgerStore + 'static,
+    {
+        Self {
+            verifier,
+            gateway,
+            customers: store.clone(),
+            contracts: store.clone(),
+            ledger: store,
+        }
+    }
+
+    /// Verifies and handles one delivery. A bad signature is an `Invalid` error (400) and
+    /// nothing is read or written; a failure while handling releases the event id so the
+    /// provider's redelivery is handled again.
+    pub async fn receive(
+        &self,
+        payload: &str,
+        signature: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Delivery> {
+        let event = self.verifier.verify(payload, signature, now)?;
+        if !self.ledger.claim_provider_event(&event.id, now).await? {
+            return Ok(Delivery::Duplicate);
+        }
+        match self.apply(&event, now).await {
+            Ok(kind) => Ok(Delivery::Handled { kind }),
+            Err(e) => {
+                self.ledger.release_provider_event(&event.id).await?;
+                Err(e)
+            }
+        }
+    }
+
+    async fn apply(&self, event: &ProviderEvent, now: DateTime<Utc>) -> Result<&'static str> {
+        match &event.kind {
+            ProviderEventKind::CheckoutCompleted {
+                invoice_id,
+                payment_intent,
+                save_payment_method,
+                ..
+            } => {
+                if let Some(id) = invoice_id {
+                    let contract = self.mark_paid(id, payment_intent.as_deref(), now).await?;
+                    if let (true, Some(pi), Some(contract), Some(gateway)) = (
+                        *save_payment_method,
+                        payment_intent,
+                        contract,
+                        &self.gateway,
+                    ) && let Some(method) = gateway.payment_method_of(pi).await?
+                    {
+                        self.save_on_contract(&contract, method).await?;
+                    }
+                }
+                Ok("checkout.session.completed")
+            }
+            ProviderEventKind::PaymentSucceeded {
+                invoice_id,
+                payment_intent,
+            } => {
+                if let Some(id) = invoice_id {
+                    self.mark_paid(id, Some(payment_intent), now).await?;
+                }
+                Ok("payment_intent.succeeded")
+            }
+            ProviderEventKind::PaymentFailed { .. } => {
+                // The billing run records its own attempts (with their retry schedule) from the
+                // charge's answer; a failed checkout payment leaves the invoice payable.
+                Ok("payment_intent.payment_failed")
+            }
+            ProviderEventKind::SetupSucceeded {
+                customer: Some(customer),
+                payment_method: Some(method),
+            } => {
+                self.save_on_customer(customer, method, now).await?;
+                Ok("setup_intent.succeeded")
+            }
+            ProviderEventKind::SetupSucceeded { .. } => Ok("setup_intent.succeeded"),
+            ProviderEventKind::CustomerUpserted {
+                customer,
+                name,
+                email,
+                our_id,
+            } => {
+                self.upsert_customer(customer, name.as_deref(), email.as_deref(), our_id, now)
+                    .await?;
+                Ok("customer")
+            }
+            ProviderEventKind::Refunded { invoice_id, .. } => {
+                if let Some(id) = invoice_id {
+                    self.mark_refunded(id, now).await?;
+                }
+                Ok("charge.refunded")
+            }
+            ProviderEventKind::Other { .. } => Ok("ignored"),
+        }
+    }
+
+    /// `SENT` → `PAID` (a no-op when already paid). Returns the invoice's contract.
+    async fn mark_paid(
+        &self,
+        id: &InvoiceId,
+        payment_intent: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Contract>> {
+        for _ in 0..RACE_ATTEMPTS {
+            let Some(state) = self.ledger.invoice_state(id).await? else {
+                tracing::warn!(invoice = %id, "payment for an unknown invoice");
+                return Ok(None);
+            };
+            let contract = self
+                .contracts
+                .get_contract(&state.invoice.contract_id)
+                .await?
+                .map(|v| v.value);
+            if state.invoice.status != InvoiceStatus::Sent {
+                return Ok(contract);
+            }
+            let mut next = state.invoice.clone();
+            next.status = InvoiceStatus::Paid;
+            next.updated_at = now;
+            next.payment.paid_at = Some(now);
+            next.payment.next_attempt_on = None;
+            next.payment.payment_intent = payment_intent.map(str::to_owned);
+            let mail = [MailTask {
+                invoice_id: id.clone(),
+                kind: MailKind::PaymentReceived,
+            }];
+            if self.ledger.transition(&state, &next, None, &mail).await? == Transition::Done {
+                return Ok(contract);
+            }
+        }
+        Err(Error::conflict("busy_invoice", "the invoice kept changing"))
+    }
+
+    async fn mark_refunded(&self, id: &InvoiceId, now: DateTime<Utc>) -> Result<()> {
+        for _ in 0..RACE_ATTEMPTS {
+            let Some(state) = self.ledger.invoice_state(id).await? else {
+                return Ok(());
+            };
+            if state.invoice.status != InvoiceStatus::Paid {
+                return Ok(());
+            }
+            let mut next = state.invoice.clone();
+            next.status = InvoiceStatus::Refunded;
+            next.updated_at = now;
+            next.payment.refunded_at = Some(now);
+            if self.ledger.transition(&state, &next, None, &[]).await? == Transition::Done {
+                return Ok(());
+            }
+        }
+        Err(Error::conflict("busy_invoice", "the invoice kept changing"))
+    }
+
+    /// The customer opted in on the portal: this contract's invoices are charged to the method.
+    async fn save_on_contract(&self, contract: &Contract, method: PaymentMethodId) -> Result<()> {
+        for _ in 0..RACE_ATTEMPTS {
+            let Some(current) = self.contracts.get_contract(&contract.id).await? else {
+                return Ok(());
+            };
+            if current.value.auto_pay && current.value.payment_method.as_ref() == Some(&method) {
+                return Ok(());
+            }
+            let mut next = current.value.clone();
+            next.auto_pay = true;
+            next.payment_method = Some(method.clone());
+            match self.contracts.update_contract(&current, &next).await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.code == "version_conflict" => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::conflict(
+            "busy_contract",
+            "the contract kept changing",
+        ))
+    }
+
+    async fn save_on_customer(
+        &self,
+        customer: &ProviderCustomerId,
+        method: &PaymentMethodId,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        for _ in 0..RACE_ATTEMPTS {
+            let Some(current) = self.customers.get_by_provider_id(customer).await? else {
+                tracing::warn!(customer = %customer.as_str(), "setup for an unknown customer");
+                return Ok(());
+            };
+            if current.value.payment_method.as_ref().map(|m| &m.id) == Some(method) {
+                return Ok(());
+            }
+            let mut next = current.value.clone();
+            next.payment_method = Some(DefaultPaymentMethod {
+                id: method.clone(),
+                kind: PaymentMethodType::Card,
+            });
+            next.updated_at = now;
+            match self.customers.update(&current, &next).await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.code == "version_conflict" => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::conflict(
+            "busy_customer",
+            "the customer kept changing",
+        ))
+    }
+
+    /// Creates or updates our customer linked to a provider customer. One we created (its
+    /// metadata carries our id) is never created again here, even when its link is not written
+    /// yet; one made in the provider's dashboard gets an id derived from the provider's, so
+    /// redeliveries and races make one customer.
+    async fn upsert_customer(
+        &self,
+        customer: &ProviderCustomerId,
+        name: Option<&str>,
+        email: Option<&str>,
+        our_id: &Option<CustomerId>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let name = name
+            .filter(|n| !n.trim().is_empty())
+            .and_then(|n| CustomerName::parse(n).ok());
+        for _ in 0..RACE_ATTEMPTS {
+            if let Some(current) = self.customers.get_by_provider_id(customer).await? {
+                let Some(name) = &name else { return Ok(()) };
+                if &current.value.name == name {
+                    return Ok(());
+                }
+                let mut next = current.value.clone();
+                next.name = name.clone();
+                next.updated_at = now;
+                match self.customers.update(&current, &next).await {
+                    Ok(()) => return Ok(()),
+                    Err(e) if e.code == "version_conflict" => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            if our_id.is_some() {
+                return Ok(()); // ours: the API writes (or wrote) it with the link
+            }
+            let contacts = email
+                .and_then(|e| Email::parse(e).ok())
+                .map(|email| Contact {
+                    email,
+                    roles: Vec::new(),
+                })
+                .into_iter()
+                .collect();
+            let fallback = CustomerName::parse(customer.as_str())?;
+            let new = Customer {
+                id: CustomerId::derive(&format!("stripe:{}", customer.as_str())),
+                name: name.clone().unwrap_or(fallback),
+                legal_name: None,
+                contacts,
+                external_customer_id: None,
+                tags: Vec::new(),
+                metadata: Default::default(),
+                payment_provider: Some(ProviderLink {
+                    provider: PaymentProvider::Stripe,
+                    customer_id: customer.clone(),
+                }),
+                payment_method: None,
+                created_at: now,
+                updated_at: now,
+            };
+            match self.customers.insert(&new).await {
+                Ok(()) => return Ok(()),
+                // Linked meanwhile (by the API or a concurrent delivery): re-read and update.
+                Err(e) if e.kind == crate::error::ErrorKind::Conflict => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::conflict(
+            "busy_customer",
+            "the customer kept changing",
+        ))
+    }
+}

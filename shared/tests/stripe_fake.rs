@@ -1,0 +1,650 @@
+//! The Stripe adapter against the local fake Stripe (`infra/stripe`, localstripe patched to
+//! answer like Stripe): every `PaymentGateway` call, and the signed webhooks the fake sends,
+//! read back by `StripeWebhookVerifier`. Needs `infra/.venv` (`infra/install.sh`); without it
+//! the tests fail, they never pass silently.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use billing::ErrorKind;
+use billing::adapters::stripe::{StripeGateway, StripeWebhookVerifier};
+use billing::customer::{Email, PaymentMethodId, ProviderCustomerId};
+use billing::ids::{CustomerId, InvoiceId};
+use billing::money::Currency;
+use billing::payments::{
+    ChargeOutcome, ChargeRequest, CheckoutRequest, NewProviderCustomer, PaymentGateway,
+    ProviderEventKind, WebhookVerifier,
+};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const SECRET_KEY: &str = "sk_test_local";
+
+/// One fake Stripe process; killed when dropped, so a failing test leaves nothing running.
+struct FakeStripe {
+    child: Child,
+    base: String,
+    /// The launcher's stderr; kept when a test fails, removed otherwise.
+    log: PathBuf,
+}
+
+/// Tells apart the logs of fakes started by one test process.
+static STARTED: AtomicUsize = AtomicUsize::new(0);
+
+impl FakeStripe {
+    fn start() -> Self {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("the workspace root")
+            .to_path_buf();
+        let python = root.join("infra/.venv/bin/python");
+        assert!(
+            python.exists(),
+            "{} is missing: run infra/install.sh first (it installs the fake Stripe)",
+            python.display()
+        );
+        let log = std::env::temp_dir().join(format!(
+            "stripe_fake_{}_{}.log",
+            std::process::id(),
+            STARTED.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut child = Command::new(&python)
+            .arg(root.join("infra/stripe/launcher.py"))
+            .args(["--port", "0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("a log file"))
+            .spawn()
+            .expect("start infra/stripe/launcher.py");
+        let stdout = child.stdout.take().expect("the launcher's stdout");
+        let mut fake = FakeStripe {
+            child,
+            base: String::new(),
+            log: log.clone(),
+        };
+        // Read the first line on a thread (a hung launcher must not hang the test), then keep
+        // draining stdout so the launcher never writes into a closed pipe.
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let _ = tx.send(lines.next());
+            for _ in lines {}
+        });
+        let first = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(Some(Ok(line))) => line,
+            other => panic!(
+                "the fake Stripe did not start ({other:?}); its log: {}",
+                log.display()
+            ),
+        };
+        let port = first
+            .strip_prefix("LISTENING ")
+            .unwrap_or_else(|| panic!("unexpected first line from the launcher: {first}"));
+        fake.base = format!("http://127.0.0.1:{port}");
+        fake
+    }
+
+    fn gateway(&self) -> StripeGateway {
+        StripeGateway::new(SECRET_KEY, Some(&self.base)).unwrap()
+    }
+
+    /// A raw API call, to look behind the adapter.
+    async fn api(&self, method: reqwest::Method, path: &str) -> Value {
+        let response = reqwest::Client::new()
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(SECRET_KEY)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        response.json().await.unwrap()
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        self.api(reqwest::Method::GET, path).await
+    }
+
+    /// A test-only route of the fake (form-encoded).
+    async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        let body = form
+            .iter()
+            .map(|(k, v)| format!("{k}={}", urlencode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        reqwest::Client::new()
+            .post(format!("{}{path}", self.base))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The customer's default payment method for invoices.
+    async fn default_method(&self, customer: &ProviderCustomerId) -> Option<String> {
+        self.get(&format!("/v1/customers/{}", customer.as_str()))
+            .await["invoice_settings"]["default_payment_method"]
+            .as_str()
+            .map(str::to_owned)
+    }
+
+    /// Pays a Checkout Session the way the hosted page would.
+    async fn complete_checkout(&self, session: &str) {
+        let response = self
+            .post_form(&format!("/_test/checkout/sessions/{session}/complete"), &[])
+            .await;
+        assert!(response.status().is_success(), "{}", response.status());
+    }
+}
+
+impl Drop for FakeStripe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("the fake Stripe's log: {}", self.log.display());
+        } else {
+            let _ = std::fs::remove_file(&self.log);
+        }
+    }
+}
+
+fn urlencode(raw: &str) -> String {
+    raw.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn new_customer(name: &str) -> NewProviderCustomer {
+    NewProviderCustomer {
+        customer_id: CustomerId::generate(),
+        name: name.to_owned(),
+        email: Some(Email::parse("billing@acme.test").unwrap()),
+    }
+}
+
+fn checkout(
+    invoice: &InvoiceId,
+    customer: Option<&ProviderCustomerId>,
+    save: bool,
+) -> CheckoutRequest {
+    CheckoutRequest {
+        invoice_id: invoice.clone(),
+        customer: customer.cloned(),
+        amount_minor: 4500,
+        currency: Currency::USD,
+        description: "Invoice for March".to_owned(),
+        save_payment_method: save,
+        success_url: "https://example.test/paid?session={CHECKOUT_SESSION_ID}".to_owned(),
+        cancel_url: "https://example.test/cancel".to_owned(),
+    }
+}
+
+fn charge(
+    invoice: &InvoiceId,
+    attempt: u32,
+    customer: &ProviderCustomerId,
+    method: &str,
+) -> ChargeRequest {
+    ChargeRequest {
+        invoice_id: invoice.clone(),
+        attempt,
+        customer: customer.clone(),
+        payment_method: PaymentMethodId::parse(method).unwrap(),
+        amount_minor: 4500,
+        currency: Currency::USD,
+    }
+}
+
+/// The payments of `customer` for `invoice`.
+async fn payments_for(
+    fake: &FakeStripe,
+    customer: &ProviderCustomerId,
+    invoice: &InvoiceId,
+) -> Vec<Value> {
+    let list = fake
+        .get(&format!(
+            "/v1/payment_intents?customer={}&limit=100",
+            customer.as_str()
+        ))
+        .await;
+    list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|pi| pi["metadata"]["invoiceId"] == invoice.as_str())
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn every_gateway_call_works_against_the_fake() {
+    let fake = FakeStripe::start();
+    let gateway = fake.gateway();
+
+    // create_customer: idempotent per our id, with our id in the metadata.
+    let acme = new_customer("Acme");
+    let customer = gateway.create_customer(&acme).await.unwrap();
+    assert_eq!(gateway.create_customer(&acme).await.unwrap(), customer);
+    let stored = fake
+        .get(&format!("/v1/customers/{}", customer.as_str()))
+        .await;
+    assert_eq!(stored["metadata"]["customerId"], acme.customer_id.as_str());
+    assert_eq!(stored["name"], "Acme");
+    assert_eq!(stored["email"], "billing@acme.test");
+    let other = gateway
+        .create_customer(&new_customer("Other"))
+        .await
+        .unwrap();
+    assert_ne!(other, customer);
+
+    // customer_exists: true, unknown, deleted.
+    assert!(gateway.customer_exists(&customer).await.unwrap());
+    let unknown = ProviderCustomerId::parse("cus_DoesNotExist1").unwrap();
+    assert!(!gateway.customer_exists(&unknown).await.unwrap());
+    fake.api(
+        reqwest::Method::DELETE,
+        &format!("/v1/customers/{}", other.as_str()),
+    )
+    .await;
+    assert!(!gateway.customer_exists(&other).await.unwrap());
+
+    // attach_default_payment_method: the attached method becomes the default; attaching it
+    // again is fine; unknown ids are named.
+    let visa = PaymentMethodId::parse("pm_card_visa").unwrap();
+    gateway
+        .attach_default_payment_method(&customer, &visa)
+        .await
+        .unwrap();
+    let card = fake
+        .default_method(&customer)
+        .await
+        .expect("a default method");
+    assert!(card.starts_with("pm_") && card != "pm_card_visa", "{card}");
+    let attached = PaymentMethodId::parse(card.as_str()).unwrap();
+    gateway
+        .attach_default_payment_method(&customer, &attached)
+        .await
+        .unwrap();
+    assert_eq!(
+        fake.default_method(&customer).await.as_deref(),
+        Some(card.as_str())
+    );
+    let missing = PaymentMethodId::parse("pm_DoesNotExist1").unwrap();
+    let error = gateway
+        .attach_default_payment_method(&customer, &missing)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (error.kind, error.code.as_ref()),
+        (ErrorKind::Unprocessable, "payment_method_not_found")
+    );
+    let error = gateway
+        .attach_default_payment_method(&unknown, &visa)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (error.kind, error.code.as_ref()),
+        (
+            ErrorKind::Unprocessable,
+            "payment_provider_customer_not_found"
+        )
+    );
+    let error = gateway
+        .attach_default_payment_method(
+            &customer,
+            &PaymentMethodId::parse("pm_card_visa_chargeDeclined").unwrap(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (error.kind, error.code.as_ref()),
+        (ErrorKind::Unprocessable, "card_declined")
+    );
+
+    // create_setup_intent: a client secret for the browser.
+    let setup = gateway.create_setup_intent(&customer).await.unwrap();
+    assert!(setup.id.starts_with("seti_"), "{}", setup.id);
+    assert!(
+        setup.client_secret.starts_with(&setup.id),
+        "{}",
+        setup.client_secret
+    );
+    let stored = fake.get(&format!("/v1/setup_intents/{}", setup.id)).await;
+    assert_eq!(stored["usage"], "off_session");
+    assert_eq!(stored["customer"], customer.as_str());
+    // (The fake does not check the customer of a SetupIntent, so no negative case here.)
+
+    // create_checkout: a hosted page for the invoice, with the invoice in the metadata.
+    let invoice = InvoiceId::generate();
+    let session = gateway
+        .create_checkout(&checkout(&invoice, Some(&customer), true))
+        .await
+        .unwrap();
+    assert!(session.url.starts_with(&fake.base), "{}", session.url);
+    let page = reqwest::get(&session.url).await.unwrap();
+    assert!(page.status().is_success());
+    assert!(page.text().await.unwrap().contains("45.00 USD"));
+    let stored = fake
+        .get(&format!("/v1/checkout/sessions/{}", session.id))
+        .await;
+    assert_eq!(stored["metadata"]["invoiceId"], invoice.as_str());
+    assert_eq!(stored["metadata"]["savePaymentMethod"], "true");
+    assert_eq!(stored["amount_total"], 4500);
+    assert_eq!(stored["currency"], "usd");
+    assert_eq!(stored["customer"], customer.as_str());
+    // Opening the page again gives a new session (no idempotency key).
+    let again = gateway
+        .create_checkout(&checkout(&invoice, Some(&customer), true))
+        .await
+        .unwrap();
+    assert_ne!(again.id, session.id);
+    let anonymous = gateway
+        .create_checkout(&checkout(&InvoiceId::generate(), None, false))
+        .await
+        .unwrap();
+    let stored = fake
+        .get(&format!("/v1/checkout/sessions/{}", anonymous.id))
+        .await;
+    assert_eq!(stored["metadata"]["savePaymentMethod"], "false");
+    assert!(stored["customer"].is_null());
+
+    // payment_method_of: after the page is paid, the method it was paid with.
+    fake.complete_checkout(&session.id).await;
+    let paid = fake
+        .get(&format!("/v1/checkout/sessions/{}", session.id))
+        .await;
+    let intent = paid["payment_intent"]
+        .as_str()
+        .expect("a paid session has a payment")
+        .to_owned();
+    let stored = fake.get(&format!("/v1/payment_intents/{intent}")).await;
+    assert_eq!(stored["metadata"]["invoiceId"], invoice.as_str());
+    assert_eq!(stored["setup_future_usage"], "off_session");
+    let method = gateway
+        .payment_method_of(&intent)
+        .await
+        .unwrap()
+        .expect("a method");
+    assert_eq!(Some(method.as_str()), stored["payment_method"].as_str());
+    let error = gateway
+        .payment_method_of("pi_DoesNotExist1")
+        .await
+        .unwrap_err();
+    assert_eq!(error.code, "payment_intent_not_found");
+
+    // charge: succeeds once per attempt, however often it is sent.
+    let invoice = InvoiceId::generate();
+    let first = gateway
+        .charge(&charge(&invoice, 1, &customer, &card))
+        .await
+        .unwrap();
+    let ChargeOutcome::Succeeded { payment_intent } = &first else {
+        panic!("not charged: {first:?}");
+    };
+    assert_eq!(
+        gateway
+            .charge(&charge(&invoice, 1, &customer, &card))
+            .await
+            .unwrap(),
+        first
+    );
+    let payments = payments_for(&fake, &customer, &invoice).await;
+    assert_eq!(payments.len(), 1, "{payments:#?}");
+    assert_eq!(payments[0]["id"], payment_intent.as_str());
+    assert_eq!(payments[0]["amount_received"], 4500);
+    assert_eq!(payments[0]["metadata"]["attempt"], "1");
+
+    // A card that attaches but is declined when charged.
+    let failing = PaymentMethodId::parse("pm_card_chargeCustomerFail").unwrap();
+    gateway
+        .attach_default_payment_method(&customer, &failing)
+        .await
+        .unwrap();
+    let failing = fake.default_method(&customer).await.unwrap();
+    assert_ne!(failing, card);
+    let invoice = InvoiceId::generate();
+    let declined = gateway
+        .charge(&charge(&invoice, 1, &customer, &failing))
+        .await
+        .unwrap();
+    let ChargeOutcome::Failed {
+        payment_intent: Some(declined_intent),
+        code,
+        message,
+    } = &declined
+    else {
+        panic!("not declined: {declined:?}");
+    };
+    assert_eq!(code, "card_declined");
+    assert!(message.contains("declined"), "{message}");
+    assert!(declined_intent.starts_with("pi_"));
+    assert_eq!(
+        gateway
+            .charge(&charge(&invoice, 1, &customer, &failing))
+            .await
+            .unwrap(),
+        declined
+    );
+    assert_eq!(payments_for(&fake, &customer, &invoice).await.len(), 1);
+    // The next attempt is a new payment, with the good card.
+    let retried = gateway
+        .charge(&charge(&invoice, 2, &customer, &card))
+        .await
+        .unwrap();
+    assert!(
+        matches!(retried, ChargeOutcome::Succeeded { .. }),
+        "{retried:?}"
+    );
+    assert_eq!(payments_for(&fake, &customer, &invoice).await.len(), 2);
+
+    // Unknown ids are the caller's error, named, not an outage.
+    let error = gateway
+        .charge(&charge(&InvoiceId::generate(), 1, &unknown, &card))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (error.kind, error.code.as_ref()),
+        (
+            ErrorKind::Unprocessable,
+            "payment_provider_customer_not_found"
+        )
+    );
+    let error = gateway
+        .charge(&charge(
+            &InvoiceId::generate(),
+            1,
+            &customer,
+            "pm_DoesNotExist1",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (error.kind, error.code.as_ref()),
+        (ErrorKind::Unprocessable, "payment_method_not_found")
+    );
+}
+
+#[tokio::test]
+async fn outages_and_bad_keys_are_told_apart() {
+    // Nothing listens on a port we just freed: an outage the caller may retry.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let gateway =
+        StripeGateway::new(SECRET_KEY, Some(&format!("http://127.0.0.1:{port}"))).unwrap();
+    let customer = ProviderCustomerId::parse("cus_Any1").unwrap();
+    let error = gateway.customer_exists(&customer).await.unwrap_err();
+    assert_eq!(
+        (error.kind, error.code.as_ref()),
+        (ErrorKind::Unavailable, "payment_provider_unavailable")
+    );
+    let invoice = InvoiceId::generate();
+    let error = gateway
+        .charge(&charge(&invoice, 1, &customer, "pm_card_visa"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Unavailable);
+
+    let fake = FakeStripe::start();
+    let gateway = StripeGateway::new("not_a_key", Some(&fake.base)).unwrap();
+    let error = gateway.customer_exists(&customer).await.unwrap_err();
+    assert_eq!(
+        (error.kind, error.code.as_ref()),
+        (ErrorKind::Internal, "payment_provider_auth_failed")
+    );
+}
+
+/// Receives webhook deliveries: (Stripe-Signature, body) per request.
+async fn webhook_receiver() -> (
+    u16,
+    tokio::sync::mpsc::UnboundedReceiver<(Option<String>, String)>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buffer = Vec::new();
+                let mut chunk = [0_u8; 8192];
+                let (head_end, length) = loop {
+                    let n = socket.read(&mut chunk).await.unwrap();
+                    assert!(n > 0, "connection closed before the headers ended");
+                    buffer.extend_from_slice(&chunk[..n]);
+                    if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buffer[..end]).to_string();
+                        let length = header(&head, "content-length")
+                            .and_then(|v| v.parse::<usize>().ok())
+                            .unwrap_or(0);
+                        break (end + 4, length);
+                    }
+                };
+                while buffer.len() < head_end + length {
+                    let n = socket.read(&mut chunk).await.unwrap();
+                    assert!(n > 0, "connection closed before the body ended");
+                    buffer.extend_from_slice(&chunk[..n]);
+                }
+                let head = String::from_utf8_lossy(&buffer[..head_end]).to_string();
+                let body = String::from_utf8(buffer[head_end..head_end + length].to_vec()).unwrap();
+                let _ = tx.send((header(&head, "stripe-signature"), body));
+                let _ = socket
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    (port, rx)
+}
+
+fn header(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| value.trim().to_owned())
+    })
+}
+
+#[tokio::test]
+async fn the_fakes_signed_webhooks_read_in_our_terms() {
+    let fake = FakeStripe::start();
+    let gateway = fake.gateway();
+    let (port, mut deliveries) = webhook_receiver().await;
+    let secret = "whsec_fake_secret";
+    let registered = fake
+        .post_form(
+            "/_config/webhooks/test",
+            &[
+                ("url", &format!("http://127.0.0.1:{port}/hook")),
+                ("secret", secret),
+            ],
+        )
+        .await;
+    assert!(registered.status().is_success(), "{}", registered.status());
+    let verifier = StripeWebhookVerifier::new(secret).unwrap();
+
+    let acme = new_customer("Acme");
+    let customer = gateway.create_customer(&acme).await.unwrap();
+    let invoice = InvoiceId::generate();
+    let session = gateway
+        .create_checkout(&checkout(&invoice, Some(&customer), true))
+        .await
+        .unwrap();
+    fake.complete_checkout(&session.id).await;
+
+    let mut seen = HashSet::new();
+    let mut kinds = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while seen.len() < 3 {
+        let (signature, body) = tokio::time::timeout_at(deadline, deliveries.recv())
+            .await
+            .unwrap_or_else(|_| panic!("missing webhooks; got {kinds:#?}"))
+            .unwrap();
+        // Every delivery verifies (read, or acknowledged as Other), and only with our secret.
+        let event = verifier
+            .verify(&body, signature.as_deref(), chrono::Utc::now())
+            .unwrap_or_else(|e| panic!("{e}: {body}"));
+        assert!(event.id.starts_with("evt_"), "{}", event.id);
+        let wrong = StripeWebhookVerifier::new("whsec_other").unwrap();
+        assert_eq!(
+            wrong
+                .verify(&body, signature.as_deref(), chrono::Utc::now())
+                .unwrap_err()
+                .code,
+            "invalid_signature"
+        );
+        match &event.kind {
+            ProviderEventKind::CustomerUpserted {
+                customer: c,
+                our_id,
+                name,
+                ..
+            } if c == &customer => {
+                assert_eq!(our_id.as_ref(), Some(&acme.customer_id));
+                assert_eq!(name.as_deref(), Some("Acme"));
+                seen.insert("customer");
+            }
+            ProviderEventKind::CheckoutCompleted {
+                invoice_id,
+                payment_intent,
+                customer: c,
+                save_payment_method,
+            } => {
+                assert_eq!(invoice_id.as_ref(), Some(&invoice));
+                assert!(
+                    payment_intent
+                        .as_deref()
+                        .is_some_and(|p| p.starts_with("pi_"))
+                );
+                assert_eq!(c.as_ref(), Some(&customer));
+                assert!(save_payment_method);
+                seen.insert("checkout");
+            }
+            ProviderEventKind::PaymentSucceeded { invoice_id, .. } => {
+                assert_eq!(invoice_id.as_ref(), Some(&invoice));
+                seen.insert("payment");
+            }
+            _ => {}
+        }
+        kinds.push(event.kind);
+    }
+}

@@ -1,0 +1,426 @@
+//! Getting paid, end to end against the fake Stripe (infra/stripe): the guide's Free and Pro
+//! customers from Stripe link to paid invoices, and the webhook receiver's refusals.
+//! Each test has its own table and fake Stripe (see `integration_tests::payments`).
+
+use chrono::{Datelike, Months, NaiveDate, Utc};
+use integration_tests::TestApp;
+use integration_tests::payments::{FakeStripe, mails_sent};
+use serde_json::{Value, json};
+
+use crate::catalog::guide_catalog;
+
+fn previous_month() -> (NaiveDate, NaiveDate) {
+    let this = Utc::now().date_naive().with_day(1).unwrap();
+    (this - Months::new(1), this)
+}
+
+async fn run_billing(app: &TestApp, date: NaiveDate) -> Value {
+    app.send(
+        reqwest::Method::POST,
+        &format!("/_local/run/billing?date={date}"),
+        None,
+    )
+    .await
+    .expect(200)
+    .clone()
+}
+
+async fn invoice(app: &TestApp, id: &str) -> Value {
+    app.get(&format!("/v1/invoices/{id}"))
+        .await
+        .expect(200)
+        .clone()
+}
+
+async fn first_invoice(app: &TestApp, contract: &Value) -> Value {
+    app.contract_invoices(contract["id"].as_str().unwrap())
+        .await
+        .into_iter()
+        .next()
+        .expect("an invoice")
+}
+
+async fn wait_for_status(app: &TestApp, id: &str, status: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let found = invoice(app, id).await;
+        if found["status"] == status {
+            return found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "invoice {id} is {} after 30 s, not {status}",
+            found["status"]
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_guide_runs_from_stripe_link_to_paid_invoices() {
+    let stripe = FakeStripe::start();
+    let app = TestApp::spawn_with_payments(&stripe).await;
+    let mails_before = mails_sent().await;
+    let (meter, free, pro) = guide_catalog(&app).await;
+    let call_count = meter["eventName"].as_str().unwrap().to_owned();
+
+    // Alice gets a Stripe customer made for her; Bob brings a card for auto-pay.
+    let alice = app
+        .post(
+            "/v1/customers",
+            json!({"name": "Alice (Free)",
+            "contacts": [{"email": "alice@example.com", "roles": ["billing"]}]}),
+        )
+        .await
+        .expect(201)
+        .clone();
+    let alice_stripe = alice["paymentProviderId"]
+        .as_str()
+        .expect("a Stripe customer")
+        .to_owned();
+    assert!(alice_stripe.starts_with("cus_"));
+    stripe.get(&format!("/v1/customers/{alice_stripe}")).await;
+    let bob_stripe = stripe_customer(&stripe, "Bob").await;
+    let bob = app
+        .post(
+            "/v1/customers",
+            json!({"name": "Bob (Pro)", "paymentProviderId": bob_stripe,
+            "paymentMethodId": "pm_card_visa",
+            "contacts": [{"email": "bob@example.com", "roles": ["billing"]}]}),
+        )
+        .await
+        .expect(201)
+        .clone();
+    let default = stripe.get(&format!("/v1/customers/{bob_stripe}")).await;
+    assert!(default["invoice_settings"]["default_payment_method"].is_string());
+    // A link to a Stripe customer that does not exist is refused, and nothing is written.
+    app.post(
+        "/v1/customers",
+        json!({"name": "Nobody", "paymentProviderId": "cus_doesnotexist"}),
+    )
+    .await
+    .expect_error(422, "payment_provider_customer_not_found");
+
+    let (start, end) = previous_month();
+    let subscribe = |customer: &Value, plan: &Value| json!({"customerId": customer["id"], "planId": plan["id"], "startDate": start.to_string()});
+    let free_contract = app
+        .post("/v1/contracts", subscribe(&alice, &free))
+        .await
+        .expect(201)
+        .clone();
+    let pro_contract = app
+        .post("/v1/contracts", subscribe(&bob, &pro))
+        .await
+        .expect(201)
+        .clone();
+
+    // Usage in last month's period: 7 calls for Alice, 12 for Bob.
+    let at = (end - chrono::Days::new(1))
+        .and_hms_opt(12, 0, 0)
+        .unwrap()
+        .and_utc()
+        .to_rfc3339();
+    let events = |customer: &Value, n: usize, tag: &str| -> Vec<Value> {
+        (0..n)
+            .map(|i| {
+                json!({"customerId": customer["id"], "eventName": call_count,
+                "idempotencyKey": format!("{tag}{i}"), "timestamp": at})
+            })
+            .collect()
+    };
+    let mut batch = events(&alice, 7, "a");
+    batch.extend(events(&bob, 12, "b"));
+    app.post("/v1/events/batch", json!({ "events": batch }))
+        .await
+        .expect(202);
+    app.wait_for_events(
+        &format!(
+            "customerId={}&status=matched",
+            alice["id"].as_str().unwrap()
+        ),
+        7,
+    )
+    .await;
+    app.wait_for_events(
+        &format!("customerId={}&status=matched", bob["id"].as_str().unwrap()),
+        12,
+    )
+    .await;
+    let free_invoice = first_invoice(&app, &free_contract).await;
+    let pro_invoice = first_invoice(&app, &pro_contract).await;
+    assert_eq!(free_invoice["status"], "IN_PROGRESS");
+    assert_eq!(free_invoice["total"], "0.70");
+    assert_eq!(pro_invoice["total"], "50.96");
+    assert!(
+        free_invoice["paymentLink"].is_null(),
+        "no link before sending"
+    );
+
+    // The billing run on the period's end date: both close with sequential numbers; Bob's is
+    // charged to his card at once.
+    let report = run_billing(&app, end).await;
+    assert_eq!(report["sent"], 2, "{report}");
+    assert_eq!(report["charged"], 1, "{report}");
+    let free_id = free_invoice["id"].as_str().unwrap();
+    let pro_id = pro_invoice["id"].as_str().unwrap();
+    let free_sent = invoice(&app, free_id).await;
+    let pro_paid = invoice(&app, pro_id).await;
+    assert_eq!(free_sent["status"], "SENT");
+    assert_eq!(pro_paid["status"], "PAID");
+    let mut numbers = [
+        free_sent["invoiceNumber"].as_str().unwrap().to_owned(),
+        pro_paid["invoiceNumber"].as_str().unwrap().to_owned(),
+    ];
+    numbers.sort();
+    assert_eq!(numbers, ["INV-000001", "INV-000002"]);
+    assert_eq!(
+        free_sent["total"], "0.70",
+        "amounts are frozen as they were"
+    );
+    let charges = stripe.payment_intents(&bob_stripe).await;
+    assert_eq!(charges.len(), 1, "{charges:?}");
+    assert_eq!(charges[0]["amount"], 5096);
+    assert_eq!(charges[0]["status"], "succeeded");
+    // Running again changes nothing.
+    let again = run_billing(&app, end).await;
+    assert_eq!(
+        (again["sent"].as_u64(), again["charged"].as_u64()),
+        (Some(0), Some(0)),
+        "{again}"
+    );
+    assert_eq!(stripe.payment_intents(&bob_stripe).await.len(), 1);
+
+    // Alice opens her payment link: the invoice and a Pay button.
+    let link = free_sent["paymentLink"]
+        .as_str()
+        .expect("a payment link")
+        .to_owned();
+    assert!(link.starts_with(&app.url), "{link}");
+    let page = reqwest::get(&link).await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("id=\"pay\""), "{html}");
+    assert!(html.contains("USD 0.70"), "{html}");
+    // A tampered link shows no invoice.
+    let tampered = reqwest::get(format!("{link}x")).await.unwrap();
+    assert_eq!(tampered.status(), 404);
+
+    // Pay, saving the card: our server redirects to Stripe Checkout.
+    let no_redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let pay = no_redirect
+        .post(&link)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body("savePaymentMethod=true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pay.status(), 303);
+    let checkout = pay.headers()["location"].to_str().unwrap().to_owned();
+    assert!(checkout.starts_with(&stripe.base), "{checkout}");
+    let session = checkout.rsplit('/').next().unwrap().to_owned();
+    let completed = stripe
+        .post_form(&format!("/_test/checkout/sessions/{session}/complete"), &[])
+        .await;
+    assert!(completed.status().is_success(), "{}", completed.status());
+    // The webhook marks it paid, and the page says so.
+    wait_for_status(&app, free_id, "PAID").await;
+    let html = reqwest::get(&link).await.unwrap().text().await.unwrap();
+    assert!(html.contains(">Paid<"), "{html}");
+    assert!(!html.contains("id=\"pay\""));
+    let contract = app
+        .get(&format!(
+            "/v1/contracts/{}",
+            free_contract["id"].as_str().unwrap()
+        ))
+        .await
+        .expect(200)
+        .clone();
+    assert_eq!(
+        contract["autoPay"], true,
+        "opting in turns auto-pay on: {contract}"
+    );
+
+    // Next period: Bob's $50 is charged automatically, Alice's zero total needs no charge.
+    let report = run_billing(&app, end + Months::new(1)).await;
+    assert_eq!(report["charged"], 1, "{report}");
+    assert_eq!(report["paidWithoutCharge"], 1, "{report}");
+    assert_eq!(stripe.payment_intents(&bob_stripe).await.len(), 2);
+    let invoices = app
+        .contract_invoices(pro_contract["id"].as_str().unwrap())
+        .await;
+    assert_eq!(invoices[1]["status"], "PAID");
+    assert_eq!(
+        invoices[1]["invoiceNumber"]
+            .as_str()
+            .map(|n| n.starts_with("INV-")),
+        Some(true)
+    );
+
+    // Mail: 2 invoices + Bob's receipt, Alice's receipt, then 2 invoices + Bob's receipt.
+    let sent = mails_sent().await - mails_before;
+    assert!(sent >= 7, "{sent} mails sent");
+}
+
+async fn stripe_customer(stripe: &FakeStripe, name: &str) -> String {
+    let created = stripe.post_form("/v1/customers", &[("name", name)]).await;
+    assert!(created.status().is_success());
+    let body: Value = created.json().await.unwrap();
+    body["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn webhooks_with_a_bad_stale_or_missing_signature_are_refused_and_repeats_are_no_ops() {
+    let stripe = FakeStripe::start();
+    let app = TestApp::spawn_with_payments(&stripe).await;
+    let payload = json!({"id": "evt_test_1", "object": "event", "type": "customer.created",
+        "created": Utc::now().timestamp(), "livemode": false, "pending_webhooks": 0,
+        "data": {"object": {"id": "cus_fromdashboard1", "object": "customer", "created": 1,
+            "livemode": false, "name": "Dashboard Customer", "email": "d@example.com"}}})
+    .to_string();
+    let post = |signature: Option<String>| {
+        let client = reqwest::Client::new();
+        let mut request = client
+            .post(format!("{}/webhooks/stripe", app.url))
+            .header("Content-Type", "application/json")
+            .body(payload.clone());
+        if let Some(signature) = signature {
+            request = request.header("Stripe-Signature", signature);
+        }
+        request.send()
+    };
+    let sign = |at: i64| {
+        let signed = format!("{at}.{payload}");
+        format!(
+            "t={at},v1={}",
+            hmac_hex(integration_tests::payments::WEBHOOK_SECRET, &signed)
+        )
+    };
+    let now = Utc::now().timestamp();
+    assert_eq!(post(None).await.unwrap().status(), 400);
+    assert_eq!(
+        post(Some(format!("t={now},v1=00"))).await.unwrap().status(),
+        400
+    );
+    assert_eq!(
+        post(Some(sign(now - 600))).await.unwrap().status(),
+        400,
+        "stale"
+    );
+    // Nothing was written: no customer for that Stripe id.
+    let listed = app.get("/v1/customers?limit=100").await.expect(200).clone();
+    assert!(!listed.to_string().contains("Dashboard Customer"));
+    // A good one creates the customer; its redelivery is a no-op.
+    let first = post(Some(sign(now))).await.unwrap();
+    assert_eq!(first.status(), 200);
+    let second = post(Some(format!("{},v1=ffff", sign(now)))).await.unwrap();
+    assert_eq!(second.status(), 200);
+    assert_eq!(second.json::<Value>().await.unwrap()["duplicate"], true);
+    let listed = app.get("/v1/customers?limit=100").await.expect(200).clone();
+    let matching: Vec<&Value> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["paymentProviderId"] == "cus_fromdashboard1")
+        .collect();
+    assert_eq!(matching.len(), 1, "{listed}");
+    assert_eq!(matching[0]["name"], "Dashboard Customer");
+}
+
+fn hmac_hex(secret: &str, message: &str) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(message.as_bytes());
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_declined_card_is_retried_then_auto_pay_turns_off_and_two_runs_charge_once() {
+    let stripe = FakeStripe::start();
+    let app = TestApp::spawn_with_payments(&stripe).await;
+    let (_, _, pro) = guide_catalog(&app).await;
+    let carol_stripe = stripe_customer(&stripe, "Carol").await;
+    let carol = app
+        .post(
+            "/v1/customers",
+            json!({"name": "Carol", "paymentProviderId": carol_stripe,
+            "paymentMethodId": "pm_card_chargeCustomerFail",
+            "contacts": [{"email": "carol@example.com"}]}),
+        )
+        .await
+        .expect(201)
+        .clone();
+    let (start, end) = previous_month();
+    let contract = app
+        .post(
+            "/v1/contracts",
+            json!({"customerId": carol["id"], "planId": pro["id"], "startDate": start.to_string()}),
+        )
+        .await
+        .expect(201)
+        .clone();
+    let id = first_invoice(&app, &contract).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Two runs at once on the period end: one closes and charges, the other finds it done.
+    let (a, b) = tokio::join!(run_billing(&app, end), run_billing(&app, end));
+    assert_eq!(
+        a["sent"].as_u64().unwrap() + b["sent"].as_u64().unwrap(),
+        1,
+        "{a} {b}"
+    );
+    assert_eq!(
+        a["failedAttempts"].as_u64().unwrap() + b["failedAttempts"].as_u64().unwrap(),
+        1,
+        "{a} {b}"
+    );
+    assert_eq!(
+        stripe.payment_intents(&carol_stripe).await.len(),
+        1,
+        "one charge per attempt"
+    );
+    let after_first = invoice(&app, &id).await;
+    assert_eq!(after_first["status"], "SENT");
+    assert_eq!(after_first["payment"]["attempts"], 1);
+    let next = after_first["payment"]["nextAttemptOn"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(next, (end + chrono::Days::new(1)).to_string());
+    // Retries after 1, 3 and 5 days; the last failure turns auto-pay off.
+    let mut date = end;
+    for (days, attempts) in [(1u64, 2), (3, 3), (5, 4)] {
+        date = date + chrono::Days::new(days);
+        let report = run_billing(&app, date).await;
+        assert_eq!(report["failedAttempts"], 1, "{report}");
+        assert_eq!(invoice(&app, &id).await["payment"]["attempts"], attempts);
+    }
+    let last = invoice(&app, &id).await;
+    assert_eq!(last["status"], "SENT", "still payable through the link");
+    assert!(last["payment"]["nextAttemptOn"].is_null());
+    let contract = app
+        .get(&format!(
+            "/v1/contracts/{}",
+            contract["id"].as_str().unwrap()
+        ))
+        .await
+        .expect(200)
+        .clone();
+    assert_eq!(contract["autoPay"], false);
+    assert_eq!(
+        stripe.payment_intents(&carol_stripe).await.len(),
+        4,
+        "four attempts, four charges tried"
+    );
+    // Nothing more happens later.
+    let report = run_billing(&app, date + chrono::Days::new(10)).await;
+    assert_eq!(report["failedAttempts"], 0, "{report}");
+    assert_eq!(stripe.payment_intents(&carol_stripe).await.len(), 4);
+}
