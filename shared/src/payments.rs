@@ -204,11 +204,13 @@ pub trait PaymentGateway: Send + Sync {
     async fn customer_exists(&self, customer: &ProviderCustomerId) -> Result<bool>;
 
     /// Attaches a payment method to the customer and makes it the default for invoices.
+    /// Returns the attached method's id, which differs from the one given for Stripe's test
+    /// shortcuts (`pm_card_visa` attaches as a new `pm_…`): that is the one to charge.
     async fn attach_default_payment_method(
         &self,
         customer: &ProviderCustomerId,
         payment_method: &PaymentMethodId,
-    ) -> Result<()>;
+    ) -> Result<PaymentMethodId>;
 
     /// A SetupIntent for off-session use.
     async fn create_setup_intent(&self, customer: &ProviderCustomerId) -> Result<SetupIntent>;

@@ -361,8 +361,8 @@ impl Billing {
                     created
                 }
             };
-            if let Some(method) = &customer.payment_method {
-                gateway
+            if let Some(method) = &mut customer.payment_method {
+                method.id = gateway
                     .attach_default_payment_method(&link, &method.id)
                     .await
                     .map_err(|e| e.at("paymentMethodId"))?;
@@ -427,8 +427,8 @@ impl Billing {
                 .get(&id)
                 .await?
                 .ok_or_else(|| Error::not_found("customer", id.as_str()))?;
-            let next = patch.apply(&current.value, self.clock.now());
-            self.sync_provider(&current.value, &next).await?;
+            let mut next = patch.apply(&current.value, self.clock.now());
+            self.sync_provider(&current.value, &mut next).await?;
             match self.customers.update(&current, &next).await {
                 Ok(()) => return Ok(next),
                 Err(e) if e.code == "version_conflict" => continue,
@@ -442,21 +442,22 @@ impl Billing {
     }
 
     /// Checks a newly linked provider customer and attaches a newly set payment method.
-    async fn sync_provider(&self, current: &Customer, next: &Customer) -> Result<()> {
+    async fn sync_provider(&self, current: &Customer, next: &mut Customer) -> Result<()> {
         let Some(gateway) = &self.gateway else {
             return Ok(());
         };
-        let Some(link) = &next.payment_provider else {
+        let Some(link) = next.payment_provider.clone() else {
             return Ok(());
         };
-        let relinked = current.payment_provider.as_ref() != Some(link);
+        let relinked = current.payment_provider.as_ref() != Some(&link);
         if relinked {
             check_provider_customer(gateway.as_ref(), &link.customer_id).await?;
         }
-        if let Some(method) = &next.payment_method
-            && (relinked || current.payment_method.as_ref() != Some(method))
+        let changed = next.payment_method != current.payment_method;
+        if let Some(method) = &mut next.payment_method
+            && (relinked || changed)
         {
-            gateway
+            method.id = gateway
                 .attach_default_payment_method(&link.customer_id, &method.id)
                 .await
                 .map_err(|e| e.at("paymentMethodId"))?;

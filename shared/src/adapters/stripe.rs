@@ -197,17 +197,17 @@ impl PaymentGateway for StripeGateway {
         &self,
         customer: &ProviderCustomerId,
         payment_method: &PaymentMethodId,
-    ) -> Result<()> {
+    ) -> Result<PaymentMethodId> {
         let attached = self.attach(customer, payment_method).await?;
         UpdateCustomer::new(customer.as_str())
             .invoice_settings(UpdateCustomerInvoiceSettings {
-                default_payment_method: Some(attached),
+                default_payment_method: Some(attached.clone()),
                 ..Default::default()
             })
             .send(&self.client)
             .await
             .map_err(|e| provider_error(e, Subject::Customer(customer.as_str())))?;
-        Ok(())
+        PaymentMethodId::parse(attached)
     }
 
     async fn create_setup_intent(&self, customer: &ProviderCustomerId) -> Result<SetupIntent> {
