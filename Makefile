@@ -1,5 +1,5 @@
 # The two commands of the README. Everything they need is installed by the scripts they call.
-.PHONY: dev test stop bench bench-usage
+.PHONY: dev test stop example bench bench-usage
 
 ## Run the service locally on http://127.0.0.1:3000 (emulators, tables, queues, API).
 dev:
@@ -8,6 +8,10 @@ dev:
 ## Every check and test, as CI runs it.
 test:
 	infra/test.sh
+
+## The product guide end to end against a fresh local stack and the fake Stripe.
+example:
+	infra/example.sh
 
 ## Stop the local stacks started by `make dev` / `make test`.
 stop:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make dev`: install what is missing, start the local AWS stack "dev" (moto + DynamoDB Local),
-# create template.yaml's tables and queues, build, and serve the API on http://127.0.0.1:$PORT.
-# Ctrl-C stops the server and the emulators this command started (data stays in infra/.local/dev).
+# create template.yaml's tables and queues, start the fake Stripe (unless STRIPE_SECRET_KEY is
+# set; see infra/payments.sh), build, and serve the API on http://127.0.0.1:$PORT.
+# Ctrl-C stops the server and everything this command started (data stays in infra/.local/dev).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -14,6 +15,9 @@ infra/stack.sh start "$STACK"
 trap 'infra/stack.sh stop "$STACK"' EXIT
 # shellcheck disable=SC1090
 . "$(infra/stack.sh env "$STACK")"
+# shellcheck source=infra/payments.sh
+. infra/payments.sh
+trap 'stop_payments; infra/stack.sh stop "$STACK"' EXIT
 
 cargo build --locked -p dev-server
 ./target/debug/dev-server

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the local AWS stack tooling, without Docker:
-#   - infra/.venv: moto (SQS, Secrets Manager, ... emulator), cfn-lint, cargo-lambda, boto3, PyYAML
+#   - infra/.venv: moto (SQS, SES, Scheduler, ... emulator), cfn-lint, cargo-lambda, boto3, PyYAML,
+#     schemathesis, localstripe (the fake Stripe) and Playwright
 #   - infra/.cache/dynamodb-local: the official DynamoDB Local engine (a Java program)
+#   - Debian's chromium, when missing (the payment portal's browser test)
 #
 # Called by infra/stack.sh on every start, so a rerun with nothing to do must stay well under a
 # second: each step is skipped when its result is already in place.
@@ -81,4 +83,18 @@ if [[ ! -f "$DDB_DIR/DynamoDBLocal.jar" ]]; then
     rm -rf "$DDB_DIR"
     # Same filesystem (both under infra/.cache), so the rename is atomic.
     mv "$tmp/package/emulator" "$DDB_DIR"
+fi
+
+# --- Chromium (the payment portal's browser test) --------------------------------------------
+# Debian's package, driven by Playwright (in the venv) through executable_path: Playwright's
+# own browser download needs a CDN this machine may not reach. Only the browser test needs it.
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+    command -v apt-get >/dev/null 2>&1 ||
+        die "chromium not found: install it (the browser test of the payment portal drives it)"
+    apt=(apt-get)
+    [[ "$(id -u)" == 0 ]] || apt=(sudo apt-get)
+    log "installing chromium with apt-get (about a minute)"
+    DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y --no-install-recommends chromium >/dev/null ||
+        { "${apt[@]}" update -qq && DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y --no-install-recommends chromium >/dev/null; } ||
+        die "apt-get could not install chromium"
 fi

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make test` (and CI): every check and every test, against a fresh in-memory local stack.
 #   1. formatting, clippy (warnings are errors), cfn-lint on template.yaml
-#   2. unit and integration tests (the real handlers against DynamoDB Local and moto), then
-#      schemathesis fuzzing of the API against functions/api/openapi.json (infra/fuzz.sh)
+#   2. unit and integration tests (the real handlers against DynamoDB Local, moto and the fake
+#      Stripe), schemathesis fuzzing of the API against functions/api/openapi.json
+#      (infra/fuzz.sh), and the payment portal in headless Chromium (tests/browser/portal.py)
 #   3. the deployable build: `cargo lambda build --release` for x86_64
 # Set SKIP_LAMBDA_BUILD=1 to skip step 3 while iterating.
 set -euo pipefail
@@ -43,6 +44,11 @@ fi
 step "API fuzzing: schemathesis against functions/api/openapi.json"
 # Starts its own dev server on a free port against this stack; FUZZ_MAX_EXAMPLES sets the budget.
 infra/fuzz.sh
+
+step "payment portal in headless Chromium (tests/browser/portal.py)"
+# Its own stack, fake Stripe and server (infra/example.sh), so its billing runs close nothing
+# of the stack above.
+EXAMPLE=tests/browser/portal.py STACK=browser infra/example.sh
 
 if [[ "${SKIP_LAMBDA_BUILD:-0}" != 1 ]]; then
     step "cargo lambda build --release (x86_64)"
