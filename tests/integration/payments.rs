@@ -394,6 +394,36 @@ async fn a_declined_card_is_retried_then_auto_pay_turns_off_and_two_runs_charge_
         .unwrap()
         .to_owned();
     assert_eq!(next, (end + chrono::Days::new(1)).to_string());
+    // A one-time EventBridge Scheduler retry (moto records it) for attempt 2 on that day.
+    let config = billing::adapters::aws_config().await;
+    let schedule = aws_sdk_scheduler::Client::new(&config)
+        .get_schedule()
+        .name(format!("retry-{id}-2"))
+        .send()
+        .await
+        .expect("the retry schedule exists");
+    // At the next attempt's day, or in a minute when that day has passed (this test bills a
+    // past period).
+    let expression = schedule.schedule_expression().unwrap_or_default();
+    let at = expression
+        .strip_prefix("at(")
+        .and_then(|e| e.strip_suffix(')'))
+        .and_then(|e| chrono::NaiveDateTime::parse_from_str(e, "%Y-%m-%dT%H:%M:%S").ok())
+        .unwrap_or_else(|| panic!("not a one-time schedule: {expression}"));
+    let earliest = (end + chrono::Days::new(1)).and_hms_opt(0, 0, 0).unwrap();
+    assert!(
+        at >= earliest && at >= Utc::now().naive_utc(),
+        "{expression}"
+    );
+    let input = schedule
+        .target()
+        .and_then(|t| t.input())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        input.contains("\"kind\":\"retry\"") && input.contains(&id),
+        "{input}"
+    );
     // Retries after 1, 3 and 5 days; the last failure turns auto-pay off.
     let mut date = end;
     for (days, attempts) in [(1u64, 2), (3, 3), (5, 4)] {
@@ -423,4 +453,103 @@ async fn a_declined_card_is_retried_then_auto_pay_turns_off_and_two_runs_charge_
     let report = run_billing(&app, date + chrono::Days::new(10)).await;
     assert_eq!(report["failedAttempts"], 0, "{report}");
     assert_eq!(stripe.payment_intents(&carol_stripe).await.len(), 4);
+}
+
+#[tokio::test]
+async fn a_billing_run_killed_at_any_point_and_rerun_closes_and_charges_each_invoice_once() {
+    let stripe = FakeStripe::start();
+    let app = TestApp::spawn_with_payments(&stripe).await;
+    let (_, free, pro) = guide_catalog(&app).await;
+    let (start, end) = previous_month();
+    // Six Pro customers with cards (auto-pay) and six Free ones (no usage: a zero total, paid
+    // without a charge).
+    let mut pro_customers = Vec::new();
+    let mut free_customers = Vec::new();
+    for i in 0..12 {
+        let stripe_id = stripe_customer(&stripe, &format!("Customer {i}")).await;
+        let customer = app
+            .post(
+                "/v1/customers",
+                json!({"name": format!("Customer {i}"),
+                "paymentProviderId": stripe_id, "paymentMethodId": "pm_card_visa"}),
+            )
+            .await
+            .expect(201)
+            .clone();
+        let plan = if i % 2 == 0 { &pro } else { &free };
+        app.post(
+            "/v1/contracts",
+            json!({"customerId": customer["id"], "planId": plan["id"],
+                "startDate": start.to_string()}),
+        )
+        .await
+        .expect(201);
+        if i % 2 == 0 {
+            pro_customers.push(stripe_id);
+        } else {
+            free_customers.push(stripe_id);
+        }
+    }
+    // The run, cut off after 2, 4, 8, ... ms (a Lambda timeout or crash at an arbitrary await:
+    // between reads, between a charge and its write, between a close and its mail), then rerun.
+    let run = billing::billing_run_from_env()
+        .await
+        .expect("the billing run");
+    let now = end.and_hms_opt(0, 15, 0).unwrap().and_utc();
+    let mut cut = 2;
+    let mut cuts = 0;
+    loop {
+        let limit = std::time::Duration::from_millis(cut);
+        match tokio::time::timeout(limit, run.run_daily(end, now)).await {
+            Ok(report) => {
+                let report = report.expect("the run");
+                assert!(report.errors.is_empty(), "{report:?}");
+                break;
+            }
+            Err(_) => {
+                cuts += 1;
+                cut *= 2;
+            }
+        }
+    }
+    assert!(cuts >= 3, "the run was cut off only {cuts} times");
+    // A last full run finds nothing to do.
+    let last = run.run_daily(end, now).await.expect("the run");
+    assert_eq!((last.sent, last.charged), (0, 0), "{last:?}");
+
+    let all = app.get("/v1/invoices?limit=100").await.expect(200).clone();
+    let closed: Vec<&Value> = all["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["invoiceNumber"].is_string())
+        .collect();
+    assert_eq!(closed.len(), 12, "every invoice of the period closed once");
+    let mut numbers: Vec<&str> = closed
+        .iter()
+        .map(|i| i["invoiceNumber"].as_str().unwrap())
+        .collect();
+    numbers.sort();
+    let expected: Vec<String> = (1..=12).map(|n| format!("INV-{n:06}")).collect();
+    assert_eq!(numbers, expected, "numbers without gaps or duplicates");
+    for customer in &pro_customers {
+        let charges = stripe.payment_intents(customer).await;
+        assert_eq!(
+            charges.len(),
+            1,
+            "exactly one charge for {customer}: {charges:?}"
+        );
+        assert_eq!(charges[0]["status"], "succeeded");
+    }
+    for customer in &free_customers {
+        assert!(
+            stripe.payment_intents(customer).await.is_empty(),
+            "no charge of a zero total"
+        );
+    }
+    let paid = closed.iter().filter(|i| i["status"] == "PAID").count();
+    assert_eq!(
+        paid, 12,
+        "Pro charged, Free zero totals paid without a charge"
+    );
 }
