@@ -32,7 +32,7 @@ use crate::payments::{
 };
 use crate::store::{
     AgendaKind, CatalogStore, ContractStore, CustomerStore, LedgerStore, MailKind, MailTask,
-    Transition, UsageStore,
+    Transition, UsageStore, update_contract_with,
 };
 
 /// Days between a failed auto-pay attempt and the next: after the first failure 1 day, then 3,
@@ -136,41 +136,19 @@ impl BillingRun {
             ..RunReport::default()
         };
         self.roll_forward(date, now, &mut report).await?;
-        let mut page = PageRequest {
-            limit: PAGE,
-            after: None,
-        };
-        loop {
-            let due = self.ledger.agenda(AgendaKind::Close, date, &page).await?;
-            for id in &due.items {
-                if let Err(e) = self.close(id, date, now, &mut report).await {
-                    tracing::error!(invoice = %id, error = %e, "closing failed");
-                    report.errors.push(format!("{id}: {e}"));
-                }
-            }
-            match due.next {
-                Some(next) => page.after = Some(next),
-                None => break,
+        for id in self.due(AgendaKind::Close, date).await? {
+            if let Err(e) = self.close(&id, date, now, &mut report).await {
+                tracing::error!(invoice = %id, error = %e, "closing failed");
+                report.errors.push(format!("{id}: {e}"));
             }
         }
-        let mut page = PageRequest {
-            limit: PAGE,
-            after: None,
-        };
-        loop {
-            let due = self.ledger.agenda(AgendaKind::Collect, date, &page).await?;
-            for id in &due.items {
-                if let Err(e) = self.collect(id, date, now, &mut report).await {
-                    tracing::error!(invoice = %id, error = %e, "collection failed");
-                    report.errors.push(format!("{id}: {e}"));
-                }
-            }
-            match due.next {
-                Some(next) => page.after = Some(next),
-                None => break,
+        for id in self.due(AgendaKind::Collect, date).await? {
+            if let Err(e) = self.collect(&id, date, now, &mut report).await {
+                tracing::error!(invoice = %id, error = %e, "collection failed");
+                report.errors.push(format!("{id}: {e}"));
             }
         }
-        self.send_mail(now, &mut report).await?;
+        self.send_mail(&mut report).await?;
         Ok(report)
     }
 
@@ -183,8 +161,25 @@ impl BillingRun {
             ..RunReport::default()
         };
         self.collect(invoice, date, now, &mut report).await?;
-        self.send_mail(now, &mut report).await?;
+        self.send_mail(&mut report).await?;
         Ok(report)
+    }
+
+    /// Every invoice on an agenda up to `date`, read page by page (ids only).
+    async fn due(&self, kind: AgendaKind, date: NaiveDate) -> Result<Vec<InvoiceId>> {
+        let mut ids = Vec::new();
+        let mut page = PageRequest {
+            limit: PAGE,
+            after: None,
+        };
+        loop {
+            let due = self.ledger.agenda(kind, date, &page).await?;
+            ids.extend(due.items);
+            match due.next {
+                Some(next) => page.after = Some(next),
+                None => return Ok(ids),
+            }
+        }
     }
 
     async fn roll_forward(
@@ -434,25 +429,13 @@ impl BillingRun {
     }
 
     async fn disable_auto_pay(&self, contract: &Contract) -> Result<()> {
-        for _ in 0..RACE_ATTEMPTS {
-            let Some(current) = self.contracts.get_contract(&contract.id).await? else {
-                return Ok(());
-            };
-            if !current.value.auto_pay {
-                return Ok(());
-            }
-            let mut next = current.value.clone();
-            next.auto_pay = false;
-            match self.contracts.update_contract(&current, &next).await {
-                Ok(()) => return Ok(()),
-                Err(e) if e.code == "version_conflict" => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(Error::conflict(
-            "busy_contract",
-            "the contract kept changing while turning auto-pay off",
-        ))
+        update_contract_with(self.contracts.as_ref(), &contract.id, |current| {
+            current.auto_pay.then(|| Contract {
+                auto_pay: false,
+                ..current.clone()
+            })
+        })
+        .await
     }
 
     async fn contract(&self, invoice: &Invoice) -> Result<Contract> {
@@ -472,7 +455,7 @@ impl BillingRun {
     }
 
     /// Sends the outbox. Without a mailer the tasks stay queued (nothing is dropped).
-    async fn send_mail(&self, now: DateTime<Utc>, report: &mut RunReport) -> Result<()> {
+    async fn send_mail(&self, report: &mut RunReport) -> Result<()> {
         let Some(mailer) = &self.mailer else {
             return Ok(());
         };
@@ -483,7 +466,7 @@ impl BillingRun {
             }
             let mut progressed = false;
             for task in &tasks {
-                match self.compose(task, now).await {
+                match self.compose(task).await {
                     Ok(Some(mail)) => match mailer.send(&mail).await {
                         Ok(()) => report.mails_sent += 1,
                         Err(e) => {
@@ -507,7 +490,7 @@ impl BillingRun {
     }
 
     /// The mail for a task; `None` when the customer has no contact to write to.
-    async fn compose(&self, task: &MailTask, now: DateTime<Utc>) -> Result<Option<Mail>> {
+    async fn compose(&self, task: &MailTask) -> Result<Option<Mail>> {
         let state = self
             .ledger
             .invoice_state(&task.invoice_id)
@@ -588,7 +571,6 @@ impl BillingRun {
         {
             text.push_str(&format!("\nPay or view it here: {link}\n"));
         }
-        let _ = now;
         Ok(Some(Mail { to, subject, text }))
     }
 }

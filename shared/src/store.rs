@@ -159,6 +159,33 @@ pub trait ContractStore: Send + Sync {
     ) -> Result<()>;
 }
 
+/// Re-reads and re-applies `change` to a contract until the write sticks (another writer may
+/// move its version in between); `change` returns `None` when there is nothing to do.
+pub async fn update_contract_with(
+    store: &dyn ContractStore,
+    id: &ContractId,
+    change: impl Fn(&Contract) -> Option<Contract> + Send + Sync,
+) -> Result<()> {
+    const ATTEMPTS: usize = 8;
+    for _ in 0..ATTEMPTS {
+        let Some(current) = store.get_contract(id).await? else {
+            return Ok(());
+        };
+        let Some(next) = change(&current.value) else {
+            return Ok(());
+        };
+        match store.update_contract(&current, &next).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.code == "version_conflict" => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(crate::error::Error::conflict(
+        "busy_contract",
+        format!("contract {id} kept changing; retry"),
+    ))
+}
+
 /// Which invoices a list shows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InvoiceFilter {

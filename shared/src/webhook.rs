@@ -15,7 +15,9 @@ use crate::error::{Error, Result};
 use crate::ids::{CustomerId, InvoiceId};
 use crate::invoice::InvoiceStatus;
 use crate::payments::{PaymentGateway, ProviderEvent, ProviderEventKind, WebhookVerifier};
-use crate::store::{ContractStore, CustomerStore, LedgerStore, MailKind, MailTask, Transition};
+use crate::store::{
+    ContractStore, CustomerStore, LedgerStore, MailKind, MailTask, Transition, update_contract_with,
+};
 
 const RACE_ATTEMPTS: usize = 8;
 
@@ -204,26 +206,15 @@ impl Webhooks {
 
     /// The customer opted in on the portal: this contract's invoices are charged to the method.
     async fn save_on_contract(&self, contract: &Contract, method: PaymentMethodId) -> Result<()> {
-        for _ in 0..RACE_ATTEMPTS {
-            let Some(current) = self.contracts.get_contract(&contract.id).await? else {
-                return Ok(());
-            };
-            if current.value.auto_pay && current.value.payment_method.as_ref() == Some(&method) {
-                return Ok(());
-            }
-            let mut next = current.value.clone();
-            next.auto_pay = true;
-            next.payment_method = Some(method.clone());
-            match self.contracts.update_contract(&current, &next).await {
-                Ok(()) => return Ok(()),
-                Err(e) if e.code == "version_conflict" => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(Error::conflict(
-            "busy_contract",
-            "the contract kept changing",
-        ))
+        update_contract_with(self.contracts.as_ref(), &contract.id, |current| {
+            let saved = current.auto_pay && current.payment_method.as_ref() == Some(&method);
+            (!saved).then(|| Contract {
+                auto_pay: true,
+                payment_method: Some(method.clone()),
+                ..current.clone()
+            })
+        })
+        .await
     }
 
     async fn save_on_customer(

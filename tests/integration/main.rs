@@ -9,4 +9,5 @@ mod errors;
 mod local_stack;
 mod payments;
 mod reliability;
+mod stripe_adapter;
 mod usage;

@@ -74,11 +74,17 @@ impl FakeStripe {
         }
     }
 
-    /// A GET of the fake's API.
-    pub async fn get(&self, path: &str) -> Value {
+    /// The adapter, pointed at this fake.
+    pub fn gateway(&self) -> billing::adapters::stripe::StripeGateway {
+        billing::adapters::stripe::StripeGateway::new(STRIPE_KEY, Some(&self.base))
+            .expect("a gateway")
+    }
+
+    /// A raw API call that must succeed, to look behind the adapter.
+    pub async fn api(&self, method: reqwest::Method, path: &str) -> Value {
         let response = self
             .client
-            .get(format!("{}{path}", self.base))
+            .request(method, format!("{}{path}", self.base))
             .bearer_auth(STRIPE_KEY)
             .send()
             .await
@@ -89,6 +95,30 @@ impl FakeStripe {
             response.status()
         );
         response.json().await.expect("JSON")
+    }
+
+    /// A GET of the fake's API.
+    pub async fn get(&self, path: &str) -> Value {
+        self.api(reqwest::Method::GET, path).await
+    }
+
+    /// A Stripe customer's default payment method for invoices.
+    pub async fn default_method(
+        &self,
+        customer: &billing::customer::ProviderCustomerId,
+    ) -> Option<String> {
+        self.get(&format!("/v1/customers/{}", customer.as_str()))
+            .await["invoice_settings"]["default_payment_method"]
+            .as_str()
+            .map(str::to_owned)
+    }
+
+    /// Pays a Checkout Session the way the hosted page would (the fake's test-only route).
+    pub async fn complete_checkout(&self, session: &str) {
+        let response = self
+            .post_form(&format!("/_test/checkout/sessions/{session}/complete"), &[])
+            .await;
+        assert!(response.status().is_success(), "{}", response.status());
     }
 
     /// A form POST (test-only and config routes).
@@ -182,9 +212,11 @@ async fn own_table() -> String {
     name
 }
 
-/// Verifies the sender in moto's SES, which refuses mail from unverified addresses as SES does.
-async fn verify_sender(address: &str) {
+/// One call of moto's SES query API (SES v1 calls, which no SDK crate here includes).
+async fn moto_ses(params: &[(&str, &str)]) -> String {
     let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL");
+    let mut form = vec![("Version", "2010-12-01")];
+    form.extend_from_slice(params);
     let answer = reqwest::Client::new()
         .post(&endpoint)
         .header(
@@ -192,41 +224,26 @@ async fn verify_sender(address: &str) {
             "AWS4-HMAC-SHA256 Credential=local/20260101/us-east-1/ses/aws4_request, SignedHeaders=host, Signature=0",
         )
         .header("Content-Type", "application/x-www-form-urlencoded")
-        .body(
-            serde_urlencoded::to_string([
-                ("Action", "VerifyEmailIdentity"),
-                ("Version", "2010-12-01"),
-                ("EmailAddress", address),
-            ])
-            .expect("form"),
-        )
+        .body(serde_urlencoded::to_string(form).expect("form"))
         .send()
         .await
         .expect("moto answers");
     assert!(
         answer.status().is_success(),
-        "verify sender: {}",
+        "SES {params:?}: {}",
         answer.status()
     );
+    answer.text().await.expect("body")
+}
+
+/// Verifies the sender in moto's SES, which refuses mail from unverified addresses as SES does.
+async fn verify_sender(address: &str) {
+    moto_ses(&[("Action", "VerifyEmailIdentity"), ("EmailAddress", address)]).await;
 }
 
 /// How many mails moto's SES has sent (all tests together).
 pub async fn mails_sent() -> u64 {
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL");
-    let answer = reqwest::Client::new()
-        .post(&endpoint)
-        .header(
-            "Authorization",
-            "AWS4-HMAC-SHA256 Credential=local/20260101/us-east-1/ses/aws4_request, SignedHeaders=host, Signature=0",
-        )
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .body("Action=GetSendQuota&Version=2010-12-01")
-        .send()
-        .await
-        .expect("moto answers")
-        .text()
-        .await
-        .expect("body");
+    let answer = moto_ses(&[("Action", "GetSendQuota")]).await;
     let start =
         answer.find("<SentLast24Hours>").expect("SentLast24Hours") + "<SentLast24Hours>".len();
     let end = answer[start..].find('<').expect("end tag") + start;

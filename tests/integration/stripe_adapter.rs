@@ -1,14 +1,9 @@
-//! The Stripe adapter against the local fake Stripe (`infra/stripe`, localstripe patched to
+//! The Stripe adapter (`billing::adapters::stripe`) against the local fake Stripe (`infra/stripe`, localstripe patched to
 //! answer like Stripe): every `PaymentGateway` call, and the signed webhooks the fake sends,
 //! read back by `StripeWebhookVerifier`. Needs `infra/.venv` (`infra/install.sh`); without it
 //! the tests fail, they never pass silently.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use billing::ErrorKind;
@@ -20,154 +15,9 @@ use billing::payments::{
     ChargeOutcome, ChargeRequest, CheckoutRequest, NewProviderCustomer, PaymentGateway,
     ProviderEventKind, WebhookVerifier,
 };
+use integration_tests::payments::{FakeStripe, STRIPE_KEY};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const SECRET_KEY: &str = "sk_test_local";
-
-/// One fake Stripe process; killed when dropped, so a failing test leaves nothing running.
-struct FakeStripe {
-    child: Child,
-    base: String,
-    /// The launcher's stderr; kept when a test fails, removed otherwise.
-    log: PathBuf,
-}
-
-/// Tells apart the logs of fakes started by one test process.
-static STARTED: AtomicUsize = AtomicUsize::new(0);
-
-impl FakeStripe {
-    fn start() -> Self {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("the workspace root")
-            .to_path_buf();
-        let python = root.join("infra/.venv/bin/python");
-        assert!(
-            python.exists(),
-            "{} is missing: run infra/install.sh first (it installs the fake Stripe)",
-            python.display()
-        );
-        let log = std::env::temp_dir().join(format!(
-            "stripe_fake_{}_{}.log",
-            std::process::id(),
-            STARTED.fetch_add(1, Ordering::Relaxed)
-        ));
-        let mut child = Command::new(&python)
-            .arg(root.join("infra/stripe/launcher.py"))
-            .args(["--port", "0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("a log file"))
-            .spawn()
-            .expect("start infra/stripe/launcher.py");
-        let stdout = child.stdout.take().expect("the launcher's stdout");
-        let mut fake = FakeStripe {
-            child,
-            base: String::new(),
-            log: log.clone(),
-        };
-        // Read the first line on a thread (a hung launcher must not hang the test), then keep
-        // draining stdout so the launcher never writes into a closed pipe.
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let _ = tx.send(lines.next());
-            for _ in lines {}
-        });
-        let first = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(Some(Ok(line))) => line,
-            other => panic!(
-                "the fake Stripe did not start ({other:?}); its log: {}",
-                log.display()
-            ),
-        };
-        let port = first
-            .strip_prefix("LISTENING ")
-            .unwrap_or_else(|| panic!("unexpected first line from the launcher: {first}"));
-        fake.base = format!("http://127.0.0.1:{port}");
-        fake
-    }
-
-    fn gateway(&self) -> StripeGateway {
-        StripeGateway::new(SECRET_KEY, Some(&self.base)).unwrap()
-    }
-
-    /// A raw API call, to look behind the adapter.
-    async fn api(&self, method: reqwest::Method, path: &str) -> Value {
-        let response = reqwest::Client::new()
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(SECRET_KEY)
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            response.status().is_success(),
-            "{path}: {}",
-            response.status()
-        );
-        response.json().await.unwrap()
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        self.api(reqwest::Method::GET, path).await
-    }
-
-    /// A test-only route of the fake (form-encoded).
-    async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
-        let body = form
-            .iter()
-            .map(|(k, v)| format!("{k}={}", urlencode(v)))
-            .collect::<Vec<_>>()
-            .join("&");
-        reqwest::Client::new()
-            .post(format!("{}{path}", self.base))
-            .header("Content-Type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// The customer's default payment method for invoices.
-    async fn default_method(&self, customer: &ProviderCustomerId) -> Option<String> {
-        self.get(&format!("/v1/customers/{}", customer.as_str()))
-            .await["invoice_settings"]["default_payment_method"]
-            .as_str()
-            .map(str::to_owned)
-    }
-
-    /// Pays a Checkout Session the way the hosted page would.
-    async fn complete_checkout(&self, session: &str) {
-        let response = self
-            .post_form(&format!("/_test/checkout/sessions/{session}/complete"), &[])
-            .await;
-        assert!(response.status().is_success(), "{}", response.status());
-    }
-}
-
-impl Drop for FakeStripe {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("the fake Stripe's log: {}", self.log.display());
-        } else {
-            let _ = std::fs::remove_file(&self.log);
-        }
-    }
-}
-
-fn urlencode(raw: &str) -> String {
-    raw.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
 
 fn new_customer(name: &str) -> NewProviderCustomer {
     NewProviderCustomer {
@@ -488,7 +338,7 @@ async fn outages_and_bad_keys_are_told_apart() {
         .unwrap()
         .port();
     let gateway =
-        StripeGateway::new(SECRET_KEY, Some(&format!("http://127.0.0.1:{port}"))).unwrap();
+        StripeGateway::new(STRIPE_KEY, Some(&format!("http://127.0.0.1:{port}"))).unwrap();
     let customer = ProviderCustomerId::parse("cus_Any1").unwrap();
     let error = gateway.customer_exists(&customer).await.unwrap_err();
     assert_eq!(
