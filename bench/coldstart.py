@@ -157,7 +157,14 @@ def lambda_env(name: str, task_root: Path, port: int) -> dict[str, str]:
         "TABLE_NAME": "BillingTable",
         "USAGE_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/UsageQueue",
         "BOOTSTRAP_API_KEY_SHA256": "",
-        "STRIPE_SECRET_ARN": "",
+        # Payments configured as deployed with a Stripe secret (the fuller, slower start).
+        "STRIPE_SECRET_KEY": "sk_test_bench",
+        "STRIPE_WEBHOOK_SECRET": "whsec_bench",
+        "PORTAL_SIGNING_KEY": "00" * 32,
+        "PUBLIC_BASE_URL": "https://billing.example.com",
+        "MAIL_FROM": "billing@example.com",
+        "BILLING_RUN_FUNCTION_ARN": "arn:aws:lambda:us-east-1:123456789012:function:bench-billing-run",
+        "SCHEDULER_ROLE_ARN": "arn:aws:iam::123456789012:role/bench",
         "PATH": "/usr/bin:/bin",
         "LAMBDA_TASK_ROOT": str(task_root),
         # Also set by Lambda for custom runtimes.

@@ -65,6 +65,8 @@ pub struct RunReport {
     pub auto_pay_disabled: usize,
     /// Invoices left for the portal (no provider customer, no method, below the minimum).
     pub not_collectable: usize,
+    /// Due auto-pay invoices not charged because their customer's auto-pay is paused.
+    pub paused: usize,
     /// Mails sent.
     pub mails_sent: usize,
     /// Invoices whose step failed this time (they stay on the agenda for the next run).
@@ -325,6 +327,10 @@ impl BillingRun {
             next.updated_at = now;
             let contract = self.contract(invoice).await?;
             let customer = self.customer(invoice).await?;
+            if customer.auto_pay_paused {
+                report.paused += 1;
+                return Ok(()); // stays due: charged on the first run after the pause is lifted
+            }
             let amount = invoice.payment.amount_due_minor_units.unwrap_or_default();
             let method = contract
                 .payment_method
@@ -383,6 +389,10 @@ impl BillingRun {
                     match RETRY_DELAYS_DAYS.get(attempt as usize - 1) {
                         Some(days) => {
                             next.payment.next_attempt_on = date.checked_add_days(Days::new(*days));
+                            mail.push(MailTask {
+                                invoice_id: id.clone(),
+                                kind: MailKind::PaymentFailed,
+                            });
                         }
                         None => {
                             next.payment.next_attempt_on = None;
@@ -554,6 +564,19 @@ impl BillingRun {
                 format!(
                     "Hello {},\n\nwe received your payment of {total} for invoice {number}. Thank you.\n",
                     customer.name.as_str()
+                ),
+            ),
+            MailKind::PaymentFailed => (
+                format!("Payment failed for invoice {number}"),
+                format!(
+                    "Hello {},\n\nwe could not charge {total} for invoice {number} ({}).\nWe will try again on {}; you can also pay now with the link below.\n",
+                    customer.name.as_str(),
+                    invoice.payment.last_error.as_deref().unwrap_or("declined"),
+                    invoice
+                        .payment
+                        .next_attempt_on
+                        .map(|d| d.to_string())
+                        .unwrap_or_else(|| "a later day".to_owned()),
                 ),
             ),
             MailKind::AutoPayDisabled => (

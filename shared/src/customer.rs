@@ -342,6 +342,10 @@ pub struct Customer {
     /// The default payment method for auto-pay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payment_method: Option<DefaultPaymentMethod>,
+    /// Auto-pay holds off charging this customer while set (e.g. during a dispute); invoices stay
+    /// due and are charged on the first run after it is lifted.
+    #[serde(default)]
+    pub auto_pay_paused: bool,
     /// When the customer was created.
     pub created_at: DateTime<Utc>,
     /// When it last changed.
@@ -372,6 +376,8 @@ pub struct CreateCustomer {
     pub payment_method_id: Option<String>,
     /// Kind of `paymentMethodId`; `card` when omitted.
     pub payment_method_type: Option<String>,
+    /// Hold auto-pay for this customer; `false` when omitted.
+    pub auto_pay_paused: Option<bool>,
 }
 
 /// One contact as sent.
@@ -419,6 +425,9 @@ pub struct UpdateCustomer {
     /// Kind of `paymentMethodId`.
     #[serde(default)]
     pub payment_method_type: Option<String>,
+    /// Pause (`true`) or resume (`false`) auto-pay.
+    #[serde(default)]
+    pub auto_pay_paused: Option<bool>,
 }
 
 fn parse_contacts(raw: Vec<ContactInput>) -> Result<Vec<Contact>> {
@@ -564,6 +573,7 @@ impl CreateCustomer {
                 .payment_method_id
                 .map(|id| parse_payment_method(id, self.payment_method_type))
                 .transpose()?,
+            auto_pay_paused: self.auto_pay_paused.unwrap_or(false),
             created_at: now,
             updated_at: now,
         })
@@ -581,6 +591,7 @@ pub struct CustomerPatch {
     metadata: Option<Metadata>,
     payment_provider: Change<ProviderLink>,
     payment_method: Change<DefaultPaymentMethod>,
+    auto_pay_paused: Option<bool>,
 }
 
 /// Lists may be replaced or emptied with `null`; both mean the same for a list.
@@ -633,6 +644,7 @@ impl UpdateCustomer {
             payment_method: self
                 .payment_method_id
                 .try_map(|id| parse_payment_method(id, method_type))?,
+            auto_pay_paused: self.auto_pay_paused,
         })
     }
 }
@@ -658,6 +670,9 @@ impl CustomerPatch {
         }
         next.payment_provider = c.payment_provider.apply(next.payment_provider);
         next.payment_method = c.payment_method.apply(next.payment_method);
+        if let Some(paused) = c.auto_pay_paused {
+            next.auto_pay_paused = paused;
+        }
         next.updated_at = now;
         next
     }

@@ -312,29 +312,34 @@ pub enum MailKind {
     InvoiceSent,
     /// Payment confirmation.
     PaymentReceived,
+    /// An auto-pay attempt failed; another follows on a later day.
+    PaymentFailed,
     /// Auto-pay failed for the last time and is now off.
     AutoPayDisabled,
 }
 
 impl MailKind {
+    /// Every kind; the test below fails when one is missing.
+    pub const ALL: [MailKind; 4] = [
+        Self::InvoiceSent,
+        Self::PaymentReceived,
+        Self::PaymentFailed,
+        Self::AutoPayDisabled,
+    ];
+
     /// The stored name.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::InvoiceSent => "invoice_sent",
             Self::PaymentReceived => "payment_received",
+            Self::PaymentFailed => "payment_failed",
             Self::AutoPayDisabled => "auto_pay_disabled",
         }
     }
 
     /// Reads a stored name.
     pub fn parse(raw: &str) -> Option<Self> {
-        [
-            Self::InvoiceSent,
-            Self::PaymentReceived,
-            Self::AutoPayDisabled,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == raw)
+        Self::ALL.into_iter().find(|k| k.as_str() == raw)
     }
 }
 
@@ -425,4 +430,26 @@ pub trait EventQueue: Send + Sync {
     /// Sends message bodies; returns, per body, whether it is durably enqueued. Implementations
     /// retry transient failures themselves.
     async fn send(&self, bodies: &[String]) -> Vec<bool>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MailKind;
+
+    #[test]
+    fn every_mail_kind_reads_back_from_its_stored_name() {
+        // A match with no wildcard: adding a kind fails to compile here until it is listed.
+        let listed = |k: MailKind| match k {
+            MailKind::InvoiceSent
+            | MailKind::PaymentReceived
+            | MailKind::PaymentFailed
+            | MailKind::AutoPayDisabled => MailKind::ALL.contains(&k),
+        };
+        for kind in MailKind::ALL {
+            assert!(listed(kind));
+            assert_eq!(MailKind::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(MailKind::ALL.len(), 4);
+        assert_eq!(MailKind::parse("nope"), None);
+    }
 }

@@ -304,6 +304,7 @@ impl Webhooks {
                     customer_id: customer.clone(),
                 }),
                 payment_method: None,
+                auto_pay_paused: false,
                 created_at: now,
                 updated_at: now,
             };

@@ -553,3 +553,81 @@ async fn a_billing_run_killed_at_any_point_and_rerun_closes_and_charges_each_inv
         "Pro charged, Free zero totals paid without a charge"
     );
 }
+
+#[tokio::test]
+async fn paused_customers_wait_and_charges_below_the_minimum_are_left_for_the_link() {
+    let stripe = FakeStripe::start();
+    let app = TestApp::spawn_with_payments(&stripe).await;
+    let (_, _, pro) = guide_catalog(&app).await;
+    let tiny = app
+        .plan(
+            json!({"name": "Tiny", "currency": "USD", "netTerms": 0, "autoPay": true,
+            "prices": [{"model": "FLAT", "flatAmount": "0.30", "description": "Tiny plan"}]}),
+        )
+        .await;
+    let (start, end) = previous_month();
+    let mut subscribed = Vec::new();
+    for (name, plan, paused) in [("Dave", &pro, true), ("Erin", &tiny, false)] {
+        let stripe_id = stripe_customer(&stripe, name).await;
+        let customer = app
+            .post(
+                "/v1/customers",
+                json!({"name": name, "paymentProviderId": stripe_id,
+                "paymentMethodId": "pm_card_visa", "autoPayPaused": paused}),
+            )
+            .await
+            .expect(201)
+            .clone();
+        assert_eq!(customer["autoPayPaused"], paused);
+        let contract = app
+            .post(
+                "/v1/contracts",
+                json!({"customerId": customer["id"], "planId": plan["id"],
+                "startDate": start.to_string()}),
+            )
+            .await
+            .expect(201)
+            .clone();
+        let invoice = first_invoice(&app, &contract).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        subscribed.push((customer, stripe_id, invoice));
+    }
+    let report = run_billing(&app, end).await;
+    assert_eq!(report["sent"], 2, "{report}");
+    assert_eq!(report["paused"], 1, "{report}");
+    assert_eq!(report["notCollectable"], 1, "{report}");
+    assert_eq!(report["charged"], 0, "{report}");
+    let (dave, dave_stripe, dave_invoice) = &subscribed[0];
+    let (_, erin_stripe, erin_invoice) = &subscribed[1];
+    assert!(stripe.payment_intents(dave_stripe).await.is_empty());
+    assert!(stripe.payment_intents(erin_stripe).await.is_empty());
+    let erin = invoice(&app, erin_invoice).await;
+    assert_eq!(erin["status"], "SENT", "payable through its link");
+    assert!(
+        erin["payment"]["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("minimum"),
+        "{erin}"
+    );
+    assert!(erin["paymentLink"].is_string());
+    // A later run still waits while paused; lifting the pause charges on the next run.
+    let report = run_billing(&app, end + chrono::Days::new(1)).await;
+    assert_eq!(
+        (report["paused"].as_u64(), report["charged"].as_u64()),
+        (Some(1), Some(0))
+    );
+    let id = dave["id"].as_str().unwrap();
+    app.patch(
+        &format!("/v1/customers/{id}"),
+        json!({"autoPayPaused": false}),
+    )
+    .await
+    .expect(200);
+    let report = run_billing(&app, end + chrono::Days::new(2)).await;
+    assert_eq!(report["charged"], 1, "{report}");
+    assert_eq!(invoice(&app, dave_invoice).await["status"], "PAID");
+    assert_eq!(stripe.payment_intents(dave_stripe).await.len(), 1);
+}

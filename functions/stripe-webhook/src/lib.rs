@@ -23,6 +23,25 @@ pub fn app(webhooks: Webhooks) -> Router {
         .with_state(webhooks)
 }
 
+/// The route when the receiver cannot be built (no `STRIPE_WEBHOOK_SECRET`): every delivery
+/// gets 503, so Stripe keeps retrying and shows the failures; nothing is acknowledged unchecked.
+pub fn unconfigured(reason: String) -> Router {
+    let refuse = move || {
+        let reason = reason.clone();
+        async move {
+            ApiError(Error::new(
+                ErrorKind::Unavailable,
+                "webhooks_not_configured",
+                reason,
+            ))
+        }
+    };
+    Router::new()
+        .route("/webhooks/stripe", post(refuse))
+        .fallback(api::error::route_not_found)
+        .method_not_allowed_fallback(api::error::method_not_allowed)
+}
+
 async fn receive(State(webhooks): State<Webhooks>, headers: HeaderMap, body: Bytes) -> Response {
     let Ok(payload) = std::str::from_utf8(&body) else {
         return ApiError(Error::invalid("invalid_payload", "the body is not UTF-8"))

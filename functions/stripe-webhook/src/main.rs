@@ -3,6 +3,12 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     lambda_http::tracing::init_default_subscriber();
-    let webhooks = billing::webhooks_from_env().await?;
-    lambda_http::run(stripe_webhook::app(webhooks)).await
+    let app = match billing::webhooks_from_env().await {
+        Ok(webhooks) => stripe_webhook::app(webhooks),
+        Err(e) => {
+            tracing::error!(error = %e, "Stripe webhooks are off");
+            stripe_webhook::unconfigured(e.message)
+        }
+    };
+    lambda_http::run(app).await
 }

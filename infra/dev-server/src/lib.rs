@@ -80,13 +80,7 @@ pub async fn start(
         Ok(webhooks) => stripe_webhook::app(webhooks),
         Err(e) => {
             tracing::warn!(error = %e, "Stripe webhooks are off");
-            Router::new().fallback(|| async {
-                error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "webhooks_not_configured",
-                    "STRIPE_WEBHOOK_SECRET is not set",
-                )
-            })
+            stripe_webhook::unconfigured(e.message)
         }
     };
     let run = std::sync::Arc::new(billing::billing_run_from_env().await?);

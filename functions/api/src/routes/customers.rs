@@ -29,6 +29,7 @@ pub struct CustomerView {
     provider: Option<&'static str>,
     payment_method_id: Option<String>,
     payment_method_type: Option<billing::customer::PaymentMethodType>,
+    auto_pay_paused: bool,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -47,6 +48,7 @@ impl From<Customer> for CustomerView {
             payment_provider_id: c.payment_provider.map(|l| l.customer_id.into()),
             payment_method_type: c.payment_method.as_ref().map(|m| m.kind),
             payment_method_id: c.payment_method.map(|m| m.id.into()),
+            auto_pay_paused: c.auto_pay_paused,
             created_at: c.created_at,
             updated_at: c.updated_at,
         }
