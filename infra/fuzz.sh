@@ -34,6 +34,13 @@ cargo build --locked -p dev-server
 PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 BASE="http://127.0.0.1:$PORT"
 
+# Payments as in `make dev`: the fake Stripe, payment links and a verified mail sender, so the
+# Stripe-backed routes (customer links, setup intents, the payment pages) are fuzzed for real.
+STACK="${STACK:-test}"
+export PORT
+# shellcheck source=infra/payments.sh
+. "$ROOT/infra/payments.sh"
+
 # No job control here, so the server stays in our process group; it is stopped by its pid.
 LOCAL_API_KEY="$KEY" PORT="$PORT" "$ROOT/target/debug/dev-server" >"$LOG" 2>&1 &
 SERVER_PID=$!
@@ -54,6 +61,7 @@ finish() {
     fi
     kill "$SERVER_PID" 2>/dev/null || true
     wait "$SERVER_PID" 2>/dev/null || true
+    stop_payments
     exit "$status"
 }
 trap finish EXIT

@@ -2,18 +2,12 @@
 //! no API key: the link is the credential), and its Pay button.
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use billing::Billing;
 use billing::checkout::PortalAnswer;
-use serde::Deserialize;
-
-/// `?checkout=success|cancelled`, set by the provider's redirect back.
-#[derive(Deserialize)]
-pub struct PageQuery {
-    checkout: Option<String>,
-}
 
 fn respond(answer: PortalAnswer) -> Response {
     match answer {
@@ -38,13 +32,35 @@ fn respond(answer: PortalAnswer) -> Response {
     }
 }
 
+/// A link whose token is not even text (bad percent-encoding): the same page as a forged one.
+fn invalid_link() -> Response {
+    respond(PortalAnswer::Page {
+        status: 404,
+        html: billing::portal::render_message_page(
+            "Invalid payment link",
+            "This payment link is not valid. Please use the link from your invoice email.",
+        ),
+    })
+}
+
 /// `GET /pay/{token}`.
+/// `?checkout=success|cancelled` (set by the provider's redirect back) adds a notice; any other
+/// query is ignored, since a customer's browser must never see an error for it.
 pub async fn page(
     State(billing): State<Billing>,
-    Path(token): Path<String>,
-    Query(query): Query<PageQuery>,
+    token: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
 ) -> Response {
-    let notice = match query.checkout.as_deref() {
+    let Ok(Path(token)) = token else {
+        return invalid_link();
+    };
+    let checkout =
+        serde_urlencoded::from_str::<Vec<(String, String)>>(query.as_deref().unwrap_or(""))
+            .unwrap_or_default()
+            .into_iter()
+            .find(|(k, _)| k == "checkout")
+            .map(|(_, v)| v);
+    let notice = match checkout.as_deref() {
         Some("success") => Some("Thank you: your payment is being confirmed."),
         Some("cancelled") => Some("Payment cancelled. Nothing was charged."),
         _ => None,
