@@ -221,6 +221,10 @@ pub trait PaymentGateway: Send + Sync {
     /// The payment method a payment was made with (to save it after checkout).
     async fn payment_method_of(&self, payment_intent: &str) -> Result<Option<PaymentMethodId>>;
 
+    /// The invoice a payment was for (our metadata on the PaymentIntent): a refunded charge
+    /// does not carry its PaymentIntent's metadata.
+    async fn invoice_of_payment(&self, payment_intent: &str) -> Result<Option<InvoiceId>>;
+
     /// Creates and confirms an off-session payment (idempotent per invoice and attempt).
     async fn charge(&self, request: &ChargeRequest) -> Result<ChargeOutcome>;
 }

@@ -138,9 +138,17 @@ impl Webhooks {
                     .await?;
                 Ok("customer")
             }
-            ProviderEventKind::Refunded { invoice_id, .. } => {
-                if let Some(id) = invoice_id {
-                    self.mark_refunded(id, now).await?;
+            ProviderEventKind::Refunded {
+                invoice_id,
+                payment_intent,
+            } => {
+                let id = match (invoice_id, payment_intent, &self.gateway) {
+                    (Some(id), _, _) => Some(id.clone()),
+                    (None, Some(pi), Some(gateway)) => gateway.invoice_of_payment(pi).await?,
+                    _ => None,
+                };
+                if let Some(id) = id {
+                    self.mark_refunded(&id, now).await?;
                 }
                 Ok("charge.refunded")
             }

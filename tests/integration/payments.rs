@@ -631,3 +631,125 @@ async fn paused_customers_wait_and_charges_below_the_minimum_are_left_for_the_li
     assert_eq!(invoice(&app, dave_invoice).await["status"], "PAID");
     assert_eq!(stripe.payment_intents(dave_stripe).await.len(), 1);
 }
+
+/// Delivers a Stripe event the way Stripe signs it (for types the fake does not emit).
+async fn deliver(app: &TestApp, event: Value) -> Value {
+    let payload = event.to_string();
+    let at = Utc::now().timestamp();
+    let signature = format!(
+        "t={at},v1={}",
+        hmac_hex(
+            integration_tests::payments::WEBHOOK_SECRET,
+            &format!("{at}.{payload}")
+        )
+    );
+    let answer = reqwest::Client::new()
+        .post(format!("{}/webhooks/stripe", app.url))
+        .header("Content-Type", "application/json")
+        .header("Stripe-Signature", signature)
+        .body(payload)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    answer.json().await.unwrap()
+}
+
+fn event(kind: &str, object: Value) -> Value {
+    json!({"id": format!("evt_{}", uuid::Uuid::new_v4().simple()), "object": "event",
+        "type": kind, "created": Utc::now().timestamp(), "livemode": false,
+        "pending_webhooks": 1, "data": {"object": object}})
+}
+
+#[tokio::test]
+async fn setup_intents_save_the_method_and_refunds_mark_invoices_refunded() {
+    let stripe = FakeStripe::start();
+    let app = TestApp::spawn_with_payments(&stripe).await;
+    let (_, _, pro) = guide_catalog(&app).await;
+    let frank = app
+        .post("/v1/customers", json!({"name": "Frank"}))
+        .await
+        .expect(201)
+        .clone();
+    let frank_id = frank["id"].as_str().unwrap();
+    let frank_stripe = frank["paymentProviderId"].as_str().unwrap().to_owned();
+    // A custom payment form: a SetupIntent, then Stripe's notice that it succeeded.
+    let intent = app
+        .post(
+            &format!("/v1/customers/{frank_id}/setup-intents"),
+            json!({}),
+        )
+        .await
+        .expect(201)
+        .clone();
+    assert!(
+        intent["clientSecret"]
+            .as_str()
+            .unwrap()
+            .contains("_secret_")
+    );
+    let stripe_intent = stripe
+        .get(&format!(
+            "/v1/setup_intents/{}",
+            intent["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(stripe_intent["usage"], "off_session");
+    let handled = deliver(
+        &app,
+        event(
+            "setup_intent.succeeded",
+            json!({
+        "id": intent["id"], "object": "setup_intent", "created": 1, "livemode": false,
+        "payment_method_types": ["card"], "status": "succeeded", "usage": "off_session",
+        "customer": frank_stripe, "payment_method": "pm_1FromElements"}),
+        ),
+    )
+    .await;
+    assert_eq!(handled["handled"], "setup_intent.succeeded", "{handled}");
+    let frank = app
+        .get(&format!("/v1/customers/{frank_id}"))
+        .await
+        .expect(200)
+        .clone();
+    assert_eq!(frank["paymentMethodId"], "pm_1FromElements");
+
+    // A paid invoice, then a full refund of its charge (whose metadata Stripe does not copy
+    // from the PaymentIntent: the invoice is found through the PaymentIntent).
+    let (start, end) = previous_month();
+    app.patch(
+        &format!("/v1/customers/{frank_id}"),
+        json!({"paymentMethodId": "pm_card_visa"}),
+    )
+    .await
+    .expect(200);
+    let contract = app
+        .post(
+            "/v1/contracts",
+            json!({"customerId": frank_id, "planId": pro["id"], "startDate": start.to_string()}),
+        )
+        .await
+        .expect(201)
+        .clone();
+    run_billing(&app, end).await;
+    let paid = first_invoice(&app, &contract).await;
+    assert_eq!(paid["status"], "PAID", "{paid}");
+    let pi = paid["payment"]["paymentIntent"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let refund = event(
+        "charge.refunded",
+        json!({
+        "id": "ch_refunded1", "object": "charge", "amount": 5000, "amount_captured": 5000,
+        "amount_refunded": 5000, "billing_details": {}, "captured": true, "created": 1,
+        "currency": "usd", "disputed": false, "livemode": false, "metadata": {},
+        "paid": true, "refunded": true, "status": "succeeded", "payment_intent": pi}),
+    );
+    deliver(&app, refund.clone()).await;
+    let refunded = invoice(&app, paid["id"].as_str().unwrap()).await;
+    assert_eq!(refunded["status"], "REFUNDED", "{refunded}");
+    assert!(refunded["payment"]["refundedAt"].is_string());
+    // The same delivery again is a no-op.
+    assert_eq!(deliver(&app, refund).await["duplicate"], true);
+}

@@ -310,6 +310,15 @@ impl PaymentGateway for StripeGateway {
         }
     }
 
+    async fn invoice_of_payment(&self, payment_intent: &str) -> Result<Option<InvoiceId>> {
+        check_payment_intent_id(payment_intent)?;
+        let intent = RetrievePaymentIntent::new(payment_intent)
+            .send(&self.client)
+            .await
+            .map_err(|e| provider_error(e, Subject::PaymentIntent(payment_intent)))?;
+        Ok(invoice_in(&intent.metadata))
+    }
+
     async fn charge(&self, request: &ChargeRequest) -> Result<ChargeOutcome> {
         let amount = stripe_amount(request.currency, request.amount_minor)?;
         let key = idempotency_key(request.idempotency_key())?;
