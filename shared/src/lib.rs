@@ -1,6 +1,8 @@
-//! The billing domain: customers, API keys, meters, plans, contracts and invoices (usage
-//! matching and payment come in later stages). Rules live here; Lambda functions only decode events, call
-//! [`service::Billing`], and encode results. AWS appears only under [`adapters`].
+//! The billing domain: customers, API keys, meters, plans, contracts, invoices, usage matching
+//! ([`matcher`]), the billing run ([`billing_run`]), provider webhooks ([`webhook`]) and the
+//! payment portal ([`portal`], [`checkout`]). Rules live here; Lambda functions only decode
+//! events, call these use cases, and encode results. AWS and Stripe appear only under
+//! [`adapters`], behind the ports in [`store`] and [`payments`].
 
 pub mod adapters;
 pub mod aggregation;

@@ -303,8 +303,8 @@ impl TestApp {
     }
 }
 
-/// Marks an invoice SENT directly in the table, standing in for the billing run's close step
-/// (a later stage), so tests can send usage to a closed period.
+/// Marks one invoice SENT directly in the table, so late-usage tests get a closed period without
+/// running the billing run, which would close every due invoice of the shared table.
 pub async fn close_invoice(invoice_id: &str) {
     let config = billing::adapters::aws_config().await;
     let client = aws_sdk_dynamodb::Client::new(&config);
