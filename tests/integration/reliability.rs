@@ -153,28 +153,9 @@ async fn quantity(app: &TestApp, invoice: &str, price_id: &str) -> String {
     lines[0]["quantity"].as_str().unwrap().to_owned()
 }
 
-/// Every event record listed by `query`, all pages.
-async fn records(app: &TestApp, query: &str) -> Vec<Value> {
-    let mut all = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/v1/events?{query}&limit=100&cursor={c}"),
-            None => format!("/v1/events?{query}&limit=100"),
-        };
-        let answer = app.get(&path).await;
-        let page = answer.expect(200);
-        all.extend(page["data"].as_array().unwrap().iter().cloned());
-        match page["nextCursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => return all,
-        }
-    }
-}
-
 /// A customer's event records by idempotency key, asserting no key is recorded twice.
 async fn records_by_key(app: &TestApp, customer: &str) -> HashMap<String, Value> {
-    let list = records(app, &format!("customerId={customer}")).await;
+    let list = app.events(&format!("customerId={customer}")).await;
     let mut by_key = HashMap::with_capacity(list.len());
     for r in list {
         let key = r["idempotencyKey"].as_str().unwrap().to_owned();
@@ -392,7 +373,9 @@ async fn ten_thousand_events_with_a_fifth_repeated_keys_sent_concurrently_count_
     let received = pollers.received.load(Ordering::SeqCst);
     drop(pollers);
 
-    let listed = records(&app, &format!("customerId={customer}&status=matched")).await;
+    let listed = app
+        .events(&format!("customerId={customer}&status=matched"))
+        .await;
     assert_eq!(listed.len(), DISTINCT);
     let listed_keys: HashSet<&str> = listed
         .iter()
@@ -401,7 +384,7 @@ async fn ten_thousand_events_with_a_fifth_repeated_keys_sent_concurrently_count_
     assert_eq!(listed_keys.len(), DISTINCT, "a key recorded twice");
     assert!(listed_keys.iter().all(|k| k.starts_with(&run)));
     assert_eq!(
-        records(&app, &format!("customerId={customer}")).await.len(),
+        app.events(&format!("customerId={customer}")).await.len(),
         DISTINCT,
         "no other outcome recorded"
     );

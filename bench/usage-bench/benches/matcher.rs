@@ -52,11 +52,35 @@ fn setup(rt: &tokio::runtime::Runtime, customers: usize) -> Setup {
     })
 }
 
-fn matcher_process(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .expect("runtime");
+        .expect("runtime")
+}
+
+/// A real record: match one event (ids tagged `tag`), then read its record back.
+fn one_record(rt: &tokio::runtime::Runtime, s: &Setup, tag: &str) -> EventRecord {
+    rt.block_on(
+        s.matcher
+            .process(usage_bench::events(&s.catalog, tag, 0, 1, now())),
+    )
+    .expect("process");
+    let record = rt
+        .block_on(
+            s.store
+                .list_events(&EventFilter::default(), &PageRequest::default()),
+        )
+        .expect("list")
+        .items
+        .pop()
+        .expect("one record");
+    assert_eq!(record.status, EventStatus::Matched);
+    record
+}
+
+fn matcher_process(c: &mut Criterion) {
+    let rt = runtime();
     let mut group = c.benchmark_group("matcher_process");
     group.sample_size(30);
     group.measurement_time(Duration::from_secs(8));
@@ -128,27 +152,9 @@ fn aggregate_add(c: &mut Criterion) {
 }
 
 fn record_encode(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let s = setup(&rt, 1);
-    // A real record: match one event, then read its record back.
-    rt.block_on(
-        s.matcher
-            .process(usage_bench::events(&s.catalog, "enc", 0, 1, now())),
-    )
-    .expect("process");
-    let record: EventRecord = rt
-        .block_on(
-            s.store
-                .list_events(&EventFilter::default(), &PageRequest::default()),
-        )
-        .expect("list")
-        .items
-        .pop()
-        .expect("one record");
-    assert_eq!(record.status, EventStatus::Matched);
+    let record = one_record(&rt, &s, "enc");
     let mut group = c.benchmark_group("record_encode");
     group.throughput(Throughput::Elements(1));
     group.bench_function("serde_dynamo", |b| {
@@ -165,25 +171,9 @@ fn record_encode(c: &mut Criterion) {
 /// SHA-1, of a formatted name) the matcher computes per reading, and what the in-memory store's
 /// commit does per record (its share of `matcher_process`, not the matcher's own).
 fn matcher_parts(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let s = setup(&rt, 1);
-    rt.block_on(
-        s.matcher
-            .process(usage_bench::events(&s.catalog, "parts", 0, 1, now())),
-    )
-    .expect("process");
-    let record: EventRecord = rt
-        .block_on(
-            s.store
-                .list_events(&EventFilter::default(), &PageRequest::default()),
-        )
-        .expect("list")
-        .items
-        .pop()
-        .expect("one record");
+    let record = one_record(&rt, &s, "parts");
     let contract = s.catalog.customers[0].1.id.clone();
     let date = now().date_naive();
     let invoice = Invoice::id_for(&contract, date);

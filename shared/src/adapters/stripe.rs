@@ -111,6 +111,15 @@ impl StripeGateway {
         })
     }
 
+    /// A PaymentIntent, its id checked before it goes into the URL path.
+    async fn retrieve_intent(&self, payment_intent: &str) -> Result<stripe_core::PaymentIntent> {
+        check_payment_intent_id(payment_intent)?;
+        RetrievePaymentIntent::new(payment_intent)
+            .send(&self.client)
+            .await
+            .map_err(|e| provider_error(e, Subject::PaymentIntent(payment_intent)))
+    }
+
     /// Attaches, treating "already attached to this customer" as done; returns the attached
     /// method's id (Stripe's test ids such as `pm_card_visa` become a new `pm_…` on attach).
     async fn attach(
@@ -293,11 +302,7 @@ impl PaymentGateway for StripeGateway {
     }
 
     async fn payment_method_of(&self, payment_intent: &str) -> Result<Option<PaymentMethodId>> {
-        check_payment_intent_id(payment_intent)?;
-        let intent = RetrievePaymentIntent::new(payment_intent)
-            .send(&self.client)
-            .await
-            .map_err(|e| provider_error(e, Subject::PaymentIntent(payment_intent)))?;
+        let intent = self.retrieve_intent(payment_intent).await?;
         let Some(method) = intent.payment_method.as_ref().map(|m| m.id().as_str()) else {
             return Ok(None);
         };
@@ -311,11 +316,7 @@ impl PaymentGateway for StripeGateway {
     }
 
     async fn invoice_of_payment(&self, payment_intent: &str) -> Result<Option<InvoiceId>> {
-        check_payment_intent_id(payment_intent)?;
-        let intent = RetrievePaymentIntent::new(payment_intent)
-            .send(&self.client)
-            .await
-            .map_err(|e| provider_error(e, Subject::PaymentIntent(payment_intent)))?;
+        let intent = self.retrieve_intent(payment_intent).await?;
         Ok(invoice_in(&intent.metadata))
     }
 
