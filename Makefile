@@ -1,5 +1,5 @@
 # The two commands of the README. Everything they need is installed by the scripts they call.
-.PHONY: dev test stop example bench bench-usage
+.PHONY: dev test test-stripe stop example bench bench-usage
 
 ## Run the service locally on http://127.0.0.1:3000 (emulators, tables, queues, API).
 dev:
@@ -8,6 +8,11 @@ dev:
 ## Every check and test, as CI runs it.
 test:
 	infra/test.sh
+
+## The payments tests against Stripe's test mode (STRIPE_SECRET_KEY=sk_test_...), or without a
+## key against the fake run as a separate Stripe.
+test-stripe:
+	infra/test-stripe.sh
 
 ## The product guide end to end against a fresh local stack and the fake Stripe.
 example:

@@ -532,7 +532,12 @@ def write_env_file(path: str, variables: dict[str, str]) -> None:
     for name, value in variables.items():
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
             raise BootstrapError(f"{name!r} is not a valid environment variable name")
-        lines.append(f"export {name}='" + value.replace("'", "'\\''") + "'\n")
+        if value == "":
+            # Not configured in the template (an empty parameter such as the Stripe secret): the
+            # caller's environment may supply it, e.g. `STRIPE_SECRET_KEY=sk_test_... make dev`.
+            lines.append(f'export {name}="${{{name}-}}"\n')
+        else:
+            lines.append(f"export {name}='" + value.replace("'", "'\\''") + "'\n")
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     # Written to a temporary file and renamed, so a reader never sees half a file; mode 0600

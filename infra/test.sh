@@ -2,7 +2,9 @@
 # `make test` (and CI): every check and every test, against a fresh in-memory local stack.
 #   1. formatting, clippy (warnings are errors), cfn-lint on template.yaml
 #   2. unit and integration tests (the real handlers against DynamoDB Local, moto and the fake
-#      Stripe), schemathesis fuzzing of the API against functions/api/openapi.json
+#      Stripe; with STRIPE_SECRET_KEY=sk_test_... the payments tests use Stripe's test mode
+#      instead, otherwise infra/test-stripe.sh runs them once more against a stand-in
+#      external Stripe), schemathesis fuzzing of the API against functions/api/openapi.json
 #      (infra/fuzz.sh), and the payment portal in headless Chromium (tests/browser/portal.py)
 #   3. the deployable build: `cargo lambda build --release` for x86_64
 # Set SKIP_LAMBDA_BUILD=1 to skip step 3 while iterating.
@@ -40,6 +42,14 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     cargo test --locked --workspace --no-fail-fast
 fi
+
+if [[ -z "${STRIPE_SECRET_KEY:-}" ]]; then
+    step "payments tests against a Stripe outside the tests (the fake standing in for test mode)"
+    infra/test-stripe.sh
+fi
+# Fuzzing and the browser test always use the fake: they would fill a Stripe account with
+# customers, and the browser test pays on the fake's Checkout page.
+unset STRIPE_SECRET_KEY STRIPE_API_BASE STRIPE_WEBHOOK_SECRET
 
 step "API fuzzing: schemathesis against functions/api/openapi.json"
 # Starts its own dev server on a free port against this stack; FUZZ_MAX_EXAMPLES sets the budget.

@@ -101,6 +101,17 @@ impl TestApp {
     /// `None`), polling it for the matcher when `poll`.
     async fn start(poll: bool, queue: Option<String>) -> Self {
         require_local_stack();
+        // Without payments, whatever the shell says: a Stripe key given for the payments tests
+        // (Stripe's test mode) must not turn every other test's customers into Stripe ones.
+        for name in [
+            "STRIPE_SECRET_KEY",
+            "STRIPE_API_BASE",
+            "STRIPE_WEBHOOK_SECRET",
+        ] {
+            // SAFETY: before the server (and any other thread reading the environment) starts;
+            // nextest gives each test a process of its own.
+            unsafe { std::env::remove_var(name) };
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a loopback port");

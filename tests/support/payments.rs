@@ -1,11 +1,18 @@
-//! Payments test support: a fake Stripe process per test (infra/stripe/launcher.py), and an
-//! app wired to it with a table of its own, so one test's billing run (which closes and charges
-//! every due invoice in its table) never touches another test's invoices.
+//! Payments test support: the Stripe the tests run against, and an app wired to it with a
+//! table of its own, so one test's billing run (which closes and charges every due invoice in
+//! its table) never touches another test's invoices.
+//!
+//! By default each test starts a fake Stripe of its own (infra/stripe/launcher.py). When
+//! `STRIPE_SECRET_KEY` holds a test-mode key (`sk_test_…`) the same tests run against that
+//! Stripe instead: Stripe's own test mode at api.stripe.com, or whatever `STRIPE_API_BASE`
+//! names. Stripe has no API for what a person does on its hosted Checkout page, and cannot
+//! deliver webhooks to this machine's loopback address, so the steps that need the fake's
+//! test-only routes say so on stderr and are left out there (see [`TestStripe::fake_only`]).
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{OnceLock, mpsc};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -15,18 +22,59 @@ use crate::{TestApp, require_local_stack, usage_queue};
 /// The secret key the fake accepts (any `sk_…`).
 pub const STRIPE_KEY: &str = "sk_test_local";
 
-/// One fake Stripe process; killed when dropped.
-pub struct FakeStripe {
-    child: Child,
-    /// Its base URL.
+/// Stripe's API, for a test-mode key without `STRIPE_API_BASE`.
+const STRIPE_API: &str = "https://api.stripe.com";
+
+/// A Stripe outside the tests (key, base URL), read from the environment once, before any test
+/// sets `STRIPE_SECRET_KEY` for its app.
+fn external_stripe() -> &'static Option<(String, String)> {
+    static EXTERNAL: OnceLock<Option<(String, String)>> = OnceLock::new();
+    EXTERNAL.get_or_init(|| {
+        let key = std::env::var("STRIPE_SECRET_KEY")
+            .ok()
+            .filter(|k| !k.is_empty())?;
+        assert!(
+            key.starts_with("sk_test_") || key.starts_with("rk_test_"),
+            "STRIPE_SECRET_KEY is not a test-mode key: the payments tests create customers and \
+             charge cards, so they refuse live keys"
+        );
+        let base = std::env::var("STRIPE_API_BASE")
+            .ok()
+            .filter(|b| !b.is_empty())
+            .unwrap_or_else(|| STRIPE_API.to_owned());
+        Some((key, base.trim_end_matches('/').to_owned()))
+    })
+}
+
+/// The Stripe one test runs against: a fake process of its own (killed when dropped), or the
+/// Stripe named by `STRIPE_SECRET_KEY`.
+pub struct TestStripe {
+    fake: Option<Child>,
+    /// Its API base URL.
     pub base: String,
+    key: String,
     client: reqwest::Client,
 }
 
-impl FakeStripe {
-    /// Starts the launcher on a free loopback port (fails clearly when infra/install.sh has not
-    /// installed it).
+impl TestStripe {
+    /// The fake on a free loopback port (failing clearly when infra/install.sh has not
+    /// installed it), unless `STRIPE_SECRET_KEY` names a Stripe to use.
     pub fn start() -> Self {
+        match external_stripe() {
+            Some((key, base)) => {
+                eprintln!("payments against the Stripe at {base} (STRIPE_SECRET_KEY is set)");
+                Self {
+                    fake: None,
+                    base: base.clone(),
+                    key: key.clone(),
+                    client: reqwest::Client::new(),
+                }
+            }
+            None => Self::start_fake(),
+        }
+    }
+
+    fn start_fake() -> Self {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .parent()
             .expect("the workspace root")
@@ -68,15 +116,44 @@ impl FakeStripe {
             .unwrap_or_else(|| panic!("unexpected first line from the launcher: {first}"))
             .to_owned();
         Self {
-            child,
+            fake: Some(child),
             base: format!("http://127.0.0.1:{port}"),
+            key: STRIPE_KEY.to_owned(),
             client: reqwest::Client::new(),
         }
     }
 
-    /// The adapter, pointed at this fake.
+    /// Whether the step `what` can run here: only the fake has test-only routes (completing a
+    /// hosted Checkout page, pushing webhooks to a loopback URL). Against another Stripe the
+    /// step is named on stderr as left out, and the caller skips it.
+    pub fn fake_only(&self, what: &str) -> bool {
+        if self.fake.is_none() {
+            eprintln!(
+                "LEFT OUT against {}: {what} (needs the fake Stripe)",
+                self.base
+            );
+        }
+        self.fake.is_some()
+    }
+
+    /// The secret key the app and the adapter use with this Stripe.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Where Checkout pages of this Stripe live: the fake serves them itself, Stripe from
+    /// checkout.stripe.com.
+    pub fn checkout_origin(&self) -> String {
+        if self.base == STRIPE_API {
+            "https://checkout.stripe.com/".to_owned()
+        } else {
+            format!("{}/", self.base)
+        }
+    }
+
+    /// The adapter, pointed at this Stripe.
     pub fn gateway(&self) -> billing::adapters::stripe::StripeGateway {
-        billing::adapters::stripe::StripeGateway::new(STRIPE_KEY, Some(&self.base))
+        billing::adapters::stripe::StripeGateway::new(&self.key, Some(&self.base))
             .expect("a gateway")
     }
 
@@ -85,10 +162,10 @@ impl FakeStripe {
         let response = self
             .client
             .request(method, format!("{}{path}", self.base))
-            .bearer_auth(STRIPE_KEY)
+            .bearer_auth(&self.key)
             .send()
             .await
-            .expect("fake Stripe answers");
+            .expect("Stripe answers");
         assert!(
             response.status().is_success(),
             "{path}: {}",
@@ -97,7 +174,7 @@ impl FakeStripe {
         response.json().await.expect("JSON")
     }
 
-    /// A GET of the fake's API.
+    /// A GET of the API.
     pub async fn get(&self, path: &str) -> Value {
         self.api(reqwest::Method::GET, path).await
     }
@@ -113,24 +190,51 @@ impl FakeStripe {
             .map(str::to_owned)
     }
 
-    /// Pays a Checkout Session the way the hosted page would (the fake's test-only route).
+    /// A Stripe customer made directly (as in the Stripe dashboard), for linking.
+    pub async fn create_customer(&self, name: &str) -> String {
+        let created = self.post_form("/v1/customers", &[("name", name)]).await;
+        assert!(created.status().is_success(), "{}", created.status());
+        let body: Value = created.json().await.expect("JSON");
+        body["id"].as_str().expect("an id").to_owned()
+    }
+
+    /// Pays a Checkout Session the way the hosted page would, through the fake's test-only
+    /// route. Call only when [`Self::fake_only`] allowed it.
     pub async fn complete_checkout(&self, session: &str) {
+        assert!(self.fake.is_some(), "only the fake can complete Checkout");
         let response = self
             .post_form(&format!("/_test/checkout/sessions/{session}/complete"), &[])
             .await;
         assert!(response.status().is_success(), "{}", response.status());
     }
 
-    /// A form POST (test-only and config routes).
+    /// Has the fake sign and push its events to `url`. Call only when [`Self::fake_only`]
+    /// allowed it.
+    pub async fn send_webhooks_to(&self, id: &str, url: &str, secret: &str) {
+        assert!(self.fake.is_some(), "only the fake pushes to loopback URLs");
+        let registered = self
+            .post_form(
+                &format!("/_config/webhooks/{id}"),
+                &[("url", url), ("secret", secret)],
+            )
+            .await;
+        assert!(
+            registered.status().is_success(),
+            "register the webhook: {}",
+            registered.status()
+        );
+    }
+
+    /// A form POST to the API.
     pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
         self.client
             .post(format!("{}{path}", self.base))
-            .bearer_auth(STRIPE_KEY)
+            .bearer_auth(&self.key)
             .header("Content-Type", "application/x-www-form-urlencoded")
             .body(serde_urlencoded::to_string(form).expect("form"))
             .send()
             .await
-            .expect("fake Stripe answers")
+            .expect("Stripe answers")
     }
 
     /// Every PaymentIntent of a Stripe customer.
@@ -145,10 +249,12 @@ impl FakeStripe {
     }
 }
 
-impl Drop for FakeStripe {
+impl Drop for TestStripe {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.fake {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -255,11 +361,11 @@ pub const WEBHOOK_SECRET: &str = "whsec_integration_tests";
 
 impl TestApp {
     /// An app with payments: its own table, its own usage queue (matched by the poller),
-    /// Stripe at `stripe`, webhooks from it delivered to this app, SES mail from a verified
+    /// Stripe at `stripe`, webhooks from it delivered to this app (by the fake), SES mail from a verified
     /// sender, and payment links under this app's URL.
     ///
     /// Sets process environment variables: nextest runs every test in its own process.
-    pub async fn spawn_with_payments(stripe: &FakeStripe) -> Self {
+    pub async fn spawn_with_payments(stripe: &TestStripe) -> Self {
         require_local_stack();
         let table = own_table().await;
         let queue = usage_queue(5).await;
@@ -273,7 +379,7 @@ impl TestApp {
         key.iter_mut().for_each(|b| *b = rand_byte());
         let vars = [
             ("TABLE_NAME", table),
-            ("STRIPE_SECRET_KEY", STRIPE_KEY.to_owned()),
+            ("STRIPE_SECRET_KEY", stripe.key().to_owned()),
             ("STRIPE_API_BASE", stripe.base.clone()),
             ("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET.to_owned()),
             (
@@ -288,20 +394,12 @@ impl TestApp {
             // starts; nextest gives each test a process of its own.
             unsafe { std::env::set_var(name, value) };
         }
-        let registered = stripe
-            .post_form(
-                "/_config/webhooks/app",
-                &[
-                    ("url", &format!("{url}/webhooks/stripe")),
-                    ("secret", WEBHOOK_SECRET),
-                ],
-            )
-            .await;
-        assert!(
-            registered.status().is_success(),
-            "register the webhook: {}",
-            registered.status()
-        );
+        // Stripe itself cannot reach a loopback URL; webhook tests there sign their own events.
+        if stripe.fake.is_some() {
+            stripe
+                .send_webhooks_to("app", &format!("{url}/webhooks/stripe"), WEBHOOK_SECRET)
+                .await;
+        }
         Self::start_on(listener, true, Some(queue)).await
     }
 }
