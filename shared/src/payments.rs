@@ -203,6 +203,10 @@ pub trait PaymentGateway: Send + Sync {
     /// Whether a provider customer exists (and is not deleted).
     async fn customer_exists(&self, customer: &ProviderCustomerId) -> Result<bool>;
 
+    /// Deletes a provider customer made for a request that was then refused, so the refused
+    /// request leaves nothing behind. An unknown (or already deleted) customer is fine.
+    async fn delete_customer(&self, customer: &ProviderCustomerId) -> Result<()>;
+
     /// Attaches a payment method to the customer and makes it the default for invoices.
     /// Returns the attached method's id, which differs from the one given for Stripe's test
     /// shortcuts (`pm_card_visa` attaches as a new `pm_…`): that is the one to charge.

@@ -336,40 +336,74 @@ impl Billing {
     /// With a payment provider: a customer without `paymentProviderId` gets a provider
     /// customer (created with an idempotency key derived from our id, so a retried call never
     /// makes two); a given one must exist there; a `paymentMethodId` is attached and made the
-    /// default. The provider is called before our write, so a request refused by our checks
-    /// afterwards (a taken `externalCustomerId`) can leave an unlinked provider customer behind.
+    /// default. The provider is called before our write; when the request is then refused (a
+    /// declined card, a taken `externalCustomerId`), a provider customer made for it is
+    /// deleted again, so a refused request leaves nothing behind.
     pub async fn create_customer(&self, request: CreateCustomer) -> Result<Customer> {
         let mut customer = request.parse(self.clock.now())?;
-        if let Some(gateway) = &self.gateway {
-            let link = match &customer.payment_provider {
-                Some(link) => {
-                    check_provider_customer(gateway.as_ref(), &link.customer_id).await?;
-                    link.customer_id.clone()
-                }
-                None => {
-                    let created = gateway
-                        .create_customer(&NewProviderCustomer {
-                            customer_id: customer.id.clone(),
-                            name: customer.name.as_str().to_owned(),
-                            email: customer.contacts.first().map(|c| c.email.clone()),
-                        })
-                        .await?;
-                    customer.payment_provider = Some(ProviderLink {
-                        provider: PaymentProvider::Stripe,
-                        customer_id: created.clone(),
-                    });
-                    created
-                }
-            };
-            if let Some(method) = &mut customer.payment_method {
-                method.id = gateway
-                    .attach_default_payment_method(&link, &method.id)
-                    .await
-                    .map_err(|e| e.at("paymentMethodId"))?;
+        let Some(gateway) = &self.gateway else {
+            self.customers.insert(&customer).await?;
+            return Ok(customer);
+        };
+        let created = match &customer.payment_provider {
+            Some(link) => {
+                check_provider_customer(gateway.as_ref(), &link.customer_id).await?;
+                None
             }
+            None => {
+                let created = gateway
+                    .create_customer(&NewProviderCustomer {
+                        customer_id: customer.id.clone(),
+                        name: customer.name.as_str().to_owned(),
+                        email: customer.contacts.first().map(|c| c.email.clone()),
+                    })
+                    .await?;
+                customer.payment_provider = Some(ProviderLink {
+                    provider: PaymentProvider::Stripe,
+                    customer_id: created.clone(),
+                });
+                Some(created)
+            }
+        };
+        let outcome = self.link_and_insert(gateway.as_ref(), &mut customer).await;
+        match (outcome, created) {
+            (Ok(()), _) => Ok(customer),
+            (Err(Written::No(error)), Some(created)) => {
+                if let Err(e) = gateway.delete_customer(&created).await {
+                    tracing::warn!(error = %e, customer = %created.as_str(),
+                        "could not delete the Stripe customer of a refused request");
+                }
+                Err(error)
+            }
+            (Err(Written::No(error) | Written::Unknown(error)), _) => Err(error),
         }
-        self.customers.insert(&customer).await?;
-        Ok(customer)
+    }
+
+    /// The rest of a customer create once it has its provider link: attach its payment method,
+    /// then insert. Says whether a failure could have written the customer.
+    async fn link_and_insert(
+        &self,
+        gateway: &dyn PaymentGateway,
+        customer: &mut Customer,
+    ) -> std::result::Result<(), Written> {
+        let link = customer
+            .payment_provider
+            .as_ref()
+            .map(|l| l.customer_id.clone());
+        if let (Some(method), Some(link)) = (&mut customer.payment_method, link) {
+            method.id = gateway
+                .attach_default_payment_method(&link, &method.id)
+                .await
+                .map_err(|e| Written::No(e.at("paymentMethodId")))?;
+        }
+        self.customers.insert(customer).await.map_err(|e| {
+            // A refusal (a taken unique field) wrote nothing; an outage may have written it.
+            if matches!(e.kind, ErrorKind::Conflict | ErrorKind::Unprocessable) {
+                Written::No(e)
+            } else {
+                Written::Unknown(e)
+            }
+        })
     }
 
     /// A SetupIntent for collecting a payment method in the SaaS business's own page (Stripe
@@ -800,6 +834,12 @@ pub fn missing_credentials() -> Error {
         "missing_api_key",
         "send your API key as 'Authorization: Bearer <key>'",
     )
+}
+
+/// How a failed write left the store: untouched, or perhaps written (an outage mid-request).
+enum Written {
+    No(Error),
+    Unknown(Error),
 }
 
 #[cfg(test)]

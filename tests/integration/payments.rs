@@ -752,3 +752,46 @@ async fn setup_intents_save_the_method_and_refunds_mark_invoices_refunded() {
     // The same delivery again is a no-op.
     assert_eq!(deliver(&app, refund).await["duplicate"], true);
 }
+
+#[tokio::test]
+async fn refused_creates_leave_no_stripe_customer_behind() {
+    let stripe = TestStripe::start();
+    let app = TestApp::spawn_with_payments(&stripe).await;
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let email = |who: &str| format!("{who}-{tag}@example.com");
+    let stripe_customers = |address: String| {
+        let stripe = &stripe;
+        async move {
+            stripe
+                .get(&format!("/v1/customers?email={address}&limit=10"))
+                .await["data"]
+                .as_array()
+                .map_or(0, Vec::len)
+        }
+    };
+    let create = |who: &str, extra: Value| {
+        let mut body = json!({"name": who, "contacts": [{"email": email(who)}]});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        app.post("/v1/customers", body)
+    };
+    let external = json!({"externalCustomerId": format!("ext-{tag}")});
+    create("first", external.clone()).await.expect(201);
+    assert_eq!(stripe_customers(email("first")).await, 1);
+    // A taken externalCustomerId is refused after the Stripe customer was made: it is deleted.
+    create("second", external)
+        .await
+        .expect_error(409, "external_customer_id_taken");
+    assert_eq!(stripe_customers(email("second")).await, 0);
+    // A card declined on attach: refused, and its new Stripe customer deleted too.
+    create(
+        "third",
+        json!({"paymentMethodId": "pm_card_visa_chargeDeclined"}),
+    )
+    .await
+    .expect_error(422, "card_declined");
+    assert_eq!(stripe_customers(email("third")).await, 0);
+    let ours = app.get("/v1/customers?limit=100").await.expect(200).clone();
+    assert_eq!(ours["data"].as_array().unwrap().len(), 1, "{ours}");
+}

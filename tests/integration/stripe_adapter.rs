@@ -103,16 +103,13 @@ async fn every_gateway_call_works() {
         .unwrap();
     assert_ne!(other, customer);
 
-    // customer_exists: true, unknown, deleted.
+    // customer_exists: true, unknown, deleted (by delete_customer).
     assert!(gateway.customer_exists(&customer).await.unwrap());
     let unknown = ProviderCustomerId::parse("cus_DoesNotExist1").unwrap();
     assert!(!gateway.customer_exists(&unknown).await.unwrap());
-    stripe
-        .api(
-            reqwest::Method::DELETE,
-            &format!("/v1/customers/{}", other.as_str()),
-        )
-        .await;
+    // delete_customer: gone, and deleting it again is fine.
+    gateway.delete_customer(&other).await.unwrap();
+    gateway.delete_customer(&other).await.unwrap();
     assert!(!gateway.customer_exists(&other).await.unwrap());
 
     // attach_default_payment_method: the attached method becomes the default; attaching it

@@ -21,7 +21,7 @@ use stripe_checkout::checkout_session::{
 };
 use stripe_core::PaymentIntentStatus;
 use stripe_core::customer::{
-    CreateCustomer, RetrieveCustomer, RetrieveCustomerReturned, UpdateCustomer,
+    CreateCustomer, DeleteCustomer, RetrieveCustomer, RetrieveCustomerReturned, UpdateCustomer,
     UpdateCustomerInvoiceSettings,
 };
 use stripe_core::payment_intent::{
@@ -198,6 +198,17 @@ impl PaymentGateway for StripeGateway {
             Ok(RetrieveCustomerReturned::Customer(_)) => Ok(true),
             Ok(RetrieveCustomerReturned::DeletedCustomer(_)) => Ok(false),
             Err(StripeError::Stripe(api, status)) if is_missing(&api, status) => Ok(false),
+            Err(e) => Err(provider_error(e, Subject::Customer(customer.as_str()))),
+        }
+    }
+
+    async fn delete_customer(&self, customer: &ProviderCustomerId) -> Result<()> {
+        match DeleteCustomer::new(customer.as_str())
+            .send(&self.client)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(StripeError::Stripe(api, status)) if is_missing(&api, status) => Ok(()),
             Err(e) => Err(provider_error(e, Subject::Customer(customer.as_str()))),
         }
     }
