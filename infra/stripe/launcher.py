@@ -350,11 +350,23 @@ PaymentIntent._api_cancel = classmethod(_pi_cancel)
 _orig_pi_list = PaymentIntent._api_list_all.__func__
 
 
-def _pi_list(cls, url, customer=None, **kwargs):
-    # localstripe's list takes no filters; Stripe's takes customer (and created, not here).
+_RANGE = {'gt': int.__gt__, 'gte': int.__ge__, 'lt': int.__lt__, 'lte': int.__le__}
+
+
+def _pi_list(cls, url, customer=None, created=None, **kwargs):
+    # localstripe's list takes no filters; Stripe's takes customer and created (a timestamp or
+    # created[gt|gte|lt|lte]).
+    if created is not None and not isinstance(created, dict):
+        created = {'eq': created}
+    try:
+        bounds = [(_RANGE.get(op, int.__eq__), int(v)) for op, v in (created or {}).items()]
+        assert all(op in _RANGE or op == 'eq' for op in (created or {}))
+    except (ValueError, TypeError, AssertionError):
+        raise UserError(400, 'Invalid created filter')
     li = _orig_pi_list(cls, url, **kwargs)
     if customer is not None:
         li._list = [pi for pi in li._list if pi.customer == customer]
+    li._list = [pi for pi in li._list if all(test(pi.created, v) for test, v in bounds)]
     li._list.sort(key=lambda pi: pi.created, reverse=True)
     return li
 
@@ -839,6 +851,11 @@ async def request_middleware(request, handler):
     try:
         if request.method == 'DELETE' and request.path == '/_config/data':
             _idempotency.clear()
+        if request.method == 'DELETE' and request.path == '/_config/idempotency':
+            # Test-only: forget saved answers, as Stripe does with keys older than 24 h.
+            forgotten = len(_idempotency)
+            _idempotency.clear()
+            return web.json_response({'forgotten': forgotten})
         try:
             if key and request.path.startswith('/v1/'):
                 resp = await _idempotent(request, handler, key)

@@ -795,3 +795,78 @@ async fn refused_creates_leave_no_stripe_customer_behind() {
     let ours = app.get("/v1/customers?limit=100").await.expect(200).clone();
     assert_eq!(ours["data"].as_array().unwrap().len(), 1, "{ours}");
 }
+
+#[tokio::test]
+async fn a_charge_whose_answer_was_lost_is_found_not_repeated_after_stripe_forgets_its_key() {
+    let stripe = TestStripe::start();
+    if !stripe.fake_only("forgetting idempotency keys early (Stripe does so after 24 hours)") {
+        return;
+    }
+    let app = TestApp::spawn_with_payments(&stripe).await;
+    let (_, _, pro) = guide_catalog(&app).await;
+    let grace_stripe = stripe.create_customer("Grace").await;
+    let grace = app
+        .post(
+            "/v1/customers",
+            json!({"name": "Grace", "paymentProviderId": grace_stripe,
+            "paymentMethodId": "pm_card_visa", "autoPayPaused": true}),
+        )
+        .await
+        .expect(201)
+        .clone();
+    let (start, end) = previous_month();
+    let contract = app
+        .post(
+            "/v1/contracts",
+            json!({"customerId": grace["id"], "planId": pro["id"], "startDate": start.to_string()}),
+        )
+        .await
+        .expect(201)
+        .clone();
+    // Sent, but not charged while paused.
+    let report = run_billing(&app, end).await;
+    assert_eq!(
+        (report["sent"].as_u64(), report["paused"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let sent = first_invoice(&app, &contract).await;
+    let id = sent["id"].as_str().unwrap();
+    // A run charged attempt 1 and died before recording it (the request a run sends, with
+    // its idempotency key) ...
+    let lost = billing::payments::ChargeRequest {
+        invoice_id: billing::ids::InvoiceId::parse(id).unwrap(),
+        attempt: 1,
+        customer: billing::customer::ProviderCustomerId::parse(&grace_stripe).unwrap(),
+        payment_method: billing::customer::PaymentMethodId::parse(
+            grace["paymentMethodId"].as_str().unwrap(),
+        )
+        .unwrap(),
+        amount_minor: sent["payment"]["amountDueMinorUnits"].as_i64().unwrap(),
+        currency: billing::money::Currency::USD,
+    };
+    use billing::payments::PaymentGateway;
+    stripe.gateway().charge(&lost).await.unwrap();
+    assert_eq!(stripe.payment_intents(&grace_stripe).await.len(), 1);
+    // ... and the next run comes after Stripe has forgotten that key.
+    let forgotten = stripe
+        .api(reqwest::Method::DELETE, "/_config/idempotency")
+        .await;
+    assert!(forgotten["forgotten"].as_u64().unwrap() >= 1, "{forgotten}");
+    app.patch(
+        &format!("/v1/customers/{}", grace["id"].as_str().unwrap()),
+        json!({"autoPayPaused": false}),
+    )
+    .await
+    .expect(200);
+    let report = run_billing(&app, end + chrono::Days::new(1)).await;
+    assert_eq!(report["charged"], 1, "{report}");
+    let charges = stripe.payment_intents(&grace_stripe).await;
+    assert_eq!(
+        charges.len(),
+        1,
+        "the first payment was found, not made again: {charges:?}"
+    );
+    let paid = invoice(&app, id).await;
+    assert_eq!(paid["status"], "PAID");
+    assert_eq!(paid["payment"]["paymentIntent"], charges[0]["id"]);
+}

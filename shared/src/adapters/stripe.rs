@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
 use stripe::{
     ApiErrors, ApiErrorsCode, ApiErrorsType, Client, ClientBuilder, IdempotencyKey,
     RequestStrategy, StripeError, StripeRequest,
@@ -25,10 +26,11 @@ use stripe_core::customer::{
     UpdateCustomerInvoiceSettings,
 };
 use stripe_core::payment_intent::{
-    CreatePaymentIntent, CreatePaymentIntentOffSession, RetrievePaymentIntent,
+    CreatePaymentIntent, CreatePaymentIntentOffSession, ListPaymentIntent, RetrievePaymentIntent,
 };
 use stripe_core::setup_intent::{CreateSetupIntent, CreateSetupIntentUsage};
 use stripe_payment::payment_method::{AttachPaymentMethod, RetrievePaymentMethod};
+use stripe_types::RangeQueryTs;
 use stripe_webhook::{EventObject, Webhook, WebhookError};
 
 use crate::customer::{PaymentMethodId, ProviderCustomerId};
@@ -52,6 +54,10 @@ const META_SAVE: &str = "savePaymentMethod";
 const META_CUSTOMER: &str = "customerId";
 /// Metadata key holding the auto-pay attempt number on a payment.
 const META_ATTEMPT: &str = "attempt";
+
+/// How far back a charge looks for a payment an earlier call made for the same attempt (see
+/// [`StripeGateway::earlier_attempt`]): longer than any retry plan or processing time.
+const ATTEMPT_LOOKBACK_DAYS: i64 = 90;
 
 /// The message async-stripe gives when a non-2xx answer has no readable Stripe error body
 /// (an HTML page from a proxy, a truncated answer): an outage, not a refusal.
@@ -118,6 +124,41 @@ impl StripeGateway {
             .send(&self.client)
             .await
             .map_err(|e| provider_error(e, Subject::PaymentIntent(payment_intent)))
+    }
+
+    /// The PaymentIntent an earlier call made for this invoice and attempt, if any. Stripe keeps
+    /// idempotency keys for 24 hours only, so a call repeated later (a run that died after
+    /// charging, a payment that was still processing) finds the first payment instead of
+    /// making a second one. PaymentIntent lists are read consistently, unlike search.
+    async fn earlier_attempt(
+        &self,
+        request: &ChargeRequest,
+    ) -> Result<Option<stripe_core::PaymentIntent>> {
+        let since = Utc::now() - chrono::Duration::days(ATTEMPT_LOOKBACK_DAYS);
+        let mut intents = ListPaymentIntent::new()
+            .customer(request.customer.as_str())
+            .created(RangeQueryTs::gte(since.timestamp()))
+            .limit(100)
+            .paginate()
+            .stream(&self.client);
+        let attempt = request.attempt.to_string();
+        while let Some(intent) = intents.next().await {
+            let intent = match intent {
+                Ok(intent) => intent,
+                // An unknown customer has no payments; the charge itself names the error.
+                Err(StripeError::Stripe(api, status)) if is_missing(&api, status) => {
+                    return Ok(None);
+                }
+                Err(e) => return Err(provider_error(e, Subject::Nothing)),
+            };
+            let meta = |key: &str| intent.metadata.get(key).map(String::as_str);
+            if meta(META_INVOICE) == Some(request.invoice_id.as_str())
+                && meta(META_ATTEMPT) == Some(attempt.as_str())
+            {
+                return Ok(Some(intent));
+            }
+        }
+        Ok(None)
     }
 
     /// Attaches, treating "already attached to this customer" as done; returns the attached
@@ -333,6 +374,9 @@ impl PaymentGateway for StripeGateway {
 
     async fn charge(&self, request: &ChargeRequest) -> Result<ChargeOutcome> {
         let amount = stripe_amount(request.currency, request.amount_minor)?;
+        if let Some(earlier) = self.earlier_attempt(request).await? {
+            return outcome_of(&earlier);
+        }
         let key = idempotency_key(request.idempotency_key())?;
         let sent = CreatePaymentIntent::new(amount, stripe_currency(request.currency))
             .customer(request.customer.as_str())
@@ -372,15 +416,13 @@ impl PaymentGateway for StripeGateway {
 /// The outcome of a PaymentIntent Stripe created (confirmed, off session) without an error.
 fn outcome_of(intent: &stripe_core::PaymentIntent) -> Result<ChargeOutcome> {
     let id = intent.id.as_str().to_owned();
-    let last = intent.last_payment_error.as_deref();
-    let failed = |code: &str, message: &str| ChargeOutcome::Failed {
-        payment_intent: Some(id.clone()),
-        code: last
-            .and_then(|e| e.code.as_ref())
-            .map_or_else(|| code.to_owned(), |c| c.as_str().to_owned()),
-        message: last
-            .and_then(|e| e.message.clone())
-            .unwrap_or_else(|| message.to_owned()),
+    let failed = |code: &str, message: &str| match intent.last_payment_error.as_deref() {
+        Some(last) => failure(last, Some(id.clone()), code, message),
+        None => ChargeOutcome::Failed {
+            payment_intent: Some(id.clone()),
+            code: code.to_owned(),
+            message: message.to_owned(),
+        },
     };
     match &intent.status {
         PaymentIntentStatus::Succeeded => Ok(ChargeOutcome::Succeeded { payment_intent: id }),
@@ -398,8 +440,9 @@ fn outcome_of(intent: &stripe_core::PaymentIntent) -> Result<ChargeOutcome> {
             "the payment was canceled",
         )),
         // The port has no "pending" outcome. Neither Succeeded (no money yet) nor Failed (a
-        // new attempt could charge twice) is true, so say so; the payment's webhook
-        // (payment_intent.succeeded / payment_failed) settles the invoice.
+        // new attempt could charge twice) is true, so say so. The invoice stays due with the
+        // same attempt: the next run's call finds this payment again (`earlier_attempt`) and
+        // records how it ended; `payment_intent.succeeded` marks it paid sooner.
         PaymentIntentStatus::Processing => Err(Error::new(
             ErrorKind::Internal,
             "payment_processing",
@@ -414,24 +457,34 @@ fn outcome_of(intent: &stripe_core::PaymentIntent) -> Result<ChargeOutcome> {
 
 /// A charge Stripe refused with a card error (HTTP 402): declined, authentication required, ...
 fn refused(api: &ApiErrors) -> ChargeOutcome {
+    let payment_intent = api
+        .payment_intent
+        .as_ref()
+        .map(|pi| pi.id.as_str().to_owned());
+    failure(api, payment_intent, "card_error", "the payment was refused")
+}
+
+/// A refused payment in our terms, read the same way from a 402 answer and from a
+/// PaymentIntent's `last_payment_error`: Stripe's code (else its decline code, else
+/// `code`), and its message with the decline code when that says more.
+fn failure(
+    api: &ApiErrors,
+    payment_intent: Option<String>,
+    code: &str,
+    message: &str,
+) -> ChargeOutcome {
     let code = api
         .code
         .as_ref()
         .map(|c| c.as_str().to_owned())
         .or_else(|| api.decline_code.clone())
-        .unwrap_or_else(|| "card_error".to_owned());
-    let mut message = api
-        .message
-        .clone()
-        .unwrap_or_else(|| "the payment was refused".to_owned());
+        .unwrap_or_else(|| code.to_owned());
+    let mut message = api.message.clone().unwrap_or_else(|| message.to_owned());
     if let Some(decline) = api.decline_code.as_deref().filter(|d| *d != code) {
         message = format!("{message} ({decline})");
     }
     ChargeOutcome::Failed {
-        payment_intent: api
-            .payment_intent
-            .as_ref()
-            .map(|pi| pi.id.as_str().to_owned()),
+        payment_intent,
         code,
         message,
     }
