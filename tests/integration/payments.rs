@@ -33,12 +33,48 @@ async fn invoice(app: &TestApp, id: &str) -> Value {
         .clone()
 }
 
+/// A contract as it is now.
+async fn reread(app: &TestApp, contract: &Value) -> Value {
+    let id = contract["id"].as_str().unwrap();
+    app.get(&format!("/v1/contracts/{id}"))
+        .await
+        .expect(200)
+        .clone()
+}
+
 async fn first_invoice(app: &TestApp, contract: &Value) -> Value {
     app.contract_invoices(contract["id"].as_str().unwrap())
         .await
         .into_iter()
         .next()
         .expect("an invoice")
+}
+
+/// A customer linked to a new Stripe customer (with `fields` such as its payment method) and
+/// subscribed to `plan` since the start of last month: (customer, Stripe id, contract).
+async fn subscribed_last_month(
+    app: &TestApp,
+    stripe: &TestStripe,
+    name: &str,
+    fields: Value,
+    plan: &Value,
+) -> (Value, String, Value) {
+    let stripe_id = stripe.create_customer(name).await;
+    let mut body = json!({"name": name, "paymentProviderId": stripe_id});
+    body.as_object_mut()
+        .unwrap()
+        .extend(fields.as_object().expect("fields").clone());
+    let customer = app.post("/v1/customers", body).await.expect(201).clone();
+    let contract = app
+        .post(
+            "/v1/contracts",
+            json!({"customerId": customer["id"], "planId": plan["id"],
+                "startDate": previous_month().0.to_string()}),
+        )
+        .await
+        .expect(201)
+        .clone();
+    (customer, stripe_id, contract)
 }
 
 async fn wait_for_status(app: &TestApp, id: &str, status: &str) -> Value {
@@ -233,14 +269,7 @@ async fn the_guide_runs_from_stripe_link_to_paid_invoices() {
         let html = reqwest::get(&link).await.unwrap().text().await.unwrap();
         assert!(html.contains(">Paid<"), "{html}");
         assert!(!html.contains("id=\"pay\""));
-        let contract = app
-            .get(&format!(
-                "/v1/contracts/{}",
-                free_contract["id"].as_str().unwrap()
-            ))
-            .await
-            .expect(200)
-            .clone();
+        let contract = reread(&app, &free_contract).await;
         assert_eq!(
             contract["autoPay"], true,
             "opting in turns auto-pay on: {contract}"
@@ -344,26 +373,16 @@ async fn a_declined_card_is_retried_then_auto_pay_turns_off_and_two_runs_charge_
     let stripe = TestStripe::start();
     let app = TestApp::spawn_with_payments(&stripe).await;
     let (_, _, pro) = guide_catalog(&app).await;
-    let carol_stripe = stripe.create_customer("Carol").await;
-    let carol = app
-        .post(
-            "/v1/customers",
-            json!({"name": "Carol", "paymentProviderId": carol_stripe,
-            "paymentMethodId": "pm_card_chargeCustomerFail",
+    let (_, carol_stripe, contract) = subscribed_last_month(
+        &app,
+        &stripe,
+        "Carol",
+        json!({"paymentMethodId": "pm_card_chargeCustomerFail",
             "contacts": [{"email": "carol@example.com"}]}),
-        )
-        .await
-        .expect(201)
-        .clone();
-    let (start, end) = previous_month();
-    let contract = app
-        .post(
-            "/v1/contracts",
-            json!({"customerId": carol["id"], "planId": pro["id"], "startDate": start.to_string()}),
-        )
-        .await
-        .expect(201)
-        .clone();
+        &pro,
+    )
+    .await;
+    let (_, end) = previous_month();
     let id = first_invoice(&app, &contract).await["id"]
         .as_str()
         .unwrap()
@@ -434,14 +453,7 @@ async fn a_declined_card_is_retried_then_auto_pay_turns_off_and_two_runs_charge_
     let last = invoice(&app, &id).await;
     assert_eq!(last["status"], "SENT", "still payable through the link");
     assert!(last["payment"]["nextAttemptOn"].is_null());
-    let contract = app
-        .get(&format!(
-            "/v1/contracts/{}",
-            contract["id"].as_str().unwrap()
-        ))
-        .await
-        .expect(200)
-        .clone();
+    let contract = reread(&app, &contract).await;
     assert_eq!(contract["autoPay"], false);
     assert_eq!(
         stripe.payment_intents(&carol_stripe).await.len(),
@@ -564,29 +576,18 @@ async fn paused_customers_wait_and_charges_below_the_minimum_are_left_for_the_li
             "prices": [{"model": "FLAT", "flatAmount": "0.30", "description": "Tiny plan"}]}),
         )
         .await;
-    let (start, end) = previous_month();
+    let (_, end) = previous_month();
     let mut subscribed = Vec::new();
     for (name, plan, paused) in [("Dave", &pro, true), ("Erin", &tiny, false)] {
-        let stripe_id = stripe.create_customer(name).await;
-        let customer = app
-            .post(
-                "/v1/customers",
-                json!({"name": name, "paymentProviderId": stripe_id,
-                "paymentMethodId": "pm_card_visa", "autoPayPaused": paused}),
-            )
-            .await
-            .expect(201)
-            .clone();
+        let (customer, stripe_id, contract) = subscribed_last_month(
+            &app,
+            &stripe,
+            name,
+            json!({"paymentMethodId": "pm_card_visa", "autoPayPaused": paused}),
+            plan,
+        )
+        .await;
         assert_eq!(customer["autoPayPaused"], paused);
-        let contract = app
-            .post(
-                "/v1/contracts",
-                json!({"customerId": customer["id"], "planId": plan["id"],
-                "startDate": start.to_string()}),
-            )
-            .await
-            .expect(201)
-            .clone();
         let invoice = first_invoice(&app, &contract).await["id"]
             .as_str()
             .unwrap()
@@ -804,25 +805,15 @@ async fn a_charge_whose_answer_was_lost_is_found_not_repeated_after_stripe_forge
     }
     let app = TestApp::spawn_with_payments(&stripe).await;
     let (_, _, pro) = guide_catalog(&app).await;
-    let grace_stripe = stripe.create_customer("Grace").await;
-    let grace = app
-        .post(
-            "/v1/customers",
-            json!({"name": "Grace", "paymentProviderId": grace_stripe,
-            "paymentMethodId": "pm_card_visa", "autoPayPaused": true}),
-        )
-        .await
-        .expect(201)
-        .clone();
-    let (start, end) = previous_month();
-    let contract = app
-        .post(
-            "/v1/contracts",
-            json!({"customerId": grace["id"], "planId": pro["id"], "startDate": start.to_string()}),
-        )
-        .await
-        .expect(201)
-        .clone();
+    let (grace, grace_stripe, contract) = subscribed_last_month(
+        &app,
+        &stripe,
+        "Grace",
+        json!({"paymentMethodId": "pm_card_visa", "autoPayPaused": true}),
+        &pro,
+    )
+    .await;
+    let (_, end) = previous_month();
     // Sent, but not charged while paused.
     let report = run_billing(&app, end).await;
     assert_eq!(
