@@ -374,7 +374,8 @@ pub struct EventRecord {
     /// The event as received (shared with the matcher's pending batch, which keeps it until the
     /// record commits, so building a record does not copy it).
     pub event: std::sync::Arc<UsageEvent>,
-    /// The customer it resolved to, if it exists.
+    /// The customer it resolved to, if it exists. (The DynamoDB adapter does not store it when
+    /// the event named the customer by this id, to keep records under 1 KB.)
     #[serde(default)]
     pub customer_id: Option<CustomerId>,
     /// The overall outcome: billed if any meter billed it, else the first reason (its

@@ -337,6 +337,45 @@ async fn every_event_that_cannot_be_billed_is_recorded_with_its_reason() {
     app.get("/v1/events?status=lost")
         .await
         .expect_error(400, "invalid_status");
+
+    // As the store reads records back: the resolved customer, also where a record leaves it
+    // out (the event named the customer by that id), and none for a customer that does not
+    // exist.
+    use billing::store::{EventFilter, UsageStore};
+    let config = billing::adapters::aws_config().await;
+    let store = billing::adapters::dynamodb::DynamoStore::from_config(&config).unwrap();
+    let resolved = |owner: String| {
+        let store = &store;
+        async move {
+            let filter = EventFilter {
+                customer: Some(owner),
+                status: None,
+            };
+            let page = store
+                .list_events(&filter, &billing::pagination::PageRequest::default())
+                .await
+                .unwrap();
+            assert!(!page.items.is_empty());
+            page.items
+                .into_iter()
+                .map(|r| r.customer_id.map(|c| c.to_string()))
+                .collect::<Vec<_>>()
+        }
+    };
+    let subscribed_ids = resolved(format!("CUSTOMER#{subscribed}")).await;
+    assert!(
+        subscribed_ids
+            .iter()
+            .all(|id| id.as_deref() == Some(subscribed.as_str())),
+        "{subscribed_ids:?}"
+    );
+    for unknown in [
+        format!("EVENTREF#{ghost}"),
+        format!("EVENTREF#ext:{ghost_external}"),
+    ] {
+        let ids = resolved(unknown).await;
+        assert!(ids.iter().all(Option::is_none), "{ids:?}");
+    }
 }
 
 #[tokio::test]

@@ -25,9 +25,18 @@ pub(super) fn aggregate_attribute(line: &str) -> String {
     format!("agg#{line}")
 }
 
+/// An event record as stored. `customerId` is left out when the event named the customer by
+/// that same id (the usual case): it is then the event's own `customer.id`, and the 46 bytes
+/// keep a typical record under 1 KB, where a transactional put costs 2 WCU rather than 4.
+/// [`record_from_item`] puts it back from the owner key.
 fn record_item(record: &EventRecord) -> Result<Item> {
     let key = event_record_key(record);
     let mut item = to_item(record)?;
+    if let (Some(id), CustomerRef::Id(named)) = (&record.customer_id, &record.event.customer)
+        && id.as_str() == named.as_str()
+    {
+        item.remove("customerId");
+    }
     let processed = record
         .processed_at
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
@@ -52,6 +61,24 @@ fn record_item(record: &EventRecord) -> Result<Item> {
     let expires = (record.processed_at + RECORD_RETENTION).timestamp();
     item.insert("expiresAt".into(), AttributeValue::N(expires.to_string()));
     Ok(item)
+}
+
+/// Reads a stored event record, restoring a `customerId` [`record_item`] left out: the owner key
+/// `CUSTOMER#<id>` says the event's customer exists.
+fn record_from_item(item: Item) -> Result<EventRecord> {
+    let owner = item
+        .get("gsi2pk")
+        .and_then(|v| v.as_s().ok())
+        .and_then(|o| o.strip_prefix("CUSTOMER#"))
+        .map(str::to_owned);
+    let mut record: EventRecord = super::from_item(item)?;
+    if record.customer_id.is_none()
+        && let (Some(owner), CustomerRef::Id(named)) = (owner, &record.event.customer)
+        && owner == named.as_str()
+    {
+        record.customer_id = Some(named.clone());
+    }
+    Ok(record)
 }
 
 impl DynamoStore {
@@ -214,7 +241,7 @@ impl UsageStore for DynamoStore {
                 }
                 let filters: Vec<(&str, AttributeValue)> =
                     status.iter().map(|v| ("status", v.clone())).collect();
-                self.query_index(
+                self.query_items(
                     "gsi2",
                     owner,
                     Some("EVENT#"),
@@ -223,6 +250,9 @@ impl UsageStore for DynamoStore {
                     &filters,
                 )
                 .await?
+                .into_iter()
+                .map(record_from_item)
+                .collect::<Result<_>>()?
             }
             (None, Some(_)) => {
                 let status = filter.status.map(|st| st.as_str()).unwrap_or_default();
@@ -232,7 +262,7 @@ impl UsageStore for DynamoStore {
                 {
                     return Err(Cursor::invalid());
                 }
-                self.query_index(
+                self.query_items(
                     "gsi1",
                     &format!("EVENT#{status}"),
                     None,
@@ -241,6 +271,9 @@ impl UsageStore for DynamoStore {
                     &[],
                 )
                 .await?
+                .into_iter()
+                .map(record_from_item)
+                .collect::<Result<_>>()?
             }
             (None, None) => {
                 return Err(Error::invalid(
