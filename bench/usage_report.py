@@ -4,6 +4,7 @@ the JSON documents of `usage-bench writes|e2e|sqs` and criterion's estimates for
 benchmark. Python standard library only."""
 
 import argparse
+import re
 import datetime
 import json
 import os
@@ -72,6 +73,18 @@ def ok(passed):
 
 def f(x, digits=2):
     return f"{x:,.{digits}f}"
+
+
+def release_profile():
+    """The workspace's [profile.release] settings, read from Cargo.toml (not restated here)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "Cargo.toml"), encoding="utf-8") as f:
+        text = f.read()
+    section = re.search(r"^\[profile\.release\]\n(.*?)(?=^\[|\Z)", text, re.S | re.M)
+    if not section:
+        return "Cargo's defaults"
+    pairs = re.findall(r"^([\w-]+)\s*=\s*(.+?)\s*$", section.group(1), re.M)
+    return ", ".join(f"{k} = {v}" for k, v in pairs)
 
 
 def main():
@@ -164,8 +177,8 @@ def main():
     w("")
     w(f"- Date (UTC): {meta['date_utc']}")
     w(f"- Machine: {meta['machine']}, {meta['nproc']} CPUs (nproc), {meta['cpu_model']}")
-    w(f"- Toolchain: {meta['rustc']}; release profile of the workspace (opt-level \"s\", thin LTO, "
-      "1 codegen unit), as deployed")
+    w(f"- Toolchain: {meta['rustc']}; release profile of the workspace ({release_profile()}), "
+      "as deployed")
     w(f"- Commit: {meta['commit']}")
     w(f"- Command: `{meta['command']}`")
     w("- Steps (s): " + ", ".join(f"{n} {s:.0f}" for n, s in timings))
