@@ -46,7 +46,7 @@ from localstripe import resources as ls  # noqa: E402
 from localstripe import webhooks as ls_webhooks  # noqa: E402
 from localstripe.errors import UserError  # noqa: E402
 from localstripe.resources import (  # noqa: E402
-    Charge, Customer, Event, PaymentIntent, PaymentMethod, StripeObject, random_id,
+    Charge, Customer, Event, PaymentIntent, PaymentMethod, Refund, StripeObject, random_id,
     schedule_webhook, store, try_convert_to_bool, try_convert_to_int)
 
 log = logging.getLogger('fake-stripe')
@@ -372,6 +372,24 @@ def _pi_list(cls, url, customer=None, created=None, **kwargs):
 
 
 PaymentIntent._api_list_all = classmethod(_pi_list)
+
+# --------------------------------------------------------------------------------------------
+# Refund: accept `reason` as Stripe does, and emit `charge.refunded` with the refunded charge.
+# --------------------------------------------------------------------------------------------
+
+_REFUND_REASONS = ('duplicate', 'fraudulent', 'requested_by_customer')
+_orig_refund_init = Refund.__init__
+
+
+def _refund_init(self, reason=None, **kwargs):
+    if reason is not None and reason not in _REFUND_REASONS:
+        raise UserError(400, 'Invalid reason: must be one of ' + ', '.join(_REFUND_REASONS))
+    _orig_refund_init(self, **kwargs)
+    self.reason = reason
+    schedule_webhook(Event('charge.refunded', Charge._api_retrieve(self.charge)))
+
+
+Refund.__init__ = _refund_init
 
 # localstripe.server builds its routes from extra_apis when it is imported (below, after the
 # patches), so point those entries at the patched methods.

@@ -67,6 +67,9 @@ pub struct RunReport {
     pub not_collectable: usize,
     /// Due auto-pay invoices not charged because their customer's auto-pay is paused.
     pub paused: usize,
+    /// Auto-pay charges refunded at once because the invoice was paid another way meanwhile
+    /// (on the portal, between this run's read and its charge).
+    pub refunded_unneeded: usize,
     /// Mails sent.
     pub mails_sent: usize,
     /// Invoices whose step failed this time (they stay on the agenda for the next run).
@@ -312,6 +315,9 @@ impl BillingRun {
         now: DateTime<Utc>,
         report: &mut RunReport,
     ) -> Result<()> {
+        // A charge that succeeded but lost its write to another writer: recorded on the next
+        // pass (same attempt, same payment), or refunded if the invoice was paid another way.
+        let mut unrecorded: Option<String> = None;
         for _ in 0..RACE_ATTEMPTS {
             let Some(state) = self.ledger.invoice_state(id).await? else {
                 return Ok(());
@@ -321,6 +327,14 @@ impl BillingRun {
                 && invoice.auto_pay
                 && invoice.payment.next_attempt_on.is_some_and(|d| d <= date);
             if !due {
+                if let (Some(ours), Some(gateway)) = (&unrecorded, &self.gateway)
+                    && invoice.payment.payment_intent.as_ref() != Some(ours)
+                {
+                    tracing::warn!(invoice = %id, payment = %ours,
+                        "paid another way while auto-pay charged; refunding the charge");
+                    gateway.refund_unneeded(ours, id).await?;
+                    report.refunded_unneeded += 1;
+                }
                 return Ok(()); // paid, refunded, retried by another run, or not yet
             }
             let mut next = invoice.clone();
@@ -408,9 +422,15 @@ impl BillingRun {
             }
             match self.ledger.transition(&state, &next, None, &mail).await? {
                 Transition::Done => {}
-                // Another run or the webhook recorded this attempt first: the idempotency key
-                // made both calls one charge, and its write stands.
-                _ => return Ok(()),
+                // Another writer came first: another run with this attempt (the idempotency key
+                // made both calls one payment, and its write stands), the webhook of this
+                // payment, or a payment on the portal. Re-read and see.
+                _ => {
+                    if let ChargeOutcome::Succeeded { payment_intent } = outcome {
+                        unrecorded = Some(payment_intent);
+                    }
+                    continue;
+                }
             }
             match outcome {
                 ChargeOutcome::Succeeded { .. } => report.charged += 1,

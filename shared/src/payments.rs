@@ -216,6 +216,11 @@ pub trait PaymentGateway: Send + Sync {
         payment_method: &PaymentMethodId,
     ) -> Result<PaymentMethodId>;
 
+    /// Refunds in full a payment the invoice did not need: it came when the invoice was already
+    /// paid by another payment (the customer paid on the portal while auto-pay charged), void or
+    /// refunded. Once per payment, however often it is asked (idempotent per payment).
+    async fn refund_unneeded(&self, payment_intent: &str, invoice: &InvoiceId) -> Result<()>;
+
     /// A SetupIntent for off-session use.
     async fn create_setup_intent(&self, customer: &ProviderCustomerId) -> Result<SetupIntent>;
 

@@ -148,7 +148,8 @@ impl Webhooks {
                     _ => None,
                 };
                 if let Some(id) = id {
-                    self.mark_refunded(&id, now).await?;
+                    self.mark_refunded(&id, payment_intent.as_deref(), now)
+                        .await?;
                 }
                 Ok("charge.refunded")
             }
@@ -156,7 +157,10 @@ impl Webhooks {
         }
     }
 
-    /// `SENT` → `PAID` (a no-op when already paid). Returns the invoice's contract.
+    /// `SENT` → `PAID`. Returns the invoice's contract when the payment counts for it (now, or
+    /// before: a redelivery, or the billing run's own charge). A payment the invoice did not
+    /// need (it was paid by another payment, void, refunded or not yet sent: the customer paid
+    /// on the portal while auto-pay charged) is refunded in full, and `None` returned.
     async fn mark_paid(
         &self,
         id: &InvoiceId,
@@ -168,15 +172,20 @@ impl Webhooks {
                 tracing::warn!(invoice = %id, "payment for an unknown invoice");
                 return Ok(None);
             };
-            let contract = self
-                .contracts
-                .get_contract(&state.invoice.contract_id)
-                .await?
-                .map(|v| v.value);
-            if state.invoice.status != InvoiceStatus::Sent {
-                return Ok(contract);
+            let invoice = &state.invoice;
+            let payable = invoice.status == InvoiceStatus::Sent;
+            match payment_intent {
+                Some(pi) if invoice.payment.payment_intent.as_deref() == Some(pi) => {
+                    return self.contract_of(invoice).await;
+                }
+                Some(pi) if !payable => {
+                    self.refund_unneeded(id, pi).await?;
+                    return Ok(None);
+                }
+                None if !payable => return self.contract_of(invoice).await,
+                _ => {}
             }
-            let mut next = state.invoice.clone();
+            let mut next = invoice.clone();
             next.status = InvoiceStatus::Paid;
             next.updated_at = now;
             next.payment.paid_at = Some(now);
@@ -187,18 +196,44 @@ impl Webhooks {
                 kind: MailKind::PaymentReceived,
             }];
             if self.ledger.transition(&state, &next, None, &mail).await? == Transition::Done {
-                return Ok(contract);
+                return self.contract_of(invoice).await;
             }
         }
         Err(Error::conflict("busy_invoice", "the invoice kept changing"))
     }
 
-    async fn mark_refunded(&self, id: &InvoiceId, now: DateTime<Utc>) -> Result<()> {
+    async fn contract_of(&self, invoice: &crate::invoice::Invoice) -> Result<Option<Contract>> {
+        Ok(self
+            .contracts
+            .get_contract(&invoice.contract_id)
+            .await?
+            .map(|v| v.value))
+    }
+
+    async fn refund_unneeded(&self, id: &InvoiceId, payment: &str) -> Result<()> {
+        let gateway = self.gateway.as_ref().ok_or_else(|| {
+            Error::internal("a payment needs refunding but no payment provider is configured")
+        })?;
+        tracing::warn!(invoice = %id, payment, "refunding a payment the invoice did not need");
+        gateway.refund_unneeded(payment, id).await
+    }
+
+    /// `PAID` → `REFUNDED`, when the refunded payment is the one that paid it (not a payment
+    /// the invoice did not need, refunded by [`Self::mark_paid`]).
+    async fn mark_refunded(
+        &self,
+        id: &InvoiceId,
+        payment_intent: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         for _ in 0..RACE_ATTEMPTS {
             let Some(state) = self.ledger.invoice_state(id).await? else {
                 return Ok(());
             };
-            if state.invoice.status != InvoiceStatus::Paid {
+            let paid_by = state.invoice.payment.payment_intent.as_deref();
+            if state.invoice.status != InvoiceStatus::Paid
+                || payment_intent.is_some_and(|pi| paid_by != Some(pi))
+            {
                 return Ok(());
             }
             let mut next = state.invoice.clone();

@@ -5,6 +5,7 @@ mod auth;
 mod catalog;
 mod contracts;
 mod customers;
+mod double_payments;
 mod errors;
 mod local_stack;
 mod payments;

@@ -10,12 +10,12 @@ use serde_json::{Value, json};
 
 use crate::catalog::guide_catalog;
 
-fn previous_month() -> (NaiveDate, NaiveDate) {
+pub(crate) fn previous_month() -> (NaiveDate, NaiveDate) {
     let this = Utc::now().date_naive().with_day(1).unwrap();
     (this - Months::new(1), this)
 }
 
-async fn run_billing(app: &TestApp, date: NaiveDate) -> Value {
+pub(crate) async fn run_billing(app: &TestApp, date: NaiveDate) -> Value {
     app.send(
         reqwest::Method::POST,
         &format!("/_local/run/billing?date={date}"),
@@ -26,7 +26,7 @@ async fn run_billing(app: &TestApp, date: NaiveDate) -> Value {
     .clone()
 }
 
-async fn invoice(app: &TestApp, id: &str) -> Value {
+pub(crate) async fn invoice(app: &TestApp, id: &str) -> Value {
     app.get(&format!("/v1/invoices/{id}"))
         .await
         .expect(200)
@@ -42,7 +42,7 @@ async fn reread(app: &TestApp, contract: &Value) -> Value {
         .clone()
 }
 
-async fn first_invoice(app: &TestApp, contract: &Value) -> Value {
+pub(crate) async fn first_invoice(app: &TestApp, contract: &Value) -> Value {
     app.contract_invoices(contract["id"].as_str().unwrap())
         .await
         .into_iter()
@@ -52,7 +52,7 @@ async fn first_invoice(app: &TestApp, contract: &Value) -> Value {
 
 /// A customer linked to a new Stripe customer (with `fields` such as its payment method) and
 /// subscribed to `plan` since the start of last month: (customer, Stripe id, contract).
-async fn subscribed_last_month(
+pub(crate) async fn subscribed_last_month(
     app: &TestApp,
     stripe: &TestStripe,
     name: &str,
@@ -77,7 +77,7 @@ async fn subscribed_last_month(
     (customer, stripe_id, contract)
 }
 
-async fn wait_for_status(app: &TestApp, id: &str, status: &str) -> Value {
+pub(crate) async fn wait_for_status(app: &TestApp, id: &str, status: &str) -> Value {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let found = invoice(app, id).await;
@@ -357,7 +357,7 @@ async fn webhooks_with_a_bad_stale_or_missing_signature_are_refused_and_repeats_
     assert_eq!(matching[0]["name"], "Dashboard Customer");
 }
 
-fn hmac_hex(secret: &str, message: &str) -> String {
+pub(crate) fn hmac_hex(secret: &str, message: &str) -> String {
     use hmac::{KeyInit, Mac};
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(message.as_bytes());
@@ -633,7 +633,7 @@ async fn paused_customers_wait_and_charges_below_the_minimum_are_left_for_the_li
 }
 
 /// Delivers a Stripe event the way Stripe signs it (for types the fake does not emit).
-async fn deliver(app: &TestApp, event: Value) -> Value {
+pub(crate) async fn deliver(app: &TestApp, event: Value) -> Value {
     let payload = event.to_string();
     let at = Utc::now().timestamp();
     let signature = format!(
@@ -655,7 +655,7 @@ async fn deliver(app: &TestApp, event: Value) -> Value {
     answer.json().await.unwrap()
 }
 
-fn event(kind: &str, object: Value) -> Value {
+pub(crate) fn event(kind: &str, object: Value) -> Value {
     json!({"id": format!("evt_{}", uuid::Uuid::new_v4().simple()), "object": "event",
         "type": kind, "created": Utc::now().timestamp(), "livemode": false,
         "pending_webhooks": 1, "data": {"object": object}})

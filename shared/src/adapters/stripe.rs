@@ -28,6 +28,7 @@ use stripe_core::customer::{
 use stripe_core::payment_intent::{
     CreatePaymentIntent, CreatePaymentIntentOffSession, ListPaymentIntent, RetrievePaymentIntent,
 };
+use stripe_core::refund::{CreateRefund, CreateRefundReason};
 use stripe_core::setup_intent::{CreateSetupIntent, CreateSetupIntentUsage};
 use stripe_payment::payment_method::{AttachPaymentMethod, RetrievePaymentMethod};
 use stripe_types::RangeQueryTs;
@@ -269,6 +270,32 @@ impl PaymentGateway for StripeGateway {
             .await
             .map_err(|e| provider_error(e, Subject::Customer(customer.as_str())))?;
         PaymentMethodId::parse(attached)
+    }
+
+    async fn refund_unneeded(&self, payment_intent: &str, invoice: &InvoiceId) -> Result<()> {
+        check_payment_intent_id(payment_intent)?;
+        let key = idempotency_key(format!("refund-unneeded-{payment_intent}"))?;
+        let refunded = CreateRefund::new()
+            .payment_intent(payment_intent)
+            .reason(CreateRefundReason::Duplicate)
+            .metadata(HashMap::from([(
+                META_INVOICE.to_owned(),
+                invoice.as_str().to_owned(),
+            )]))
+            .customize()
+            .request_strategy(RequestStrategy::Idempotent(key))
+            .send(&self.client)
+            .await;
+        match refunded {
+            Ok(_) => Ok(()),
+            // Refunded before (after Stripe forgot the key): done.
+            Err(StripeError::Stripe(api, _))
+                if matches!(api.code, Some(ApiErrorsCode::ChargeAlreadyRefunded)) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(provider_error(e, Subject::PaymentIntent(payment_intent))),
+        }
     }
 
     async fn create_setup_intent(&self, customer: &ProviderCustomerId) -> Result<SetupIntent> {
