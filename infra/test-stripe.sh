@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# `make test-stripe`: the payments integration tests (tests/integration/payments.rs and
-# stripe_adapter.rs) against a Stripe outside the tests, the way Stripe's own test mode is used:
+# `make test-stripe`: the payments integration tests (tests/integration/payments.rs,
+# double_payments.rs and stripe_adapter.rs) against a Stripe outside the tests, the way Stripe's own test mode is used:
 #
 #   STRIPE_SECRET_KEY=sk_test_... make test-stripe    # Stripe's test mode at api.stripe.com
 #
@@ -51,7 +51,7 @@ OUT="$(mktemp -t test-stripe-XXXXXX.out)"
 cleanup+=("rm -f $OUT")
 status=0
 cargo nextest run --locked -p integration-tests --no-fail-fast --success-output final \
-    -E 'test(/^(payments|stripe_adapter)::/)' >"$OUT" 2>&1 || status=$?
+    -E 'test(/^(payments|double_payments|stripe_adapter)::/)' >"$OUT" 2>&1 || status=$?
 grep -E '^ +(PASS|FAIL|SIGSEGV|SIGABRT|TIMEOUT) |^ +Summary' "$OUT" | awk '!seen[$0]++' >&2 || true
 grep -o 'LEFT OUT.*' "$OUT" | sort | uniq -c >&2 || true
 [[ $status -eq 0 ]] || { echo "---- the run's last lines ----" >&2; tail -n 80 "$OUT" >&2; }
