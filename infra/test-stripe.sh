@@ -50,8 +50,9 @@ esac
 OUT="$(mktemp -t test-stripe-XXXXXX.out)"
 cleanup+=("rm -f $OUT")
 status=0
-cargo nextest run --locked -p integration-tests --no-fail-fast --success-output final \
-    -E 'test(/^(payments|double_payments|stripe_adapter)::/)' >"$OUT" 2>&1 || status=$?
+# --workspace: the same build as `make test`'s own run, so nothing is compiled again.
+cargo nextest run --locked --workspace --no-fail-fast --success-output final \
+    -E 'binary(integration) & test(/^(payments|double_payments|stripe_adapter)::/)' >"$OUT" 2>&1 || status=$?
 grep -E '^ +(PASS|FAIL|SIGSEGV|SIGABRT|TIMEOUT) |^ +Summary' "$OUT" | awk '!seen[$0]++' >&2 || true
 grep -o 'LEFT OUT.*' "$OUT" | sort | uniq -c >&2 || true
 [[ $status -eq 0 ]] || { echo "---- the run's last lines ----" >&2; tail -n 80 "$OUT" >&2; }
