@@ -30,6 +30,7 @@ use crate::payments::{
     ChargeOutcome, ChargeRequest, Mail, Mailer, PaymentGateway, PaymentLinks, RetryScheduler,
     below_minimum_charge,
 };
+use crate::refunds;
 use crate::store::{
     AgendaKind, CatalogStore, ContractStore, CustomerStore, LedgerStore, MailKind, MailTask,
     Transition, UsageStore, update_contract_with,
@@ -330,9 +331,9 @@ impl BillingRun {
                 if let (Some(ours), Some(gateway)) = (&unrecorded, &self.gateway)
                     && invoice.payment.payment_intent.as_ref() != Some(ours)
                 {
-                    tracing::warn!(invoice = %id, payment = %ours,
-                        "paid another way while auto-pay charged; refunding the charge");
-                    gateway.refund_unneeded(ours, id).await?;
+                    // Paid another way while auto-pay charged.
+                    refunds::refund_unneeded(self.ledger.as_ref(), gateway.as_ref(), id, ours, now)
+                        .await?;
                     report.refunded_unneeded += 1;
                 }
                 return Ok(()); // paid, refunded, retried by another run, or not yet
@@ -597,6 +598,13 @@ impl BillingRun {
                         .next_attempt_on
                         .map(|d| d.to_string())
                         .unwrap_or_else(|| "a later day".to_owned()),
+                ),
+            ),
+            MailKind::DuplicateRefunded => (
+                format!("Duplicate payment refunded for invoice {number}"),
+                format!(
+                    "Hello {},\n\ninvoice {number} ({total}) was paid twice. We refunded the payment it did not need in full; the refund reaches your account within a few days.\n",
+                    customer.name.as_str()
                 ),
             ),
             MailKind::AutoPayDisabled => (

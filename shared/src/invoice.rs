@@ -215,6 +215,9 @@ pub struct InvoicePayment {
     /// When it was refunded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refunded_at: Option<DateTime<Utc>>,
+    /// Payments it did not need (it was paid twice), refunded in full.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refunded_duplicates: Vec<String>,
 }
 
 /// An invoice with its money computed.

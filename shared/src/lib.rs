@@ -24,6 +24,7 @@ pub mod period;
 pub mod plan;
 pub mod portal;
 pub mod pricing;
+pub mod refunds;
 pub mod service;
 pub mod store;
 mod text;

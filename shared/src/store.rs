@@ -316,15 +316,18 @@ pub enum MailKind {
     PaymentFailed,
     /// Auto-pay failed for the last time and is now off.
     AutoPayDisabled,
+    /// The invoice was paid twice; the payment it did not need was refunded.
+    DuplicateRefunded,
 }
 
 impl MailKind {
     /// Every kind; the test below fails when one is missing.
-    pub const ALL: [MailKind; 4] = [
+    pub const ALL: [MailKind; 5] = [
         Self::InvoiceSent,
         Self::PaymentReceived,
         Self::PaymentFailed,
         Self::AutoPayDisabled,
+        Self::DuplicateRefunded,
     ];
 
     /// The stored name.
@@ -334,6 +337,7 @@ impl MailKind {
             Self::PaymentReceived => "payment_received",
             Self::PaymentFailed => "payment_failed",
             Self::AutoPayDisabled => "auto_pay_disabled",
+            Self::DuplicateRefunded => "duplicate_refunded",
         }
     }
 
@@ -443,13 +447,14 @@ mod tests {
             MailKind::InvoiceSent
             | MailKind::PaymentReceived
             | MailKind::PaymentFailed
-            | MailKind::AutoPayDisabled => MailKind::ALL.contains(&k),
+            | MailKind::AutoPayDisabled
+            | MailKind::DuplicateRefunded => MailKind::ALL.contains(&k),
         };
         for kind in MailKind::ALL {
             assert!(listed(kind));
             assert_eq!(MailKind::parse(kind.as_str()), Some(kind));
         }
-        assert_eq!(MailKind::ALL.len(), 4);
+        assert_eq!(MailKind::ALL.len(), 5);
         assert_eq!(MailKind::parse("nope"), None);
     }
 }

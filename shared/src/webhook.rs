@@ -179,7 +179,7 @@ impl Webhooks {
                     return self.contract_of(invoice).await;
                 }
                 Some(pi) if !payable => {
-                    self.refund_unneeded(id, pi).await?;
+                    self.refund_unneeded(id, pi, now).await?;
                     return Ok(None);
                 }
                 None if !payable => return self.contract_of(invoice).await,
@@ -210,12 +210,17 @@ impl Webhooks {
             .map(|v| v.value))
     }
 
-    async fn refund_unneeded(&self, id: &InvoiceId, payment: &str) -> Result<()> {
+    async fn refund_unneeded(
+        &self,
+        id: &InvoiceId,
+        payment: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         let gateway = self.gateway.as_ref().ok_or_else(|| {
             Error::internal("a payment needs refunding but no payment provider is configured")
         })?;
-        tracing::warn!(invoice = %id, payment, "refunding a payment the invoice did not need");
-        gateway.refund_unneeded(payment, id).await
+        crate::refunds::refund_unneeded(self.ledger.as_ref(), gateway.as_ref(), id, payment, now)
+            .await
     }
 
     /// `PAID` → `REFUNDED`, when the refunded payment is the one that paid it (not a payment

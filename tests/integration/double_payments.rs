@@ -36,7 +36,8 @@ async fn sent_while_paused(app: &TestApp, stripe: &TestStripe) -> (Value, String
         app,
         stripe,
         "Heidi",
-        json!({"paymentMethodId": "pm_card_visa", "autoPayPaused": true}),
+        json!({"paymentMethodId": "pm_card_visa", "autoPayPaused": true,
+            "contacts": [{"email": "heidi@example.com"}]}),
         &pro,
     )
     .await;
@@ -154,6 +155,7 @@ async fn a_page_payment_after_auto_pay_charged_is_refunded_and_the_invoice_stays
     let after = invoice(&app, id).await;
     assert_eq!(after["status"], "PAID", "{after}");
     assert_eq!(after["payment"]["paymentIntent"], charged.as_str());
+    assert_eq!(after["payment"]["refundedDuplicates"], json!([from_page]));
     assert_eq!(stripe.payment_intents(&customer_stripe).await.len(), 2);
 }
 
@@ -290,6 +292,8 @@ async fn a_page_payment_between_the_runs_read_and_its_charge_makes_the_run_refun
         (0, 1),
         "{report:?}"
     );
+    // The customer is told (the outbox holds the receipt and the refund notice).
+    assert!(report.mails_sent >= 2, "{report:?}");
     // The page's payment paid the invoice; the run's charge is refunded.
     let paid = invoice(&app, id.as_str()).await;
     assert_eq!(paid["status"], "PAID");
@@ -309,6 +313,7 @@ async fn a_page_payment_between_the_runs_read_and_its_charge_makes_the_run_refun
     assert_eq!(refunds.len(), 1, "{refunds:?}");
     assert_eq!(refunds[0]["reason"], "duplicate");
     assert!(refunds_of_now(&stripe, &from_page).await.is_empty());
+    assert_eq!(paid["payment"]["refundedDuplicates"], json!([charged]));
     redeliver_refund_notice(&app, &stripe, &charged).await;
     assert_eq!(invoice(&app, id.as_str()).await["status"], "PAID");
 }
