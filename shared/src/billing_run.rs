@@ -328,10 +328,12 @@ impl BillingRun {
                 && invoice.auto_pay
                 && invoice.payment.next_attempt_on.is_some_and(|d| d <= date);
             if !due {
+                // Paid another way while auto-pay charged. (Still `SENT` but no longer due: the
+                // payment's own webhook records it.)
                 if let (Some(ours), Some(gateway)) = (&unrecorded, &self.gateway)
+                    && invoice.status != InvoiceStatus::Sent
                     && invoice.payment.payment_intent.as_ref() != Some(ours)
                 {
-                    // Paid another way while auto-pay charged.
                     refunds::refund_unneeded(self.ledger.as_ref(), gateway.as_ref(), id, ours, now)
                         .await?;
                     report.refunded_unneeded += 1;
