@@ -384,6 +384,8 @@ impl BillingRun {
                 payment_method: method,
                 amount_minor: amount,
                 currency: invoice.currency,
+                // Set by the close; the creation time is an earlier bound.
+                sent_at: invoice.payment.sent_at.unwrap_or(invoice.created_at),
             };
             let outcome = gateway.charge(&request).await?;
             next.payment.attempts = attempt;

@@ -95,6 +95,9 @@ pub struct ChargeRequest {
     pub amount_minor: i64,
     /// The invoice currency.
     pub currency: Currency,
+    /// When the invoice was sent: no payment for it is older, so a look for an earlier
+    /// payment of this attempt reads only the customer's payments since then.
+    pub sent_at: DateTime<Utc>,
 }
 
 impl ChargeRequest {

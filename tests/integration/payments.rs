@@ -834,6 +834,7 @@ async fn a_charge_whose_answer_was_lost_is_found_not_repeated_after_stripe_forge
         .unwrap(),
         amount_minor: sent["payment"]["amountDueMinorUnits"].as_i64().unwrap(),
         currency: billing::money::Currency::USD,
+        sent_at: sent["payment"]["sentAt"].as_str().unwrap().parse().unwrap(),
     };
     use billing::payments::PaymentGateway;
     stripe.gateway().charge(&lost).await.unwrap();

@@ -58,6 +58,7 @@ fn charge(
         payment_method: PaymentMethodId::parse(method).unwrap(),
         amount_minor: 4500,
         currency: Currency::USD,
+        sent_at: chrono::Utc::now(),
     }
 }
 

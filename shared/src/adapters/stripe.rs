@@ -56,10 +56,6 @@ const META_CUSTOMER: &str = "customerId";
 /// Metadata key holding the auto-pay attempt number on a payment.
 const META_ATTEMPT: &str = "attempt";
 
-/// How far back a charge looks for a payment an earlier call made for the same attempt (see
-/// [`StripeGateway::earlier_attempt`]): longer than any retry plan or processing time.
-const ATTEMPT_LOOKBACK_DAYS: i64 = 90;
-
 /// The message async-stripe gives when a non-2xx answer has no readable Stripe error body
 /// (an HTML page from a proxy, a truncated answer): an outage, not a refusal.
 const UNREADABLE_ERROR_BODY: &str = "error deserializing Stripe error";
@@ -135,7 +131,8 @@ impl StripeGateway {
         &self,
         request: &ChargeRequest,
     ) -> Result<Option<stripe_core::PaymentIntent>> {
-        let since = Utc::now() - chrono::Duration::days(ATTEMPT_LOOKBACK_DAYS);
+        // An hour's margin for the two clocks.
+        let since = request.sent_at - chrono::Duration::hours(1);
         let mut intents = ListPaymentIntent::new()
             .customer(request.customer.as_str())
             .created(RangeQueryTs::gte(since.timestamp()))
