@@ -4,23 +4,14 @@
 //! Both orders: the page's payment arriving after the run's charge (the webhook refunds it),
 //! and arriving between the run's read and its charge (the run refunds its own charge).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use billing::adapters::stripe::StripeGateway;
-use billing::customer::{PaymentMethodId, ProviderCustomerId};
 use billing::ids::InvoiceId;
 use billing::invoice::InvoiceStatus;
-use billing::payments::{
-    ChargeOutcome, ChargeRequest, CheckoutRequest, CheckoutSession, NewProviderCustomer,
-    PaymentGateway, SetupIntent,
-};
 use billing::store::LedgerStore;
 use integration_tests::TestApp;
-use integration_tests::payments::TestStripe;
+use integration_tests::payments::{BeforeCharge, HookedGateway, TestStripe};
 use serde_json::{Value, json};
 
 use crate::catalog::guide_catalog;
@@ -169,72 +160,6 @@ async fn refunds_of_now(stripe: &TestStripe, payment_intent: &str) -> Vec<Value>
         .unwrap_or_default()
 }
 
-/// Something to do once, just before the first charge goes to Stripe.
-type BeforeCharge = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// The Stripe adapter, with a step run before its first charge: the page's payment landing
-/// between the run's read of the invoice and its charge.
-struct PaidMeanwhile {
-    stripe: StripeGateway,
-    before_charge: tokio::sync::Mutex<Option<BeforeCharge>>,
-}
-
-#[async_trait]
-impl PaymentGateway for PaidMeanwhile {
-    async fn create_customer(
-        &self,
-        customer: &NewProviderCustomer,
-    ) -> billing::Result<ProviderCustomerId> {
-        self.stripe.create_customer(customer).await
-    }
-    async fn customer_exists(&self, customer: &ProviderCustomerId) -> billing::Result<bool> {
-        self.stripe.customer_exists(customer).await
-    }
-    async fn delete_customer(&self, customer: &ProviderCustomerId) -> billing::Result<()> {
-        self.stripe.delete_customer(customer).await
-    }
-    async fn attach_default_payment_method(
-        &self,
-        customer: &ProviderCustomerId,
-        payment_method: &PaymentMethodId,
-    ) -> billing::Result<PaymentMethodId> {
-        self.stripe
-            .attach_default_payment_method(customer, payment_method)
-            .await
-    }
-    async fn refund_unneeded(
-        &self,
-        payment_intent: &str,
-        invoice: &InvoiceId,
-    ) -> billing::Result<()> {
-        self.stripe.refund_unneeded(payment_intent, invoice).await
-    }
-    async fn create_setup_intent(
-        &self,
-        customer: &ProviderCustomerId,
-    ) -> billing::Result<SetupIntent> {
-        self.stripe.create_setup_intent(customer).await
-    }
-    async fn create_checkout(&self, request: &CheckoutRequest) -> billing::Result<CheckoutSession> {
-        self.stripe.create_checkout(request).await
-    }
-    async fn payment_method_of(
-        &self,
-        payment_intent: &str,
-    ) -> billing::Result<Option<PaymentMethodId>> {
-        self.stripe.payment_method_of(payment_intent).await
-    }
-    async fn invoice_of_payment(&self, payment_intent: &str) -> billing::Result<Option<InvoiceId>> {
-        self.stripe.invoice_of_payment(payment_intent).await
-    }
-    async fn charge(&self, request: &ChargeRequest) -> billing::Result<ChargeOutcome> {
-        if let Some(step) = self.before_charge.lock().await.take() {
-            step.await;
-        }
-        self.stripe.charge(request).await
-    }
-}
-
 #[tokio::test]
 async fn a_page_payment_between_the_runs_read_and_its_charge_makes_the_run_refund_its_charge() {
     let stripe = TestStripe::start();
@@ -277,10 +202,9 @@ async fn a_page_payment_between_the_runs_read_and_its_charge_makes_the_run_refun
     let run = billing::billing_run_from_env()
         .await
         .unwrap()
-        .with_gateway(Arc::new(PaidMeanwhile {
-            stripe: stripe.gateway(),
-            before_charge: tokio::sync::Mutex::new(Some(page_payment)),
-        }));
+        .with_gateway(Arc::new(
+            HookedGateway::new(stripe.gateway()).before_first_charge(page_payment),
+        ));
     let day = previous_month().1 + chrono::Days::new(1);
     let report = run
         .run_daily(day, day.and_hms_opt(0, 15, 0).unwrap().and_utc())

@@ -862,3 +862,64 @@ async fn a_charge_whose_answer_was_lost_is_found_not_repeated_after_stripe_forge
     assert_eq!(paid["status"], "PAID");
     assert_eq!(paid["payment"]["paymentIntent"], charges[0]["id"]);
 }
+
+#[tokio::test]
+async fn a_payment_still_processing_is_settled_by_the_next_run_without_a_second_charge() {
+    let stripe = TestStripe::start();
+    let app = TestApp::spawn_with_payments(&stripe).await;
+    let (_, _, pro) = guide_catalog(&app).await;
+    let (_, ivan_stripe, contract) = subscribed_last_month(
+        &app,
+        &stripe,
+        "Ivan",
+        json!({"paymentMethodId": "pm_card_visa"}),
+        &pro,
+    )
+    .await;
+    // Stripe takes the payment but answers that it is still processing (as for a bank debit),
+    // which the adapter reports as the error `payment_processing`.
+    let processing: integration_tests::payments::FirstAnswer = Box::new(|answer| {
+        let Ok(billing::payments::ChargeOutcome::Succeeded { payment_intent }) = answer else {
+            panic!("not charged: {answer:?}");
+        };
+        Err(billing::Error::new(
+            billing::ErrorKind::Internal,
+            "payment_processing",
+            format!("payment {payment_intent} is still processing"),
+        ))
+    });
+    let run = billing::billing_run_from_env()
+        .await
+        .unwrap()
+        .with_gateway(std::sync::Arc::new(
+            integration_tests::payments::HookedGateway::new(stripe.gateway())
+                .first_answer(processing),
+        ));
+    let (_, end) = previous_month();
+    let report = run
+        .run_daily(end, end.and_hms_opt(0, 15, 0).unwrap().and_utc())
+        .await
+        .unwrap();
+    assert_eq!((report.sent, report.charged), (1, 0), "{report:?}");
+    assert!(
+        report.errors.len() == 1 && report.errors[0].contains("payment_processing"),
+        "{report:?}"
+    );
+    let id = first_invoice(&app, &contract).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let waiting = invoice(&app, &id).await;
+    assert_eq!(waiting["status"], "SENT");
+    assert_eq!(waiting["payment"]["attempts"], 0, "the attempt stays open");
+    assert_eq!(waiting["payment"]["nextAttemptOn"], end.to_string());
+    // The next run asks again for the same attempt: it finds that payment (settled by now)
+    // and records it, with no second charge.
+    let report = run_billing(&app, end + chrono::Days::new(1)).await;
+    assert_eq!(report["charged"], 1, "{report}");
+    let charges = stripe.payment_intents(&ivan_stripe).await;
+    assert_eq!(charges.len(), 1, "{charges:?}");
+    let paid = invoice(&app, &id).await;
+    assert_eq!(paid["status"], "PAID");
+    assert_eq!(paid["payment"]["paymentIntent"], charges[0]["id"]);
+}

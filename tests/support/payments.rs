@@ -407,3 +407,132 @@ impl TestApp {
 fn rand_byte() -> u8 {
     uuid::Uuid::new_v4().as_bytes()[0]
 }
+
+/// A step a test runs just before the first charge reaches Stripe.
+pub type BeforeCharge = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// What a test makes of the first charge's answer (Stripe charged; the run hears this).
+pub type FirstAnswer = Box<
+    dyn FnOnce(
+            billing::Result<billing::payments::ChargeOutcome>,
+        ) -> billing::Result<billing::payments::ChargeOutcome>
+        + Send,
+>;
+
+/// The Stripe adapter with a test's hooks on the first charge: a step before it (another
+/// payment landing between the run's read and its charge), and a changed answer (a payment
+/// still processing, an answer lost). Every other call goes to Stripe as it is.
+pub struct HookedGateway {
+    stripe: billing::adapters::stripe::StripeGateway,
+    before_first_charge: tokio::sync::Mutex<Option<BeforeCharge>>,
+    first_answer: std::sync::Mutex<Option<FirstAnswer>>,
+}
+
+impl HookedGateway {
+    /// No hooks yet.
+    pub fn new(stripe: billing::adapters::stripe::StripeGateway) -> Self {
+        Self {
+            stripe,
+            before_first_charge: tokio::sync::Mutex::new(None),
+            first_answer: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Runs `step` just before the first charge.
+    pub fn before_first_charge(self, step: BeforeCharge) -> Self {
+        *self.before_first_charge.try_lock().expect("unshared") = Some(step);
+        self
+    }
+
+    /// Replaces the first charge's answer by `answer(the real one)`.
+    pub fn first_answer(self, answer: FirstAnswer) -> Self {
+        *self.first_answer.lock().expect("unpoisoned") = Some(answer);
+        self
+    }
+}
+
+#[async_trait::async_trait]
+impl billing::payments::PaymentGateway for HookedGateway {
+    async fn create_customer(
+        &self,
+        customer: &billing::payments::NewProviderCustomer,
+    ) -> billing::Result<billing::customer::ProviderCustomerId> {
+        self.stripe.create_customer(customer).await
+    }
+
+    async fn customer_exists(
+        &self,
+        customer: &billing::customer::ProviderCustomerId,
+    ) -> billing::Result<bool> {
+        self.stripe.customer_exists(customer).await
+    }
+
+    async fn delete_customer(
+        &self,
+        customer: &billing::customer::ProviderCustomerId,
+    ) -> billing::Result<()> {
+        self.stripe.delete_customer(customer).await
+    }
+
+    async fn attach_default_payment_method(
+        &self,
+        customer: &billing::customer::ProviderCustomerId,
+        payment_method: &billing::customer::PaymentMethodId,
+    ) -> billing::Result<billing::customer::PaymentMethodId> {
+        self.stripe
+            .attach_default_payment_method(customer, payment_method)
+            .await
+    }
+
+    async fn refund_unneeded(
+        &self,
+        payment_intent: &str,
+        invoice: &billing::ids::InvoiceId,
+    ) -> billing::Result<()> {
+        self.stripe.refund_unneeded(payment_intent, invoice).await
+    }
+
+    async fn create_setup_intent(
+        &self,
+        customer: &billing::customer::ProviderCustomerId,
+    ) -> billing::Result<billing::payments::SetupIntent> {
+        self.stripe.create_setup_intent(customer).await
+    }
+
+    async fn create_checkout(
+        &self,
+        request: &billing::payments::CheckoutRequest,
+    ) -> billing::Result<billing::payments::CheckoutSession> {
+        self.stripe.create_checkout(request).await
+    }
+
+    async fn payment_method_of(
+        &self,
+        payment_intent: &str,
+    ) -> billing::Result<Option<billing::customer::PaymentMethodId>> {
+        self.stripe.payment_method_of(payment_intent).await
+    }
+
+    async fn invoice_of_payment(
+        &self,
+        payment_intent: &str,
+    ) -> billing::Result<Option<billing::ids::InvoiceId>> {
+        self.stripe.invoice_of_payment(payment_intent).await
+    }
+
+    async fn charge(
+        &self,
+        request: &billing::payments::ChargeRequest,
+    ) -> billing::Result<billing::payments::ChargeOutcome> {
+        let step = self.before_first_charge.lock().await.take();
+        if let Some(step) = step {
+            step.await;
+        }
+        let answer = self.stripe.charge(request).await;
+        let change = self.first_answer.lock().expect("unpoisoned").take();
+        match change {
+            Some(change) => change(answer),
+            None => answer,
+        }
+    }
+}
