@@ -69,12 +69,7 @@ async fn unpause(app: &TestApp, customer: &Value) {
 async fn refunds_of(stripe: &TestStripe, payment_intent: &str) -> Vec<Value> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let refunds = stripe
-            .get(&format!("/v1/refunds?payment_intent={payment_intent}"))
-            .await["data"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
+        let refunds = refunds_of_now(stripe, payment_intent).await;
         if !refunds.is_empty() || tokio::time::Instant::now() > deadline {
             return refunds;
         }
