@@ -331,8 +331,7 @@ impl BillingRun {
                 // Paid another way while auto-pay charged. (Still `SENT` but no longer due: the
                 // payment's own webhook records it.)
                 if let (Some(ours), Some(gateway)) = (&unrecorded, &self.gateway)
-                    && invoice.status != InvoiceStatus::Sent
-                    && invoice.payment.payment_intent.as_ref() != Some(ours)
+                    && refunds::unneeded(invoice, ours)
                 {
                     refunds::refund_unneeded(self.ledger.as_ref(), gateway.as_ref(), id, ours, now)
                         .await?;

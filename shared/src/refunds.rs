@@ -5,12 +5,18 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ids::InvoiceId;
+use crate::invoice::{Invoice, InvoiceStatus};
 use crate::payments::PaymentGateway;
-use crate::store::{LedgerStore, MailKind, MailTask, Transition};
+use crate::store::{LedgerStore, MailKind, MailTask, transition_invoice_with};
 
-const RACE_ATTEMPTS: usize = 8;
+/// Whether `payment` came for an invoice that no longer takes payments (paid by another
+/// payment, void, refunded) and did not pay it.
+pub fn unneeded(invoice: &Invoice, payment: &str) -> bool {
+    invoice.status != InvoiceStatus::Sent
+        && invoice.payment.payment_intent.as_deref() != Some(payment)
+}
 
 /// Refunds `payment` in full (idempotent per payment), then records it on the invoice with a
 /// mail to the customer, once. A failure before the record leaves the refund to be asked again,
@@ -24,29 +30,23 @@ pub async fn refund_unneeded(
 ) -> Result<()> {
     tracing::warn!(invoice = %id, payment, "refunding a payment the invoice did not need");
     gateway.refund_unneeded(payment, id).await?;
-    for _ in 0..RACE_ATTEMPTS {
-        let Some(state) = ledger.invoice_state(id).await? else {
-            return Ok(());
-        };
-        if state
-            .invoice
+    transition_invoice_with(ledger, id, |invoice| {
+        if invoice
             .payment
             .refunded_duplicates
             .iter()
             .any(|p| p == payment)
         {
-            return Ok(());
+            return None;
         }
-        let mut next = state.invoice.clone();
+        let mut next = invoice.clone();
         next.updated_at = now;
         next.payment.refunded_duplicates.push(payment.to_owned());
-        let mail = [MailTask {
+        let mail = vec![MailTask {
             invoice_id: id.clone(),
             kind: MailKind::DuplicateRefunded,
         }];
-        if ledger.transition(&state, &next, None, &mail).await? == Transition::Done {
-            return Ok(());
-        }
-    }
-    Err(Error::conflict("busy_invoice", "the invoice kept changing"))
+        Some((next, mail))
+    })
+    .await
 }

@@ -186,6 +186,32 @@ pub async fn update_contract_with(
     ))
 }
 
+/// Re-reads and re-applies `change` to an invoice until its transition sticks (another writer
+/// may move its version in between); `change` returns the next invoice with its mail tasks, or
+/// `None` when there is nothing to do. For changes that need no number and no other read.
+pub async fn transition_invoice_with(
+    ledger: &dyn LedgerStore,
+    id: &InvoiceId,
+    change: impl Fn(&Invoice) -> Option<(Invoice, Vec<MailTask>)> + Send + Sync,
+) -> Result<()> {
+    const ATTEMPTS: usize = 8;
+    for _ in 0..ATTEMPTS {
+        let Some(state) = ledger.invoice_state(id).await? else {
+            return Ok(());
+        };
+        let Some((next, mail)) = change(&state.invoice) else {
+            return Ok(());
+        };
+        if ledger.transition(&state, &next, None, &mail).await? == Transition::Done {
+            return Ok(());
+        }
+    }
+    Err(crate::error::Error::conflict(
+        "busy_invoice",
+        format!("invoice {id} kept changing; retry"),
+    ))
+}
+
 /// Which invoices a list shows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InvoiceFilter {

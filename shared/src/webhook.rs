@@ -15,8 +15,10 @@ use crate::error::{Error, Result};
 use crate::ids::{CustomerId, InvoiceId};
 use crate::invoice::InvoiceStatus;
 use crate::payments::{PaymentGateway, ProviderEvent, ProviderEventKind, WebhookVerifier};
+use crate::refunds;
 use crate::store::{
-    ContractStore, CustomerStore, LedgerStore, MailKind, MailTask, Transition, update_contract_with,
+    ContractStore, CustomerStore, LedgerStore, MailKind, MailTask, Transition,
+    transition_invoice_with, update_contract_with,
 };
 
 const RACE_ATTEMPTS: usize = 8;
@@ -173,16 +175,18 @@ impl Webhooks {
                 return Ok(None);
             };
             let invoice = &state.invoice;
-            let payable = invoice.status == InvoiceStatus::Sent;
             match payment_intent {
-                Some(pi) if invoice.payment.payment_intent.as_deref() == Some(pi) => {
-                    return self.contract_of(invoice).await;
-                }
-                Some(pi) if !payable => {
+                Some(pi) if refunds::unneeded(invoice, pi) => {
                     self.refund_unneeded(id, pi, now).await?;
                     return Ok(None);
                 }
-                None if !payable => return self.contract_of(invoice).await,
+                // Recorded before: a redelivery, or the billing run's own charge.
+                Some(pi) if invoice.payment.payment_intent.as_deref() == Some(pi) => {
+                    return self.contract_of(invoice).await;
+                }
+                None if invoice.status != InvoiceStatus::Sent => {
+                    return self.contract_of(invoice).await;
+                }
                 _ => {}
             }
             let mut next = invoice.clone();
@@ -219,8 +223,7 @@ impl Webhooks {
         let gateway = self.gateway.as_ref().ok_or_else(|| {
             Error::internal("a payment needs refunding but no payment provider is configured")
         })?;
-        crate::refunds::refund_unneeded(self.ledger.as_ref(), gateway.as_ref(), id, payment, now)
-            .await
+        refunds::refund_unneeded(self.ledger.as_ref(), gateway.as_ref(), id, payment, now).await
     }
 
     /// `PAID` → `REFUNDED`, when the refunded payment is the one that paid it (not a payment
@@ -231,25 +234,20 @@ impl Webhooks {
         payment_intent: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        for _ in 0..RACE_ATTEMPTS {
-            let Some(state) = self.ledger.invoice_state(id).await? else {
-                return Ok(());
-            };
-            let paid_by = state.invoice.payment.payment_intent.as_deref();
-            if state.invoice.status != InvoiceStatus::Paid
+        transition_invoice_with(self.ledger.as_ref(), id, |invoice| {
+            let paid_by = invoice.payment.payment_intent.as_deref();
+            if invoice.status != InvoiceStatus::Paid
                 || payment_intent.is_some_and(|pi| paid_by != Some(pi))
             {
-                return Ok(());
+                return None;
             }
-            let mut next = state.invoice.clone();
+            let mut next = invoice.clone();
             next.status = InvoiceStatus::Refunded;
             next.updated_at = now;
             next.payment.refunded_at = Some(now);
-            if self.ledger.transition(&state, &next, None, &[]).await? == Transition::Done {
-                return Ok(());
-            }
-        }
-        Err(Error::conflict("busy_invoice", "the invoice kept changing"))
+            Some((next, Vec::new()))
+        })
+        .await
     }
 
     /// The customer opted in on the portal: this contract's invoices are charged to the method.
