@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::catalog::guide_catalog;
 use crate::payments::{
-    deliver, first_invoice, invoice, previous_month, run_billing, subscribed_last_month,
+    deliver, first_invoice, invoice, press_pay, previous_month, run_billing, subscribed_last_month,
 };
 
 /// A customer with a card whose auto-pay is paused, and last month's invoice sent (not
@@ -40,18 +40,7 @@ async fn sent_while_paused(app: &TestApp, stripe: &TestStripe) -> (Value, String
 /// Opens the invoice's payment page and presses Pay: the Checkout Session's id.
 async fn open_checkout(invoice: &Value) -> String {
     let link = invoice["paymentLink"].as_str().expect("a payment link");
-    let pay = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-        .post(link)
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .body("savePaymentMethod=false")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(pay.status(), 303);
-    let checkout = pay.headers()["location"].to_str().unwrap();
+    let checkout = press_pay(link, false).await;
     checkout.rsplit('/').next().unwrap().to_owned()
 }
 

@@ -77,6 +77,23 @@ pub(crate) async fn subscribed_last_month(
     (customer, stripe_id, contract)
 }
 
+/// Presses Pay on a payment page (saving the method or not): the Checkout URL our server
+/// redirects to.
+pub(crate) async fn press_pay(link: &str, save: bool) -> String {
+    let pay = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(link)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(format!("savePaymentMethod={save}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pay.status(), 303);
+    pay.headers()["location"].to_str().unwrap().to_owned()
+}
+
 pub(crate) async fn wait_for_status(app: &TestApp, id: &str, status: &str) -> Value {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
@@ -243,19 +260,7 @@ async fn the_guide_runs_from_stripe_link_to_paid_invoices() {
     assert_eq!(tampered.status(), 404);
 
     // Pay, saving the card: our server redirects to Stripe Checkout.
-    let no_redirect = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let pay = no_redirect
-        .post(&link)
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .body("savePaymentMethod=true")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(pay.status(), 303);
-    let checkout = pay.headers()["location"].to_str().unwrap().to_owned();
+    let checkout = press_pay(&link, true).await;
     assert!(
         checkout.starts_with(&stripe.checkout_origin()),
         "{checkout}"

@@ -45,6 +45,13 @@ fn checkout(
     }
 }
 
+/// Asserts that a call failed with this kind and code.
+#[track_caller]
+fn fails_with<T: std::fmt::Debug>(result: billing::Result<T>, kind: ErrorKind, code: &str) {
+    let error = result.unwrap_err();
+    assert_eq!((error.kind, error.code.as_ref()), (kind, code), "{error}");
+}
+
 fn charge(
     invoice: &InvoiceId,
     attempt: u32,
@@ -135,35 +142,27 @@ async fn every_gateway_call_works() {
         Some(card.as_str())
     );
     let missing = PaymentMethodId::parse("pm_DoesNotExist1").unwrap();
-    let error = gateway
-        .attach_default_payment_method(&customer, &missing)
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (error.kind, error.code.as_ref()),
-        (ErrorKind::Unprocessable, "payment_method_not_found")
+    fails_with(
+        gateway
+            .attach_default_payment_method(&customer, &missing)
+            .await,
+        ErrorKind::Unprocessable,
+        "payment_method_not_found",
     );
-    let error = gateway
-        .attach_default_payment_method(&unknown, &visa)
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (error.kind, error.code.as_ref()),
-        (
-            ErrorKind::Unprocessable,
-            "payment_provider_customer_not_found"
-        )
+    fails_with(
+        gateway.attach_default_payment_method(&unknown, &visa).await,
+        ErrorKind::Unprocessable,
+        "payment_provider_customer_not_found",
     );
-    let error = gateway
-        .attach_default_payment_method(
-            &customer,
-            &PaymentMethodId::parse("pm_card_visa_chargeDeclined").unwrap(),
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (error.kind, error.code.as_ref()),
-        (ErrorKind::Unprocessable, "card_declined")
+    fails_with(
+        gateway
+            .attach_default_payment_method(
+                &customer,
+                &PaymentMethodId::parse("pm_card_visa_chargeDeclined").unwrap(),
+            )
+            .await,
+        ErrorKind::Unprocessable,
+        "card_declined",
     );
 
     // create_setup_intent: a client secret for the browser.
@@ -311,29 +310,24 @@ async fn every_gateway_call_works() {
     assert_eq!(payments_for(&stripe, &customer, &invoice).await.len(), 2);
 
     // Unknown ids are the caller's error, named, not an outage.
-    let error = gateway
-        .charge(&charge(&InvoiceId::generate(), 1, &unknown, &card))
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (error.kind, error.code.as_ref()),
-        (
-            ErrorKind::Unprocessable,
-            "payment_provider_customer_not_found"
-        )
+    fails_with(
+        gateway
+            .charge(&charge(&InvoiceId::generate(), 1, &unknown, &card))
+            .await,
+        ErrorKind::Unprocessable,
+        "payment_provider_customer_not_found",
     );
-    let error = gateway
-        .charge(&charge(
-            &InvoiceId::generate(),
-            1,
-            &customer,
-            "pm_DoesNotExist1",
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (error.kind, error.code.as_ref()),
-        (ErrorKind::Unprocessable, "payment_method_not_found")
+    fails_with(
+        gateway
+            .charge(&charge(
+                &InvoiceId::generate(),
+                1,
+                &customer,
+                "pm_DoesNotExist1",
+            ))
+            .await,
+        ErrorKind::Unprocessable,
+        "payment_method_not_found",
     );
 }
 
@@ -348,10 +342,10 @@ async fn outages_and_bad_keys_are_told_apart() {
     let gateway =
         StripeGateway::new(STRIPE_KEY, Some(&format!("http://127.0.0.1:{port}"))).unwrap();
     let customer = ProviderCustomerId::parse("cus_Any1").unwrap();
-    let error = gateway.customer_exists(&customer).await.unwrap_err();
-    assert_eq!(
-        (error.kind, error.code.as_ref()),
-        (ErrorKind::Unavailable, "payment_provider_unavailable")
+    fails_with(
+        gateway.customer_exists(&customer).await,
+        ErrorKind::Unavailable,
+        "payment_provider_unavailable",
     );
     let invoice = InvoiceId::generate();
     let error = gateway
@@ -362,10 +356,10 @@ async fn outages_and_bad_keys_are_told_apart() {
 
     let stripe = TestStripe::start();
     let gateway = StripeGateway::new("not_a_key", Some(&stripe.base)).unwrap();
-    let error = gateway.customer_exists(&customer).await.unwrap_err();
-    assert_eq!(
-        (error.kind, error.code.as_ref()),
-        (ErrorKind::Internal, "payment_provider_auth_failed")
+    fails_with(
+        gateway.customer_exists(&customer).await,
+        ErrorKind::Internal,
+        "payment_provider_auth_failed",
     );
 }
 
