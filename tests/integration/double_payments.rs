@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use billing::ids::InvoiceId;
 use billing::invoice::InvoiceStatus;
-use billing::store::LedgerStore;
+use billing::ports::LedgerStore;
 use integration_tests::TestApp;
 use integration_tests::payments::{BeforeCharge, HookedGateway, TestStripe};
 use serde_json::{Value, json};
@@ -158,8 +158,7 @@ async fn a_page_payment_between_the_runs_read_and_its_charge_makes_the_run_refun
     // Just before the run charges, the page's payment completes and its webhook marks the
     // invoice paid.
     let (base, key) = (stripe.base.clone(), stripe.key().to_owned());
-    let config = billing::adapters::aws_config().await;
-    let store = billing::adapters::dynamodb::DynamoStore::from_config(&config).unwrap();
+    let store = integration_tests::startup().await.store();
     let paid_id = id.clone();
     let page_payment: BeforeCharge = Box::pin(async move {
         let completed = reqwest::Client::new()
@@ -183,8 +182,9 @@ async fn a_page_payment_between_the_runs_read_and_its_charge_makes_the_run_refun
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
-    let run = billing::billing_run_from_env()
+    let run = integration_tests::startup()
         .await
+        .billing_run()
         .unwrap()
         .with_gateway(Arc::new(
             HookedGateway::new(stripe.gateway()).before_first_charge(page_payment),

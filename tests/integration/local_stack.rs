@@ -8,7 +8,7 @@ use std::time::Duration;
 use aws_sdk_sqs::types::QueueAttributeName;
 
 async fn sqs() -> aws_sdk_sqs::Client {
-    aws_sdk_sqs::Client::new(&billing::adapters::aws_config().await)
+    aws_sdk_sqs::Client::new(&billing_aws::aws_config().await)
 }
 
 #[tokio::test]
@@ -58,7 +58,7 @@ async fn a_malformed_message_is_not_deleted_but_redelivered() {
         .await
         .unwrap();
     let arn = "arn:aws:sqs:us-east-1:123456789012:poller";
-    let matcher = billing::matcher_from_env().await.unwrap();
+    let matcher = integration_tests::startup().await.matcher();
     let received = dev_server::sqs::poll_once(&client, &url, arn, &matcher)
         .await
         .unwrap();

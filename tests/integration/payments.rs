@@ -418,7 +418,7 @@ async fn a_declined_card_is_retried_then_auto_pay_turns_off_and_two_runs_charge_
         .to_owned();
     assert_eq!(next, (end + chrono::Days::new(1)).to_string());
     // A one-time EventBridge Scheduler retry (moto records it) for attempt 2 on that day.
-    let config = billing::adapters::aws_config().await;
+    let config = billing_aws::aws_config().await;
     let schedule = aws_sdk_scheduler::Client::new(&config)
         .get_schedule()
         .name(format!("retry-{id}-2"))
@@ -508,9 +508,7 @@ async fn a_billing_run_killed_at_any_point_and_rerun_closes_and_charges_each_inv
     }
     // The run, cut off after 2, 4, 8, ... ms (a Lambda timeout or crash at an arbitrary await:
     // between reads, between a charge and its write, between a close and its mail), then rerun.
-    let run = billing::billing_run_from_env()
-        .await
-        .expect("the billing run");
+    let run = integration_tests::startup().await.billing_run().unwrap();
     let now = end.and_hms_opt(0, 15, 0).unwrap().and_utc();
     let mut cut = 2;
     let mut cuts = 0;
@@ -829,7 +827,7 @@ async fn a_charge_whose_answer_was_lost_is_found_not_repeated_after_stripe_forge
     let id = sent["id"].as_str().unwrap();
     // A run charged attempt 1 and died before recording it (the request a run sends, with
     // its idempotency key) ...
-    let lost = billing::payments::ChargeRequest {
+    let lost = billing::ports::ChargeRequest {
         invoice_id: billing::ids::InvoiceId::parse(id).unwrap(),
         attempt: 1,
         customer: billing::customer::ProviderCustomerId::parse(&grace_stripe).unwrap(),
@@ -841,7 +839,7 @@ async fn a_charge_whose_answer_was_lost_is_found_not_repeated_after_stripe_forge
         currency: billing::money::Currency::USD,
         sent_at: sent["payment"]["sentAt"].as_str().unwrap().parse().unwrap(),
     };
-    use billing::payments::PaymentGateway;
+    use billing::ports::PaymentGateway;
     stripe.gateway().charge(&lost).await.unwrap();
     assert_eq!(stripe.payment_intents(&grace_stripe).await.len(), 1);
     // ... and the next run comes after Stripe has forgotten that key.
@@ -884,7 +882,7 @@ async fn a_payment_still_processing_is_settled_by_the_next_run_without_a_second_
     // Stripe takes the payment but answers that it is still processing (as for a bank debit),
     // which the adapter reports as the error `payment_processing`.
     let processing: integration_tests::payments::FirstAnswer = Box::new(|answer| {
-        let Ok(billing::payments::ChargeOutcome::Succeeded { payment_intent }) = answer else {
+        let Ok(billing::ports::ChargeOutcome::Succeeded { payment_intent }) = answer else {
             panic!("not charged: {answer:?}");
         };
         Err(billing::Error::new(
@@ -893,8 +891,9 @@ async fn a_payment_still_processing_is_settled_by_the_next_run_without_a_second_
             format!("payment {payment_intent} is still processing"),
         ))
     });
-    let run = billing::billing_run_from_env()
+    let run = integration_tests::startup()
         .await
+        .billing_run()
         .unwrap()
         .with_gateway(std::sync::Arc::new(
             integration_tests::payments::HookedGateway::new(stripe.gateway())

@@ -2,7 +2,7 @@
 //! redelivery, crashes and transient failures around the matcher. Every test asserts exact final
 //! quantities read back through the API, so a double count or a loss makes it fail.
 //!
-//! Tests 2–4 build the matcher themselves (`billing::matcher_from_env`, or `Matcher::new` over a
+//! Tests 2–4 build the matcher themselves (`Startup::matcher`, or `Matcher::new` over a
 //! `UsageStore` wrapper that injects faults) and use their own event names, so other tests'
 //! meters and queue pollers never see their events.
 
@@ -12,13 +12,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use billing::adapters::dynamodb::DynamoStore;
 use billing::ids::InvoiceId;
 use billing::invoice::Invoice;
 use billing::matcher::{BatchReport, MAX_TRANSACTION_ACTIONS, Matcher};
 use billing::pagination::{Page, PageRequest};
-use billing::store::{CommitOutcome, EventFilter, InvoiceUsage, UsageCommit, UsageStore};
+use billing::ports::{CommitOutcome, EventFilter, InvoiceUsage, UsageCommit, UsageStore};
 use billing::usage::{EventInput, EventRecord, UsageEvent};
+use billing_aws::dynamodb::DynamoStore;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use futures::future::join_all;
 use integration_tests::{TestApp, unique, unique_code};
@@ -192,10 +192,9 @@ fn totals(events: &[(String, u64)]) -> BTreeMap<String, (u64, u64)> {
 
 /// The matcher over DynamoDB with its usage writes going through `wrap(store)`.
 async fn matcher_with(wrap: impl FnOnce(Arc<DynamoStore>) -> Arc<dyn UsageStore>) -> Matcher {
-    let config = billing::adapters::aws_config().await;
-    let store = Arc::new(DynamoStore::from_config(&config).expect("TABLE_NAME"));
+    let store = integration_tests::startup().await.store();
     let usage = wrap(store.clone());
-    Matcher::new(store, usage, Arc::new(billing::service::SystemClock))
+    Matcher::new(store, usage, Arc::new(billing::ports::SystemClock))
 }
 
 // --- 1. Concurrent ingestion, repeated keys, competing pollers ----------------------------------
@@ -210,7 +209,7 @@ struct Pollers {
 
 impl Pollers {
     async fn start(queue_url: &str, count: usize) -> Self {
-        let config = billing::adapters::aws_config().await;
+        let config = billing_aws::aws_config().await;
         let client = aws_sdk_sqs::Client::new(&config);
         let arn = client
             .get_queue_attributes()
@@ -226,7 +225,7 @@ impl Pollers {
         let errors = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         for _ in 0..count {
-            let matcher = billing::matcher_from_env().await.unwrap();
+            let matcher = integration_tests::startup().await.matcher();
             let (client, url, arn) = (client.clone(), queue_url.to_owned(), arn.clone());
             let (received, errors) = (received.clone(), errors.clone());
             tasks.push(tokio::spawn(async move {
@@ -262,7 +261,7 @@ impl Drop for Pollers {
 /// `ApproximateNumberOfMessages` and `…NotVisible` of a queue, for failure messages.
 async fn queue_depth(queue_url: &str) -> String {
     use aws_sdk_sqs::types::QueueAttributeName as A;
-    let config = billing::adapters::aws_config().await;
+    let config = billing_aws::aws_config().await;
     let attrs = aws_sdk_sqs::Client::new(&config)
         .get_queue_attributes()
         .queue_url(queue_url)
@@ -407,8 +406,8 @@ async fn the_same_batch_delivered_twice_concurrently_to_two_matchers_counts_once
     let catalog = usage_catalog(&app).await;
     let (alice, alice_invoice) = subscriber(&app, &catalog.plan_id, "Twice A").await;
     let (bob, bob_invoice) = subscriber(&app, &catalog.plan_id, "Twice B").await;
-    let a = billing::matcher_from_env().await.unwrap();
-    let b = billing::matcher_from_env().await.unwrap();
+    let a = integration_tests::startup().await.matcher();
+    let b = integration_tests::startup().await.matcher();
     let at = Utc::now();
     let run = uuid::Uuid::new_v4().simple().to_string();
 
@@ -601,7 +600,7 @@ async fn kill_and_redeliver(
 
     let mut redeliveries = Vec::new();
     for _ in 0..deliveries {
-        let fresh = billing::matcher_from_env().await.unwrap();
+        let fresh = integration_tests::startup().await.matcher();
         let result = fresh.process(events.clone()).await;
         let done = result.is_ok();
         redeliveries.push(result);
@@ -723,7 +722,7 @@ async fn resent_keys_spread_over_a_big_batch_are_skipped_and_the_rest_counted() 
             )
         })
         .collect();
-    let matcher = billing::matcher_from_env().await.unwrap();
+    let matcher = integration_tests::startup().await.matcher();
     matcher
         .process(earlier.clone())
         .await
@@ -745,7 +744,7 @@ async fn resent_keys_spread_over_a_big_batch_are_skipped_and_the_rest_counted() 
     // Up to five deliveries, as the queue's maxReceiveCount allows before the dead-letter queue.
     let mut outcomes = Vec::new();
     for _ in 0..5 {
-        let fresh = billing::matcher_from_env().await.unwrap();
+        let fresh = integration_tests::startup().await.matcher();
         match fresh.process(batch.clone()).await {
             Ok(r) => {
                 outcomes.push(format!(
@@ -867,7 +866,7 @@ async fn injected_conflicts_and_throttling_are_retried_to_exact_totals() {
     let at = Utc::now();
 
     let flaky = Arc::new(Flaky::new(
-        Arc::new(DynamoStore::from_config(&billing::adapters::aws_config().await).unwrap()),
+        integration_tests::startup().await.store(),
         30,
         0x5eed_0004,
     ));
@@ -991,9 +990,7 @@ async fn a_store_refusing_every_commit_fails_the_batch_and_writes_nothing() {
                 })
                 .collect();
             let store = Arc::new(Refusing {
-                inner: Arc::new(
-                    DynamoStore::from_config(&billing::adapters::aws_config().await).unwrap(),
-                ),
+                inner: integration_tests::startup().await.store(),
                 moved,
                 commits: AtomicUsize::new(0),
             });
@@ -1025,9 +1022,9 @@ async fn a_store_refusing_every_commit_fails_the_batch_and_writes_nothing() {
         assert!(records_by_key(&app, &customer).await.is_empty());
 
         // The redelivery to a healthy matcher counts the batch once.
-        let report = billing::matcher_from_env()
+        let report = integration_tests::startup()
             .await
-            .unwrap()
+            .matcher()
             .process(events)
             .await
             .expect("healthy matcher");

@@ -8,14 +8,14 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use billing::ErrorKind;
-use billing::adapters::stripe::{StripeGateway, StripeWebhookVerifier};
 use billing::customer::{Email, PaymentMethodId, ProviderCustomerId};
 use billing::ids::{CustomerId, InvoiceId};
 use billing::money::Currency;
-use billing::payments::{
+use billing::ports::{
     ChargeOutcome, ChargeRequest, CheckoutRequest, NewProviderCustomer, PaymentGateway,
     ProviderEventKind, WebhookVerifier,
 };
+use billing_stripe::{StripeGateway, StripeWebhookVerifier};
 use integration_tests::payments::{STRIPE_KEY, TestStripe};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -341,10 +341,10 @@ async fn every_event_that_cannot_be_billed_is_recorded_with_its_reason() {
     // As the store reads records back: the resolved customer, also where a record leaves it
     // out (the event named the customer by that id), and none for a customer that does not
     // exist.
-    use billing::store::{EventFilter, UsageStore};
-    let config = billing::adapters::aws_config().await;
-    let store = billing::adapters::dynamodb::DynamoStore::from_config(&config).unwrap();
-    let resolved = |owner: String| {
+    use billing::ports::{EventFilter, EventOwner, UsageStore};
+    use billing::usage::CustomerRef;
+    let store = integration_tests::startup().await.store();
+    let resolved = |owner: EventOwner| {
         let store = &store;
         async move {
             let filter = EventFilter {
@@ -362,7 +362,10 @@ async fn every_event_that_cannot_be_billed_is_recorded_with_its_reason() {
                 .collect::<Vec<_>>()
         }
     };
-    let subscribed_ids = resolved(format!("CUSTOMER#{subscribed}")).await;
+    let subscribed_ids = resolved(EventOwner::Customer(
+        billing::ids::CustomerId::parse(&subscribed).unwrap(),
+    ))
+    .await;
     assert!(
         subscribed_ids
             .iter()
@@ -370,9 +373,12 @@ async fn every_event_that_cannot_be_billed_is_recorded_with_its_reason() {
         "{subscribed_ids:?}"
     );
     for unknown in [
-        format!("EVENTREF#{ghost}"),
-        format!("EVENTREF#ext:{ghost_external}"),
+        CustomerRef::Id(billing::ids::CustomerId::parse(ghost).unwrap()),
+        CustomerRef::External(
+            billing::customer::ExternalCustomerId::parse(&ghost_external).unwrap(),
+        ),
     ] {
+        let unknown = EventOwner::Unknown(unknown);
         let ids = resolved(unknown).await;
         assert!(ids.iter().all(Option::is_none), "{ids:?}");
     }
@@ -459,7 +465,7 @@ async fn an_archived_meter_stops_matching_new_events() {
     )
     .unwrap();
     let event = input.parse(Utc::now()).unwrap();
-    let matcher = Arc::new(billing::matcher_from_env().await.unwrap());
+    let matcher = Arc::new(integration_tests::startup().await.matcher());
     let report = matcher.process(vec![event]).await.unwrap();
     assert_eq!(report.by_status.get("unmatched"), Some(&1), "{report:?}");
 }

@@ -86,6 +86,15 @@ fn require_local_stack() {
     }
 }
 
+/// The functions' wiring from the local stack's environment, exactly as their Lambda mains
+/// build it.
+pub async fn startup() -> billing_startup::Startup {
+    require_local_stack();
+    billing_startup::Startup::from_env()
+        .await
+        .expect("the local stack's environment")
+}
+
 /// A unique suffix, so tests sharing one table never collide.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
@@ -317,7 +326,7 @@ impl TestApp {
 /// Marks one invoice SENT directly in the table, so late-usage tests get a closed period without
 /// running the billing run, which would close every due invoice of the shared table.
 pub async fn close_invoice(invoice_id: &str) {
-    let config = billing::adapters::aws_config().await;
+    let config = billing_aws::aws_config().await;
     let client = aws_sdk_dynamodb::Client::new(&config);
     let table = std::env::var("TABLE_NAME").expect("TABLE_NAME");
     client
@@ -345,7 +354,7 @@ pub async fn close_invoice(invoice_id: &str) {
 /// Creates a usage queue for one test, its messages coming back `visibility_timeout` seconds
 /// after a poller received them without deleting them.
 pub async fn usage_queue(visibility_timeout: u32) -> String {
-    let config = billing::adapters::aws_config().await;
+    let config = billing_aws::aws_config().await;
     aws_sdk_sqs::Client::new(&config)
         .create_queue()
         .queue_name(format!("usage-{}", uuid::Uuid::new_v4().simple()))

@@ -152,9 +152,8 @@ impl TestStripe {
     }
 
     /// The adapter, pointed at this Stripe.
-    pub fn gateway(&self) -> billing::adapters::stripe::StripeGateway {
-        billing::adapters::stripe::StripeGateway::new(&self.key, Some(&self.base))
-            .expect("a gateway")
+    pub fn gateway(&self) -> billing_stripe::StripeGateway {
+        billing_stripe::StripeGateway::new(&self.key, Some(&self.base)).expect("a gateway")
     }
 
     /// A raw API call that must succeed, to look behind the adapter.
@@ -264,7 +263,7 @@ async fn own_table() -> String {
     use aws_sdk_dynamodb::types::{
         BillingMode, GlobalSecondaryIndex, Projection, TimeToLiveSpecification,
     };
-    let config = billing::adapters::aws_config().await;
+    let config = billing_aws::aws_config().await;
     let client = aws_sdk_dynamodb::Client::new(&config);
     let template = std::env::var("TABLE_NAME").expect("TABLE_NAME");
     let described = client
@@ -414,8 +413,8 @@ pub type BeforeCharge = std::pin::Pin<Box<dyn std::future::Future<Output = ()> +
 /// What a test makes of the first charge's answer (Stripe charged; the run hears this).
 pub type FirstAnswer = Box<
     dyn FnOnce(
-            billing::Result<billing::payments::ChargeOutcome>,
-        ) -> billing::Result<billing::payments::ChargeOutcome>
+            billing::Result<billing::ports::ChargeOutcome>,
+        ) -> billing::Result<billing::ports::ChargeOutcome>
         + Send,
 >;
 
@@ -423,14 +422,14 @@ pub type FirstAnswer = Box<
 /// payment landing between the run's read and its charge), and a changed answer (a payment
 /// still processing, an answer lost). Every other call goes to Stripe as it is.
 pub struct HookedGateway {
-    stripe: billing::adapters::stripe::StripeGateway,
+    stripe: billing_stripe::StripeGateway,
     before_first_charge: tokio::sync::Mutex<Option<BeforeCharge>>,
     first_answer: std::sync::Mutex<Option<FirstAnswer>>,
 }
 
 impl HookedGateway {
     /// No hooks yet.
-    pub fn new(stripe: billing::adapters::stripe::StripeGateway) -> Self {
+    pub fn new(stripe: billing_stripe::StripeGateway) -> Self {
         Self {
             stripe,
             before_first_charge: tokio::sync::Mutex::new(None),
@@ -452,10 +451,10 @@ impl HookedGateway {
 }
 
 #[async_trait::async_trait]
-impl billing::payments::PaymentGateway for HookedGateway {
+impl billing::ports::PaymentGateway for HookedGateway {
     async fn create_customer(
         &self,
-        customer: &billing::payments::NewProviderCustomer,
+        customer: &billing::ports::NewProviderCustomer,
     ) -> billing::Result<billing::customer::ProviderCustomerId> {
         self.stripe.create_customer(customer).await
     }
@@ -495,14 +494,14 @@ impl billing::payments::PaymentGateway for HookedGateway {
     async fn create_setup_intent(
         &self,
         customer: &billing::customer::ProviderCustomerId,
-    ) -> billing::Result<billing::payments::SetupIntent> {
+    ) -> billing::Result<billing::ports::SetupIntent> {
         self.stripe.create_setup_intent(customer).await
     }
 
     async fn create_checkout(
         &self,
-        request: &billing::payments::CheckoutRequest,
-    ) -> billing::Result<billing::payments::CheckoutSession> {
+        request: &billing::ports::CheckoutRequest,
+    ) -> billing::Result<billing::ports::CheckoutSession> {
         self.stripe.create_checkout(request).await
     }
 
@@ -522,8 +521,8 @@ impl billing::payments::PaymentGateway for HookedGateway {
 
     async fn charge(
         &self,
-        request: &billing::payments::ChargeRequest,
-    ) -> billing::Result<billing::payments::ChargeOutcome> {
+        request: &billing::ports::ChargeRequest,
+    ) -> billing::Result<billing::ports::ChargeOutcome> {
         let step = self.before_first_charge.lock().await.take();
         if let Some(step) = step {
             step.await;

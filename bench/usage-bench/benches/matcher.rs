@@ -16,29 +16,30 @@ use std::time::{Duration, Instant};
 use billing::aggregation::{Aggregate, Aggregation, UsageValue};
 use billing::ids::{InvoiceId, LineId};
 use billing::invoice::Invoice;
-use billing::matcher::{Matcher, event_record_key};
+use billing::matcher::Matcher;
 use billing::pagination::PageRequest;
-use billing::store::{EventFilter, UsageStore};
+use billing::ports::{EventFilter, UsageStore};
+use billing::testing::{ManualClock, MemoryStore};
 use billing::usage::{EventRecord, EventStatus};
 use chrono::{DateTime, Utc};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rust_decimal::Decimal;
-use usage_bench::{Catalog, FixedClock, MemStore, billing_over, contract_start, create_catalog};
+use usage_bench::{Catalog, billing_over, contract_start, create_catalog};
 
 fn now() -> DateTime<Utc> {
     "2026-03-15T12:00:00Z".parse().expect("valid time")
 }
 
 struct Setup {
-    store: Arc<MemStore>,
+    store: Arc<MemoryStore>,
     matcher: Matcher,
     catalog: Catalog,
 }
 
 fn setup(rt: &tokio::runtime::Runtime, customers: usize) -> Setup {
     rt.block_on(async {
-        let store = Arc::new(MemStore::default());
-        let clock = Arc::new(FixedClock(now()));
+        let store = Arc::new(MemoryStore::new());
+        let clock = Arc::new(ManualClock::at(now()));
         let billing = billing_over(store.clone(), clock.clone());
         let catalog = create_catalog(&billing, "api_request", customers, contract_start(now()), 1)
             .await
@@ -188,7 +189,7 @@ fn matcher_parts(c: &mut Criterion) {
     });
     group.bench_function("memstore_record_key_and_clone", |b| {
         b.iter(|| {
-            let key = event_record_key(black_box(&record));
+            let key = black_box(&record).key();
             black_box((key, record.clone()))
         })
     });

@@ -20,16 +20,16 @@ use aws_sdk_dynamodb::types::{
     AttributeValue, Put, ReturnConsumedCapacity, Select, TransactWriteItem,
 };
 use billing::Billing;
-use billing::adapters::dynamodb::DynamoStore;
-use billing::adapters::sqs::SqsEventQueue;
 use billing::aggregation::Aggregation;
 use billing::ids::{CustomerId, InvoiceId};
 use billing::invoice::Invoice;
 use billing::matcher::{BatchReport, Matcher};
 use billing::pagination::{Page, PageRequest};
-use billing::service::{Clock, SystemClock};
-use billing::store::{CommitOutcome, EventFilter, InvoiceUsage, UsageCommit, UsageStore};
+use billing::ports::{Clock, SystemClock};
+use billing::ports::{CommitOutcome, EventFilter, InvoiceUsage, UsageCommit, UsageStore};
 use billing::usage::{EventRecord, UsageEvent};
+use billing_aws::dynamodb::DynamoStore;
+use billing_startup::Startup;
 use serde_json::{Value, json};
 use usage_bench::{Catalog, contract_start, create_catalog, item_size, wcu};
 
@@ -41,21 +41,20 @@ fn fail(message: impl Into<String>) -> BoxError {
 }
 
 struct Env {
+    startup: Startup,
     store: Arc<DynamoStore>,
     client: aws_sdk_dynamodb::Client,
-    config: aws_config::SdkConfig,
     table: String,
 }
 
 impl Env {
     async fn load() -> Result<Self, BoxError> {
-        let config = billing::adapters::aws_config().await;
-        let table = std::env::var("TABLE_NAME").map_err(|_| fail("TABLE_NAME is not set"))?;
+        let startup = Startup::from_env().await?;
         Ok(Self {
-            store: Arc::new(DynamoStore::from_config(&config)?),
-            client: aws_sdk_dynamodb::Client::new(&config),
-            config,
-            table,
+            store: startup.store(),
+            client: aws_sdk_dynamodb::Client::new(startup.aws()),
+            table: startup.config().table_name.clone(),
+            startup,
         })
     }
 
@@ -752,7 +751,13 @@ async fn raw_transactions(
 // --- 4. SQS requests per event ---------------------------------------------------------------------
 
 async fn sqs(env: &Env) -> Result<Value, BoxError> {
-    let queue = Arc::new(SqsEventQueue::from_config(&env.config)?);
+    let url = env
+        .startup
+        .config()
+        .usage_queue_url
+        .clone()
+        .ok_or_else(|| fail("USAGE_QUEUE_URL is not set"))?;
+    let queue = Arc::new(env.startup.queue(&url));
     let billing =
         Billing::new(env.store.clone(), Arc::new(SystemClock), None).with_queue(queue.clone());
     let customer = CustomerId::generate();
@@ -804,7 +809,7 @@ async fn sqs(env: &Env) -> Result<Value, BoxError> {
     }
     // Leave the queue empty for whatever runs next.
     let url = std::env::var("USAGE_QUEUE_URL")?;
-    aws_sdk_sqs::Client::new(&env.config)
+    aws_sdk_sqs::Client::new(env.startup.aws())
         .purge_queue()
         .queue_url(url)
         .send()

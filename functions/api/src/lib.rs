@@ -1,18 +1,14 @@
 //! The REST API as an axum router, served by lambda_http in Lambda and by the local dev server
 //! (infra/dev-server) through the same API Gateway event conversion.
 
-pub mod error;
-pub mod extract;
 pub mod routes;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 use billing::Billing;
-
-/// The largest request body any route accepts (1 MiB): far above any valid customer, and below
-/// Lambda's 6 MB payload limit so an oversize body gets our 413 rather than a gateway error.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+use billing::portal::PAY_ROUTE;
+use billing_http::MAX_BODY_BYTES;
 
 /// The largest body of `POST /v1/events/batch`: 10,000 events of about 500 bytes, under
 /// Lambda's 6 MB payload limit.
@@ -55,7 +51,7 @@ pub fn app(billing: Billing) -> Router {
             post(routes::customers::setup_intent),
         )
         .route(
-            "/pay/{token}",
+            PAY_ROUTE,
             get(routes::portal::page).post(routes::portal::pay),
         )
         .route(
@@ -69,8 +65,9 @@ pub fn app(billing: Billing) -> Router {
         .route("/v1/api-keys", post(routes::api_keys::create))
         .route("/v1/api-keys/{id}", delete(routes::api_keys::revoke))
         .route("/v1/openapi.json", get(routes::openapi::get))
-        .fallback(error::route_not_found)
-        .method_not_allowed_fallback(error::method_not_allowed)
+        .route_layer(axum::middleware::from_fn(billing_http::trace::request_span))
+        .fallback(billing_http::route_not_found)
+        .method_not_allowed_fallback(billing_http::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(billing)
 }

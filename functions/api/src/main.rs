@@ -3,6 +3,6 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     lambda_http::tracing::init_default_subscriber();
-    let billing = billing::billing_from_env().await?;
+    let billing = billing_startup::Startup::from_env().await?.billing()?;
     lambda_http::run(api::app(billing)).await
 }

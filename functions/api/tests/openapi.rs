@@ -164,12 +164,19 @@ fn router_routes(source: &str) -> BTreeSet<Route> {
             i += 1;
             continue;
         }
-        let Some(Token::Str(path)) = tokens.get(i + 3) else {
-            panic!(
-                "a .route(…) in src/lib.rs does not start with a string literal path: {:?}",
+        // A literal path, or one of the constants the domain spells its paths with.
+        let path = match tokens.get(i + 3) {
+            Some(Token::Str(path)) => path.clone(),
+            Some(Token::Ident(name)) if name == "PAY_ROUTE" => {
+                billing::portal::PAY_ROUTE.to_owned()
+            }
+            _ => panic!(
+                "a .route(…) in src/lib.rs does not start with a string literal path or a known \
+                 constant: {:?}",
                 &tokens[i..(i + 6).min(tokens.len())]
-            );
+            ),
         };
+        let path = &path;
         assert_eq!(
             tokens.get(i + 4),
             Some(&Token::Punct(',')),

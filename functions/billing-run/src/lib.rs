@@ -33,6 +33,7 @@ pub enum ScheduledRun {
 /// Runs the pass the event asks for. An `Err` is a failed invocation, which the scheduler's
 /// retry policy retries (safe: the run is idempotent); per-invoice failures are in the report
 /// and those invoices stay on the agenda.
+#[tracing::instrument(skip_all, fields(request_id = %event.context.request_id))]
 pub async fn handle(
     run: &BillingRun,
     event: LambdaEvent<ScheduledRun>,

@@ -1,7 +1,9 @@
 //! Receives Stripe webhooks at `POST /webhooks/stripe`: the raw body and the
-//! `Stripe-Signature` header go to `billing::webhook::Webhooks`, which verifies before anything
-//! else. 400 for a bad, stale or missing signature; 200 for handled, duplicate and ignored
-//! events; 5xx (so Stripe retries) when handling failed.
+//! `Stripe-Signature` header go to `billing::provider_webhooks::Webhooks`, which verifies
+//! before anything else. 400 for a bad, stale or missing signature; 200 for handled, duplicate
+//! and ignored events; 5xx (so Stripe retries) when handling failed.
+
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -9,18 +11,26 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use billing::webhook::{Delivery, Webhooks};
+use billing::ports::Clock;
+use billing::provider_webhooks::{Delivery, Webhooks};
 use billing::{Error, ErrorKind};
+use billing_http::ApiError;
 
-use api::error::ApiError;
+/// The receiver and the clock its signature check reads.
+#[derive(Clone)]
+struct Receiver {
+    webhooks: Webhooks,
+    clock: Arc<dyn Clock>,
+}
 
-/// The webhook route, with the API's JSON fallbacks for anything else.
-pub fn app(webhooks: Webhooks) -> Router {
+/// The webhook route, with the edge's JSON fallbacks for anything else.
+pub fn app(webhooks: Webhooks, clock: Arc<dyn Clock>) -> Router {
     Router::new()
         .route("/webhooks/stripe", post(receive))
-        .fallback(api::error::route_not_found)
-        .method_not_allowed_fallback(api::error::method_not_allowed)
-        .with_state(webhooks)
+        .route_layer(axum::middleware::from_fn(billing_http::trace::request_span))
+        .fallback(billing_http::route_not_found)
+        .method_not_allowed_fallback(billing_http::method_not_allowed)
+        .with_state(Receiver { webhooks, clock })
 }
 
 /// The route when the receiver cannot be built (no `STRIPE_WEBHOOK_SECRET`): every delivery
@@ -38,11 +48,11 @@ pub fn unconfigured(reason: String) -> Router {
     };
     Router::new()
         .route("/webhooks/stripe", post(refuse))
-        .fallback(api::error::route_not_found)
-        .method_not_allowed_fallback(api::error::method_not_allowed)
+        .fallback(billing_http::route_not_found)
+        .method_not_allowed_fallback(billing_http::method_not_allowed)
 }
 
-async fn receive(State(webhooks): State<Webhooks>, headers: HeaderMap, body: Bytes) -> Response {
+async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Bytes) -> Response {
     let Ok(payload) = std::str::from_utf8(&body) else {
         return ApiError(Error::invalid("invalid_payload", "the body is not UTF-8"))
             .into_response();
@@ -50,10 +60,8 @@ async fn receive(State(webhooks): State<Webhooks>, headers: HeaderMap, body: Byt
     let signature = headers
         .get("stripe-signature")
         .and_then(|v| v.to_str().ok());
-    match webhooks
-        .receive(payload, signature, chrono::Utc::now())
-        .await
-    {
+    let now = receiver.clock.now();
+    match receiver.webhooks.receive(payload, signature, now).await {
         Ok(Delivery::Handled { kind }) => {
             axum::Json(serde_json::json!({ "received": true, "handled": kind })).into_response()
         }

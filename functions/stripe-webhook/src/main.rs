@@ -3,8 +3,9 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     lambda_http::tracing::init_default_subscriber();
-    let app = match billing::webhooks_from_env().await {
-        Ok(webhooks) => stripe_webhook::app(webhooks),
+    let startup = billing_startup::Startup::from_env().await?;
+    let app = match startup.webhooks() {
+        Ok(webhooks) => stripe_webhook::app(webhooks, startup.clock()),
         Err(e) => {
             tracing::error!(error = %e, "Stripe webhooks are off");
             stripe_webhook::unconfigured(e.message)

@@ -11,6 +11,11 @@ use billing::usage::QueuedEvents;
 use lambda_runtime::{Error, LambdaEvent};
 
 /// Handles one SQS batch.
+#[tracing::instrument(skip_all, fields(
+    request_id = %event.context.request_id,
+    messages = event.payload.records.len(),
+    batch_size = tracing::field::Empty,
+))]
 pub async fn handle(
     matcher: &Matcher,
     event: LambdaEvent<SqsEvent>,
@@ -44,6 +49,7 @@ pub async fn handle(
         }
     }
     let count = events.len();
+    tracing::Span::current().record("batch_size", count);
     match matcher.process(events).await {
         Ok(report) => tracing::info!(
             events = count,

@@ -14,6 +14,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
 use billing::api_key::Scopes;
+use billing_startup::Startup;
 use lambda_http::{Context, LambdaEvent};
 use serde::Deserialize;
 use serde_json::json;
@@ -65,25 +66,23 @@ pub async fn start(
     listener: tokio::net::TcpListener,
     options: Options,
 ) -> Result<Running, billing::Error> {
-    let mut billing = billing::billing_from_env().await?;
-    let config = billing::adapters::aws_config().await;
+    let startup = Startup::from_env().await?;
+    let mut billing = startup.billing()?;
     if let Some(url) = &options.usage_queue_url {
-        billing = billing.with_queue(std::sync::Arc::new(
-            billing::adapters::sqs::SqsEventQueue::new(&config, url),
-        ));
+        billing = billing.with_queue(std::sync::Arc::new(startup.queue(url)));
     }
     if let Some(secret) = &options.seed_api_key {
         billing.seed_api_key(secret, Scopes::all()).await?;
     }
     let api = api::app(billing);
-    let webhook = match billing::webhooks_from_env().await {
-        Ok(webhooks) => stripe_webhook::app(webhooks),
+    let webhook = match startup.webhooks() {
+        Ok(webhooks) => stripe_webhook::app(webhooks, startup.clock()),
         Err(e) => {
             tracing::warn!(error = %e, "Stripe webhooks are off");
             stripe_webhook::unconfigured(e.message)
         }
     };
-    let run = std::sync::Arc::new(billing::billing_run_from_env().await?);
+    let run = std::sync::Arc::new(startup.billing_run()?);
     let app = Router::new()
         .route(
             "/_local/run/billing",
@@ -112,14 +111,15 @@ pub async fn start(
         }
     })];
     if options.poll_usage_queue {
-        let queue_url = match options.usage_queue_url.clone() {
-            Some(url) => url,
-            None => std::env::var("USAGE_QUEUE_URL").map_err(|_| {
-                billing::Error::internal("USAGE_QUEUE_URL is not set; see template.yaml")
-            })?,
-        };
-        let client = aws_sdk_sqs::Client::new(&config);
-        let matcher = billing::matcher_from_env().await?;
+        let queue_url = options
+            .usage_queue_url
+            .clone()
+            .or_else(|| startup.config().usage_queue_url.clone())
+            .ok_or_else(|| {
+                billing::Error::internal("USAGE_QUEUE_URL: is not set (see template.yaml)")
+            })?;
+        let client = aws_sdk_sqs::Client::new(startup.aws());
+        let matcher = startup.matcher();
         tasks.push(tokio::spawn(sqs::poll(client, queue_url, matcher)));
     }
     Ok(Running { addr, tasks })

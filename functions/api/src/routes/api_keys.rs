@@ -7,8 +7,8 @@ use billing::Billing;
 use billing::api_key::{ApiKey, CreateApiKey, Scope};
 use serde::Serialize;
 
-use crate::error::ApiError;
-use crate::extract::{Caller, JsonBody, PathId};
+use billing_http::error::ApiError;
+use billing_http::extract::{Caller, JsonBody, PathId};
 
 /// A key as shown after creation, with its secret this one time.
 #[derive(Serialize)]

@@ -10,8 +10,8 @@ use billing::pagination::PageRequest;
 use serde::Deserialize;
 
 use super::List;
-use crate::error::ApiError;
-use crate::extract::{Caller, JsonBody, PathId, QueryParams};
+use billing_http::error::ApiError;
+use billing_http::extract::{Caller, JsonBody, PathId, QueryParams};
 
 /// `POST /v1/contracts` → 201; its invoices exist from this moment.
 pub async fn create(

@@ -11,8 +11,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::List;
-use crate::error::ApiError;
-use crate::extract::{Caller, JsonBody, PathId, QueryParams};
+use billing_http::error::ApiError;
+use billing_http::extract::{Caller, JsonBody, PathId, QueryParams};
 
 /// A customer as the API shows it: the request's flat field names, `null` for unset fields.
 #[derive(Serialize)]

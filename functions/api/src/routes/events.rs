@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::List;
-use crate::error::ApiError;
-use crate::extract::{Caller, JsonBody, QueryParams, decode_json};
+use billing_http::error::ApiError;
+use billing_http::extract::{Caller, JsonBody, QueryParams, decode_json};
 
 /// The answer to one accepted event.
 #[derive(Serialize)]

@@ -14,8 +14,8 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::List;
-use crate::error::ApiError;
-use crate::extract::{Caller, PathId, QueryParams};
+use billing_http::error::ApiError;
+use billing_http::extract::{Caller, PathId, QueryParams};
 
 /// A period as two RFC 3339 instants, `[start, end)` at 00:00 UTC.
 #[derive(Serialize)]

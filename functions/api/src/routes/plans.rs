@@ -9,8 +9,8 @@ use billing::pagination::PageRequest;
 use billing::plan::{CreatePlan, Plan};
 
 use super::{List, ListQuery};
-use crate::error::ApiError;
-use crate::extract::{Caller, JsonBody, PathId, QueryParams};
+use billing_http::error::ApiError;
+use billing_http::extract::{Caller, JsonBody, PathId, QueryParams};
 
 /// `POST /v1/plans` → 201.
 pub async fn create(

@@ -1,0 +1,243 @@
+//! Invoices after usage: conditional transitions (close, paid, attempts, refunded), the gapless
+//! invoice number counter, the billing run's agenda and the mail outbox.
+//!
+//! - **Agenda**: sparse `gsi4` keys on the invoice item itself ([`agenda_keys`]): an open invoice
+//!   sits under `AGENDA#CLOSE` by its closing date, a sent auto-pay invoice under
+//!   `AGENDA#COLLECT` by its next attempt date; any other invoice has no `gsi4` keys, so it
+//!   leaves the index in the same write that changes its status.
+//! - **Numbers**: `COUNTER / INVOICE_NUMBER` holds the last number; a close moves it from
+//!   `n - 1` to `n` in the transaction that writes the invoice, so a number is never skipped or
+//!   given twice.
+//! - **Outbox**: `OUTBOX / <invoice>#<kind>` items, written with the change they report.
+//! - **Provider events**: `PROVIDER_EVENT#<id>` items (expiring after 30 days) make each
+//!   webhook delivery count once.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
+use chrono::{DateTime, NaiveDate, Utc};
+
+use super::invoices::{decode_invoice, invoice_item};
+use super::{DynamoStore, Item, key_item, keys, n, number_attr, s, string_attr};
+use billing::concurrency::Write;
+use billing::error::{Error, Result};
+use billing::ids::InvoiceId;
+use billing::invoice::{Invoice, InvoiceStatus};
+use billing::pagination::{Cursor, Page, PageRequest};
+use billing::ports::{AgendaKind, InvoiceState, LedgerStore, MailKind, MailTask};
+
+/// How long a provider event id is remembered (Stripe retries for 3 days).
+const PROVIDER_EVENT_RETENTION: chrono::Duration = chrono::Duration::days(30);
+
+/// The agenda an invoice is on, if any, with its sort key (`<date>#<id>`).
+pub(super) fn agenda_keys(invoice: &Invoice) -> Option<(&'static str, String)> {
+    if invoice.status.is_open() {
+        return Some((
+            keys::agenda(AgendaKind::Close),
+            format!("{}#{}", invoice.closes_on, invoice.id),
+        ));
+    }
+    match (invoice.status, invoice.payment.next_attempt_on) {
+        (InvoiceStatus::Sent, Some(date)) if invoice.auto_pay => Some((
+            keys::agenda(AgendaKind::Collect),
+            format!("{date}#{}", invoice.id),
+        )),
+        _ => None,
+    }
+}
+
+impl DynamoStore {
+    fn update(&self, update: Update) -> TransactWriteItem {
+        TransactWriteItem::builder().update(update).build()
+    }
+}
+
+#[async_trait]
+impl LedgerStore for DynamoStore {
+    async fn invoice_state(&self, id: &InvoiceId) -> Result<Option<InvoiceState>> {
+        self.get_item(&keys::invoice(id))
+            .await?
+            .map(decode_invoice)
+            .transpose()
+    }
+
+    async fn agenda(
+        &self,
+        kind: AgendaKind,
+        up_to: NaiveDate,
+        page: &PageRequest,
+    ) -> Result<Page<InvoiceId>> {
+        let after = page.after.as_ref().map(|c| c.sort_key().to_owned());
+        let items = self
+            .query_items(
+                keys::GSI4,
+                keys::agenda(kind),
+                None,
+                after.as_deref(),
+                page.limit,
+                &[],
+            )
+            .await?;
+        // Sort keys start with the date, so the due ones come first; stop at the first later.
+        let bound = format!("{up_to}#\u{10FFFF}");
+        let mut due: Vec<(String, InvoiceId)> = Vec::new();
+        let mut beyond = false;
+        for item in items {
+            let sort = string_attr(&item, "gsi4sk").unwrap_or_default();
+            if sort > bound {
+                beyond = true;
+                break;
+            }
+            let id = string_attr(&item, "id")
+                .ok_or_else(|| Error::internal("agenda item without id"))?;
+            due.push((sort, InvoiceId::parse(&id)?));
+        }
+        let has_more = !beyond && due.len() > page.limit;
+        due.truncate(page.limit);
+        let next = has_more
+            .then(|| due.last().map(|(sort, _)| Cursor::after(sort.clone())))
+            .flatten();
+        Ok(Page {
+            items: due.into_iter().map(|(_, id)| id).collect(),
+            next,
+        })
+    }
+
+    async fn last_invoice_number(&self) -> Result<u64> {
+        Ok(self
+            .get_item(&keys::invoice_counter())
+            .await?
+            .and_then(|item| number_attr(&item, "last"))
+            .unwrap_or(0))
+    }
+
+    async fn transition(
+        &self,
+        previous: &InvoiceState,
+        next: &Invoice,
+        number: Option<u64>,
+        mail: &[MailTask],
+    ) -> Result<Write> {
+        let mut item = invoice_item(next)?;
+        item.insert("version".into(), n(previous.version + 1));
+        let mut values: Item =
+            HashMap::from([(":status".to_owned(), s(previous.invoice.status.as_str()))]);
+        let version_check = if previous.version == 0 {
+            "attribute_not_exists(#version)"
+        } else {
+            values.insert(":version".into(), n(previous.version));
+            "#version = :version"
+        };
+        let put = aws_sdk_dynamodb::types::Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(format!("{version_check} AND #status = :status"))
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_names("#status", "status")
+            .set_expression_attribute_values(Some(values))
+            .build()
+            .map_err(|e| Error::internal(e.to_string()))?;
+        let mut items = vec![TransactWriteItem::builder().put(put).build()];
+        if let Some(number) = number {
+            let counter = keys::invoice_counter();
+            let mut update = Update::builder()
+                .table_name(&self.table)
+                .key("pk", s(&counter.pk))
+                .key("sk", s(&counter.sk))
+                .update_expression("SET #last = :number")
+                .expression_attribute_names("#last", "last")
+                .expression_attribute_values(":number", n(number));
+            update = if number <= 1 {
+                update.condition_expression("attribute_not_exists(#last)")
+            } else {
+                update
+                    .condition_expression("#last = :previous")
+                    .expression_attribute_values(":previous", n(number - 1))
+            };
+            items.push(self.update(update.build().map_err(|e| Error::internal(e.to_string()))?));
+        }
+        for task in mail {
+            items.push(self.put(
+                key_item(
+                    &keys::outbox(task),
+                    [
+                        ("invoiceId", s(task.invoice_id.as_str())),
+                        ("kind", s(task.kind.as_str())),
+                    ],
+                ),
+                None,
+            ));
+        }
+        match self.transact(items).await? {
+            Ok(()) => Ok(Write::Done),
+            Err(reasons) => {
+                let failed = |i: usize| {
+                    reasons.get(i).and_then(|r| r.code()) == Some("ConditionalCheckFailed")
+                };
+                // The invoice moved, or another close took this number first.
+                if failed(0) || (number.is_some() && failed(1)) {
+                    Ok(Write::Conflict)
+                } else {
+                    Err(Error::internal(format!(
+                        "invoice transition cancelled: {reasons:?}"
+                    )))
+                }
+            }
+        }
+    }
+
+    async fn pending_mail(&self, limit: usize) -> Result<Vec<MailTask>> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(keys::OUTBOX))
+            .consistent_read(true)
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(super::sdk_error)?;
+        out.items()
+            .iter()
+            .map(|item| {
+                let id = string_attr(item, "invoiceId")
+                    .ok_or_else(|| Error::internal("outbox item without invoiceId"))?;
+                let kind = string_attr(item, "kind")
+                    .and_then(|k| MailKind::parse(&k))
+                    .ok_or_else(|| Error::internal("outbox item without a known kind"))?;
+                Ok(MailTask {
+                    invoice_id: InvoiceId::parse(&id)?,
+                    kind,
+                })
+            })
+            .collect()
+    }
+
+    async fn mail_sent(&self, task: &MailTask) -> Result<()> {
+        self.delete_item(&keys::outbox(task)).await
+    }
+
+    async fn claim_provider_event(&self, id: &str, at: DateTime<Utc>) -> Result<bool> {
+        let expires = (at + PROVIDER_EVENT_RETENTION).timestamp();
+        self.put_item(
+            key_item(
+                &keys::provider_event(id),
+                [
+                    (
+                        "receivedAt",
+                        s(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+                    ),
+                    ("expiresAt", n(u64::try_from(expires).unwrap_or(0))),
+                ],
+            ),
+            Some("attribute_not_exists(pk)"),
+        )
+        .await
+    }
+
+    async fn release_provider_event(&self, id: &str) -> Result<()> {
+        self.delete_item(&keys::provider_event(id)).await
+    }
+}

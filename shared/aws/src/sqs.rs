@@ -1,0 +1,117 @@
+//! The usage queue: packed event messages sent with `SendMessageBatch` (up to 10 messages and
+//! 256 KiB a request), retrying entries SQS reports as failed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+
+use billing::ports::EventQueue;
+
+/// SQS's limit on one `SendMessageBatch` request (all bodies together).
+const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// SQS's limit on entries per `SendMessageBatch`.
+const MAX_BATCH_ENTRIES: usize = 10;
+/// Attempts per message before it is reported as not enqueued.
+const ATTEMPTS: u32 = 4;
+
+/// Sends to one queue. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct SqsEventQueue {
+    client: Client,
+    url: String,
+    requests: Arc<AtomicU64>,
+}
+
+impl SqsEventQueue {
+    /// The queue at `url`.
+    pub fn new(config: &aws_config::SdkConfig, url: impl Into<String>) -> Self {
+        Self {
+            client: Client::new(config),
+            url: url.into(),
+            requests: Arc::default(),
+        }
+    }
+
+    /// `SendMessageBatch` requests made so far (for the cost benchmark).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Sends one batch request; returns the indexes (into `batch`) that failed.
+    async fn send_batch(&self, batch: &[(usize, &String)]) -> Vec<usize> {
+        let entries: Vec<SendMessageBatchRequestEntry> = batch
+            .iter()
+            .filter_map(|(i, body)| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(body.as_str())
+                    .build()
+                    .ok()
+            })
+            .collect();
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        match self
+            .client
+            .send_message_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+        {
+            Ok(out) => out
+                .failed
+                .iter()
+                .filter_map(|f| f.id.parse().ok())
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "SendMessageBatch failed");
+                batch.iter().map(|(i, _)| *i).collect()
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl EventQueue for SqsEventQueue {
+    async fn send(&self, bodies: &[String]) -> Vec<bool> {
+        let mut sent = vec![false; bodies.len()];
+        let mut pending: Vec<usize> = (0..bodies.len()).collect();
+        for attempt in 0..ATTEMPTS {
+            if pending.is_empty() {
+                break;
+            }
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+            }
+            let mut failed = Vec::new();
+            let mut batch: Vec<(usize, &String)> = Vec::new();
+            let mut size = 0;
+            for &i in &pending {
+                let body = &bodies[i];
+                if !batch.is_empty()
+                    && (batch.len() == MAX_BATCH_ENTRIES || size + body.len() > MAX_BATCH_BYTES)
+                {
+                    failed.extend(self.send_batch(&batch).await);
+                    batch.clear();
+                    size = 0;
+                }
+                size += body.len();
+                batch.push((i, body));
+            }
+            if !batch.is_empty() {
+                failed.extend(self.send_batch(&batch).await);
+            }
+            for &i in &pending {
+                if !failed.contains(&i) {
+                    sent[i] = true;
+                }
+            }
+            pending = failed;
+        }
+        sent
+    }
+}

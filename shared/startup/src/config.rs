@@ -1,0 +1,309 @@
+//! The configuration, read once at cold start into one typed struct. Every variable the
+//! functions take is named here and only here (template.yaml sets them); a missing or
+//! malformed one stops startup with an error that names it. An empty value counts as unset, as
+//! CloudFormation passes an unset optional parameter as `''`.
+
+use std::fmt;
+
+use billing::api_key::SecretDigest;
+use billing::portal::PortalKey;
+
+/// A variable that stops startup: which one, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{variable}: {problem} (see template.yaml)")]
+pub struct ConfigError {
+    /// The environment variable.
+    pub variable: &'static str,
+    /// What is wrong with its value (never the value itself: it may be a secret).
+    pub problem: String,
+}
+
+impl From<ConfigError> for billing::Error {
+    fn from(e: ConfigError) -> Self {
+        billing::Error::internal(e.to_string())
+    }
+}
+
+/// Everything the functions read from their environment.
+#[derive(Clone)]
+pub struct Config {
+    /// `TABLE_NAME`: the one DynamoDB table.
+    pub table_name: String,
+    /// `USAGE_QUEUE_URL`: where ingestion sends usage events (absent: ingestion answers 503).
+    pub usage_queue_url: Option<String>,
+    /// `BOOTSTRAP_API_KEY_SHA256`: the digest of a deployment's first admin key.
+    pub bootstrap_key: Option<SecretDigest>,
+    /// `STRIPE_SECRET_KEY` and `STRIPE_API_BASE`: the payment provider (absent: no payments).
+    pub stripe: Option<StripeConfig>,
+    /// `STRIPE_WEBHOOK_SECRET`: the signing secret of Stripe's webhooks to us.
+    pub stripe_webhook_secret: Option<String>,
+    /// `PORTAL_SIGNING_KEY` and `PUBLIC_BASE_URL`: signed payment links (absent: none).
+    pub portal: Option<PortalConfig>,
+    /// `MAIL_FROM`: the verified sender of invoice mail (absent: mail stays queued).
+    pub mail_from: Option<String>,
+    /// `BILLING_RUN_FUNCTION_ARN`, `SCHEDULER_ROLE_ARN`, `SCHEDULE_GROUP_NAME`: one-time
+    /// auto-pay retries (absent: retries wait for the daily run).
+    pub retry_schedules: Option<ScheduleConfig>,
+}
+
+/// The Stripe account to use.
+#[derive(Clone)]
+pub struct StripeConfig {
+    /// `sk_…`
+    pub secret_key: String,
+    /// Another API base than api.stripe.com (the local fake).
+    pub api_base: Option<String>,
+}
+
+/// Signed payment links.
+#[derive(Clone, Debug)]
+pub struct PortalConfig {
+    /// Signs and checks the links.
+    pub key: PortalKey,
+    /// The API's public address, under which `/pay/…` is served.
+    pub public_base_url: String,
+}
+
+/// The one-time schedules that retry auto-pay.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScheduleConfig {
+    /// The billing-run function they invoke.
+    pub target_arn: String,
+    /// The role EventBridge Scheduler assumes to invoke it.
+    pub role_arn: String,
+    /// The schedule group.
+    pub group: String,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the variables through `lookup` (the environment, or a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let vars = Vars(&lookup);
+        let stripe = vars.optional("STRIPE_SECRET_KEY").map(|secret_key| {
+            Ok::<_, ConfigError>(StripeConfig {
+                secret_key,
+                api_base: vars.url("STRIPE_API_BASE")?,
+            })
+        });
+        Ok(Self {
+            table_name: vars.required("TABLE_NAME")?,
+            usage_queue_url: vars.url("USAGE_QUEUE_URL")?,
+            bootstrap_key: vars
+                .optional("BOOTSTRAP_API_KEY_SHA256")
+                .map(|hex| {
+                    SecretDigest::from_hex(&hex)
+                        .map_err(|_| invalid("BOOTSTRAP_API_KEY_SHA256", "is not a SHA-256 in hex"))
+                })
+                .transpose()?,
+            stripe: stripe.transpose()?,
+            stripe_webhook_secret: vars.optional("STRIPE_WEBHOOK_SECRET"),
+            portal: portal(&vars)?,
+            mail_from: vars.optional("MAIL_FROM"),
+            retry_schedules: schedules(&vars)?,
+        })
+    }
+}
+
+/// Payment links need both the key and the base URL; a key alone is no use, so it is ignored
+/// (mails then carry no link), but a bad key is an error.
+fn portal(vars: &Vars<'_>) -> Result<Option<PortalConfig>, ConfigError> {
+    let Some(hex) = vars.optional("PORTAL_SIGNING_KEY") else {
+        return Ok(None);
+    };
+    let key = PortalKey::from_hex(&hex).map_err(|e| invalid("PORTAL_SIGNING_KEY", &e.message))?;
+    Ok(vars
+        .url("PUBLIC_BASE_URL")?
+        .map(|public_base_url| PortalConfig {
+            key,
+            public_base_url,
+        }))
+}
+
+/// Retries need the target and the role together.
+fn schedules(vars: &Vars<'_>) -> Result<Option<ScheduleConfig>, ConfigError> {
+    let target = vars.optional("BILLING_RUN_FUNCTION_ARN");
+    let role = vars.optional("SCHEDULER_ROLE_ARN");
+    match (target, role) {
+        (Some(target_arn), Some(role_arn)) => Ok(Some(ScheduleConfig {
+            target_arn,
+            role_arn,
+            group: vars
+                .optional("SCHEDULE_GROUP_NAME")
+                .unwrap_or_else(|| "default".to_owned()),
+        })),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(invalid(
+            "SCHEDULER_ROLE_ARN",
+            "is not set, but BILLING_RUN_FUNCTION_ARN is",
+        )),
+        (None, Some(_)) => Err(invalid(
+            "BILLING_RUN_FUNCTION_ARN",
+            "is not set, but SCHEDULER_ROLE_ARN is",
+        )),
+    }
+}
+
+fn invalid(variable: &'static str, problem: &str) -> ConfigError {
+    ConfigError {
+        variable,
+        problem: problem.to_owned(),
+    }
+}
+
+/// The variables, read through a lookup.
+struct Vars<'a>(&'a dyn Fn(&str) -> Option<String>);
+
+impl Vars<'_> {
+    fn optional(&self, name: &str) -> Option<String> {
+        (self.0)(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn required(&self, name: &'static str) -> Result<String, ConfigError> {
+        self.optional(name)
+            .ok_or_else(|| invalid(name, "is not set"))
+    }
+
+    /// An http(s) URL, without a trailing slash.
+    fn url(&self, name: &'static str) -> Result<Option<String>, ConfigError> {
+        let Some(url) = self.optional(name) else {
+            return Ok(None);
+        };
+        let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
+        let host = url.split_once("://").map(|(_, rest)| rest).unwrap_or("");
+        if !scheme_ok || host.is_empty() || url.chars().any(char::is_whitespace) {
+            return Err(invalid(name, "is not an http(s) URL"));
+        }
+        Ok(Some(url.trim_end_matches('/').to_owned()))
+    }
+}
+
+impl fmt::Debug for Config {
+    /// Secrets are never printed; only whether they are set.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("table_name", &self.table_name)
+            .field("usage_queue_url", &self.usage_queue_url)
+            .field("bootstrap_key", &self.bootstrap_key.is_some())
+            .field("stripe", &self.stripe.as_ref().map(|s| &s.api_base))
+            .field(
+                "stripe_webhook_secret",
+                &self.stripe_webhook_secret.is_some(),
+            )
+            .field("portal", &self.portal.as_ref().map(|p| &p.public_base_url))
+            .field("mail_from", &self.mail_from)
+            .field("retry_schedules", &self.retry_schedules)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    const HEX_KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+    fn read(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    fn error(vars: &[(&str, &str)]) -> ConfigError {
+        read(vars).map(|_| ()).unwrap_err()
+    }
+
+    #[test]
+    fn only_the_table_is_required_and_empty_means_unset() {
+        assert_eq!(error(&[]).variable, "TABLE_NAME");
+        assert_eq!(error(&[("TABLE_NAME", " ")]).variable, "TABLE_NAME");
+        let config = read(&[
+            ("TABLE_NAME", "t"),
+            ("STRIPE_SECRET_KEY", ""),
+            ("MAIL_FROM", ""),
+        ])
+        .unwrap();
+        assert_eq!(config.table_name, "t");
+        assert!(config.stripe.is_none() && config.mail_from.is_none());
+        assert!(config.portal.is_none() && config.retry_schedules.is_none());
+    }
+
+    #[test]
+    fn malformed_values_name_their_variable_and_never_echo_it() {
+        let e = error(&[("TABLE_NAME", "t"), ("PORTAL_SIGNING_KEY", "abcd-secret")]);
+        assert_eq!(e.variable, "PORTAL_SIGNING_KEY");
+        assert!(!e.to_string().contains("abcd-secret"), "{e}");
+        let e = error(&[("TABLE_NAME", "t"), ("USAGE_QUEUE_URL", "queue")]);
+        assert_eq!(e.variable, "USAGE_QUEUE_URL");
+        let e = error(&[("TABLE_NAME", "t"), ("BOOTSTRAP_API_KEY_SHA256", "zz")]);
+        assert_eq!(e.variable, "BOOTSTRAP_API_KEY_SHA256");
+        let e = error(&[
+            ("TABLE_NAME", "t"),
+            ("STRIPE_SECRET_KEY", "sk_test_x"),
+            ("STRIPE_API_BASE", "localhost:12111"),
+        ]);
+        assert_eq!(e.variable, "STRIPE_API_BASE");
+        assert!(e.to_string().starts_with("STRIPE_API_BASE: "), "{e}");
+    }
+
+    #[test]
+    fn payment_links_need_a_key_and_a_base_url() {
+        let key_only = read(&[("TABLE_NAME", "t"), ("PORTAL_SIGNING_KEY", HEX_KEY)]).unwrap();
+        assert!(key_only.portal.is_none());
+        let both = read(&[
+            ("TABLE_NAME", "t"),
+            ("PORTAL_SIGNING_KEY", HEX_KEY),
+            ("PUBLIC_BASE_URL", "https://billing.example.com/"),
+        ])
+        .unwrap();
+        assert_eq!(
+            both.portal.unwrap().public_base_url,
+            "https://billing.example.com"
+        );
+    }
+
+    #[test]
+    fn retry_schedules_need_the_target_and_the_role() {
+        let e = error(&[("TABLE_NAME", "t"), ("BILLING_RUN_FUNCTION_ARN", "arn:x")]);
+        assert_eq!(e.variable, "SCHEDULER_ROLE_ARN");
+        let config = read(&[
+            ("TABLE_NAME", "t"),
+            ("BILLING_RUN_FUNCTION_ARN", "arn:f"),
+            ("SCHEDULER_ROLE_ARN", "arn:r"),
+        ])
+        .unwrap();
+        assert_eq!(
+            config.retry_schedules,
+            Some(ScheduleConfig {
+                target_arn: "arn:f".into(),
+                role_arn: "arn:r".into(),
+                group: "default".into(),
+            })
+        );
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let config = read(&[
+            ("TABLE_NAME", "t"),
+            ("STRIPE_SECRET_KEY", "sk_test_secret"),
+            ("STRIPE_WEBHOOK_SECRET", "whsec_secret"),
+        ])
+        .unwrap();
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("sk_test_secret") && !shown.contains("whsec_secret"),
+            "{shown}"
+        );
+    }
+}
