@@ -46,6 +46,20 @@ def step(text):
     print(f"\n== {text}")
 
 
+def billing_run(api, date):
+    """Runs the daily billing for `date`, printing its report. A report with errors fails the guide,
+    and so does one that sent invoices but no mail (every customer here has a billing contact):
+    the run leaves failed steps for the next run, so nothing else would show that mail is broken."""
+    report = api.call("POST", f"/_local/run/billing?date={date}")
+    print("  " + json.dumps(report))
+    if report.get("errors"):
+        raise SystemExit(f"the billing run on {date} reported errors: {report['errors']}")
+    if report.get("sent") and not report.get("mailsSent"):
+        raise SystemExit(f"the billing run on {date} sent {report['sent']} invoice(s) but no mail "
+                         "(is MAIL_FROM set for the server?)")
+    return report
+
+
 def previous_month():
     this = dt.date.today().replace(day=1)
     return (this - dt.timedelta(days=1)).replace(day=1), this
@@ -105,8 +119,7 @@ def to_sent(api):
         print(f"  {who}: {inv['status']} total {inv['total']} {inv['currency']}")
 
     step(f"Billing run on {end}")
-    report = api.call("POST", f"/_local/run/billing?date={end}")
-    print("  " + json.dumps(report))
+    billing_run(api, end)
     for who, inv in invoices.items():
         inv = api.call("GET", f"/v1/invoices/{inv['id']}")
         invoices[who] = inv
@@ -157,7 +170,7 @@ def pay_through_portal(api, state):
 def next_period(api, state):
     date = (state["end"] + dt.timedelta(days=32)).replace(day=1)
     step(f"Next period: billing run on {date}")
-    print("  " + json.dumps(api.call("POST", f"/_local/run/billing?date={date}")))
+    billing_run(api, date)
     for who, contract in state["contracts"].items():
         inv = api.call("GET", f"/v1/invoices?contractId={contract['id']}")["data"][1]
         print(f"  {who}: {inv['invoiceNumber']} {inv['status']} {inv['total']}")

@@ -34,8 +34,9 @@ from typing import Any
 import yaml
 
 REGION = "us-east-1"
-# moto's default account; DynamoDB Local reports its own (000000000000) in table ARNs, which we
-# take from describe_table rather than assume.
+# moto's default account (--account-id changes it, e.g. to LocalStack's 000000000000); DynamoDB
+# Local reports its own (000000000000) in table ARNs, which we take from describe_table rather
+# than assume. Only the ARNs this script makes up (AWS::AccountId, IAM roles) use it.
 ACCOUNT_ID = "123456789012"
 CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
 WAIT_SECONDS = 30
@@ -556,12 +557,21 @@ def write_env_file(path: str, variables: dict[str, str]) -> None:
 
 
 def main() -> int:
+    global ACCOUNT_ID
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--template", required=True, help="SAM/CloudFormation template (YAML)")
     parser.add_argument("--dynamodb-endpoint", required=True, help="DynamoDB Local URL, e.g. http://127.0.0.1:8000")
     parser.add_argument("--moto-endpoint", required=True, help="moto server URL, e.g. http://127.0.0.1:5000")
     parser.add_argument("--env-file", required=True, help="shell file of export lines to write")
+    parser.add_argument(
+        "--account-id",
+        default=ACCOUNT_ID,
+        help=f"the emulator's account, for the ARNs made up here (default {ACCOUNT_ID}, moto's)",
+    )
     args = parser.parse_args()
+    if not re.fullmatch(r"[0-9]{12}", args.account_id):
+        parser.error(f"--account-id must be 12 digits: {args.account_id}")
+    ACCOUNT_ID = args.account_id
 
     # Only the explicit local credentials below must be used: a developer's AWS_PROFILE or
     # ~/.aws/config must neither be read nor break the session (a missing profile is an error).

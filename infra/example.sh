@@ -12,14 +12,18 @@ infra/stack.sh stop "$STACK" >/dev/null 2>&1 || true
 DDB_IN_MEMORY=1 infra/stack.sh start "$STACK"
 # shellcheck disable=SC1090
 . "$(infra/stack.sh env "$STACK")"
-cargo build --locked -p dev-server
+# DEV_SERVER=path runs a dev server binary built elsewhere instead of building one here.
+if [[ -z "${DEV_SERVER:-}" ]]; then
+    cargo build --locked -p dev-server
+    DEV_SERVER="$ROOT/target/debug/dev-server"
+fi
 PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 export PORT LOCAL_API_KEY="${LOCAL_API_KEY:-sk_local_example}"
 rm -rf "$ROOT/infra/.local/$STACK/stripe"
 # shellcheck source=infra/payments.sh
 . infra/payments.sh
 LOG="$ROOT/infra/.local/$STACK/dev-server.log"
-"$ROOT/target/debug/dev-server" >"$LOG" 2>&1 &
+"$DEV_SERVER" >"$LOG" 2>&1 &
 SERVER_PID=$!
 finish() {
     local status=$?

@@ -6,7 +6,8 @@
 #     STRIPE_WEBHOOK_SECRET too, and forward webhooks with `stripe listen`).
 #   - Payment links: PORTAL_SIGNING_KEY (kept in infra/.local/$STACK/portal.key) and
 #     PUBLIC_BASE_URL=http://127.0.0.1:$PORT.
-#   - Mail: MAIL_FROM, verified in moto's SES (which, like SES, refuses unverified senders).
+#   - Mail: MAIL_FROM, verified in the stack's SES (moto's, or LocalStack's with its SES v2
+#     plugin), which, like SES, refuses unverified senders.
 # Defines stop_payments, to call on exit. Needs STACK, PORT, ROOT and the stack's environment.
 
 STATE_DIR="$ROOT/infra/.local/$STACK"

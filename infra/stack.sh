@@ -4,7 +4,7 @@
 #
 #   infra/stack.sh start  [NAME]   start (or reuse) stack NAME and write its env file
 #   infra/stack.sh stop   [NAME]   stop stack NAME (only processes this script started)
-#   infra/stack.sh status [NAME]   exit 0 when both servers run and answer, 3 otherwise
+#   infra/stack.sh status [NAME]   exit 0 when its servers run and answer, 3 otherwise
 #   infra/stack.sh env    [NAME]   print the path of the env file:  . "$(infra/stack.sh env)"
 #
 # NAME defaults to "dev". Several stacks run side by side on their own free ports, each with its
@@ -16,6 +16,16 @@
 # A test script typically does:
 #   infra/stack.sh start test && trap 'infra/stack.sh stop test' EXIT
 #   . "$(infra/stack.sh env test)"
+#
+# STACK_ENGINE=localstack starts one LocalStack process (its community runtime, without Docker,
+# offline) instead, serving DynamoDB (the same DynamoDB Local underneath), SQS, Scheduler and
+# SES v1/v2; STACK_ENGINE=moto is the default. The engine is chosen at `start` (a running stack of
+# the other engine is stopped first); stop, status and env work on whatever the stack runs.
+# LocalStack (installed by infra/localstack/install.sh into infra/.cache/localstack) keeps
+# everything in memory, whatever the stack's name: its persistence is not in the community build.
+# Its env file points every AWS_ENDPOINT_URL* at its one port; queue URLs are
+# http://127.0.0.1:PORT/queue/us-east-1/000000000000/NAME; sent mail is listed by
+# GET http://127.0.0.1:PORT/_aws/ses (and counted by SES v1 GetSendQuota, as on moto).
 set -euo pipefail
 # Without job control, a background job stays in this script's process group, so `setsid` below
 # can make it a session leader in place instead of forking: $! is then the server's own pid.
@@ -26,6 +36,16 @@ ROOT="$(dirname "$INFRA_DIR")"
 VENV="$INFRA_DIR/.venv"
 PY="$VENV/bin/python"
 DDB_DIR="$INFRA_DIR/.cache/dynamodb-local"
+ENGINE="${STACK_ENGINE:-moto}"
+LS_PY="$INFRA_DIR/.cache/localstack/venv/bin/python"
+LS_LIBS="$INFRA_DIR/.cache/localstack/root/usr/lib/localstack" # Java, DynamoDB Local, catalog
+# What the code uses: DynamoDB, SQS, Scheduler (retries), SES v2 (mail; our plugin) and SES v1
+# (verifying the sender, as infra/payments.sh and the tests do).
+LS_SERVICES="dynamodb,sqs,scheduler,ses,sesv2"
+LS_ACCOUNT_ID="000000000000" # LocalStack's account for the credentials bootstrap.py writes
+# Set in LocalStack's environment only, so inherited by everything it starts (DynamoDB Local's
+# JVM): `stop` finds such a child left behind by a LocalStack that died, and stops it too.
+LS_MARKER="BILLING_LOCAL_STACK_STATE"
 READY_TIMEOUT="${STACK_READY_TIMEOUT:-30}"  # seconds; the JVM alone needs 2-3 s
 STOP_TIMEOUT=10                            # seconds between SIGTERM and SIGKILL
 
@@ -127,45 +147,76 @@ stop_service() {
     rm -f "$STATE/$service.pid" "$STATE/$service.cmd"
 }
 
+# Processes still carrying this stack's LocalStack marker (see LS_MARKER), e.g. the DynamoDB Local
+# JVM of a LocalStack that crashed mid-start: LocalStack stops it itself when it shuts down
+# normally. Matched on the exact variable, so nothing another stack or anyone else started.
+stop_localstack_leftovers() {
+    local file pid start
+    for file in $(grep -lzxF "$LS_MARKER=$STATE" /proc/[0-9]*/environ 2>/dev/null || true); do
+        pid="${file#/proc/}"
+        pid="${pid%/environ}"
+        start="$(proc_stat_field "$pid" 22)" || continue # gone meanwhile
+        # Recorded like a service of ours, so stop_service's pid + start time checks apply.
+        echo "$pid $start" >"$STATE/localstack-leftover.pid"
+        stop_service localstack-leftover
+    done
+}
+
 stop_all() {
     stop_service moto
     stop_service dynamodb
+    if [[ -f "$STATE/localstack.pid" ]]; then
+        stop_service localstack
+        stop_localstack_leftovers
+    fi
     # The env file names endpoints that no longer answer: don't let anyone source it.
     rm -f "$STATE/env"
 }
 
 # --- Readiness ----------------------------------------------------------------------------
 
-# Polls both servers until they answer, for at most TIMEOUT seconds (0: one try). Prints the
+# Polls SERVICEs until they answer, for at most TIMEOUT seconds (0: one try). Prints the
 # services that didn't answer. Fails fast when a server process has died.
-wait_ready() { # TIMEOUT
-    "$PY" - "$1" "$(recorded_port moto)" "$(recorded_port dynamodb)" \
-        "$(recorded_pid moto)" "$(recorded_pid dynamodb)" <<'EOF'
-import http.client, sys, time, urllib.request
+wait_ready() { # TIMEOUT SERVICE...
+    local timeout="$1" service args=()
+    shift
+    for service in "$@"; do
+        args+=("$service" "$(recorded_port "$service")" "$(recorded_pid "$service")")
+    done
+    LS_SERVICES="$LS_SERVICES" "$PY" - "$timeout" "${args[@]}" <<'EOF'
+import http.client, json, os, sys, time, urllib.request
 
-timeout, moto_port, ddb_port, moto_pid, ddb_pid = float(sys.argv[1]), *sys.argv[2:]
+timeout, args = float(sys.argv[1]), sys.argv[2:]
 
-def answers(request):
+def answers(request, check=None):
     try:
         with urllib.request.urlopen(request, timeout=2) as response:
-            return response.status == 200
-    except (OSError, http.client.HTTPException):  # refused, reset, timed out, HTTP error, garbled
+            return response.status == 200 and (check is None or check(response.read()))
+    except (OSError, http.client.HTTPException, ValueError):  # refused, reset, timed out, HTTP error, garbled
         return False
 
-def moto():
-    return answers(f"http://127.0.0.1:{moto_port}/moto-api/")
+def moto(port):
+    return answers(f"http://127.0.0.1:{port}/moto-api/")
 
-def dynamodb():
+def dynamodb(port):
     # A real ListTables call. DynamoDB Local wants a SigV4-shaped Authorization header (it
     # reads the access key and region from it) but does not check the signature.
     return answers(urllib.request.Request(
-        f"http://127.0.0.1:{ddb_port}/", data=b"{}", method="POST",
+        f"http://127.0.0.1:{port}/", data=b"{}", method="POST",
         headers={
             "X-Amz-Target": "DynamoDB_20120810.ListTables",
             "Content-Type": "application/x-amz-json-1.0",
             "Authorization": "AWS4-HMAC-SHA256 Credential=local/20240101/us-east-1/dynamodb/aws4_request, "
                              "SignedHeaders=host, Signature=0",
         }))
+
+def localstack(port):
+    # Ready once every service we asked for runs (they start eagerly): a provider that failed
+    # to load (say, the SES v2 plugin) shows as "error" or is missing, and is not ready.
+    def all_running(body):
+        services = json.loads(body).get("services", {})
+        return all(services.get(name) == "running" for name in os.environ["LS_SERVICES"].split(","))
+    return answers(f"http://127.0.0.1:{port}/_localstack/health", all_running)
 
 def alive(pid):
     try:
@@ -174,11 +225,12 @@ def alive(pid):
     except (OSError, IndexError):
         return False
 
-pending = {"moto": (moto, moto_pid), "dynamodb": (dynamodb, ddb_pid)}
+probes = {"moto": moto, "dynamodb": dynamodb, "localstack": localstack}
+pending = {args[i]: (args[i + 1], args[i + 2]) for i in range(0, len(args), 3)}
 deadline = time.monotonic() + timeout
 while True:
-    for name, (probe, pid) in list(pending.items()):
-        if probe():
+    for name, (port, pid) in list(pending.items()):
+        if probes[name](port):
             del pending[name]
     if not pending:
         sys.exit(0)
@@ -189,11 +241,14 @@ while True:
 EOF
 }
 
-# Prints "MOTO_PORT DDB_PORT": the ports this stack had last time when they are still free (so
-# its env file stays the same across restarts), else ports the OS picks. Both sockets stay bound
-# until both are chosen, so the two ports differ.
-pick_ports() {
-    "$PY" - "$(recorded_port moto || true)" "$(recorded_port dynamodb || true)" <<'EOF'
+# Prints a port for each HOST:SERVICE (moto and LocalStack bind 127.0.0.1; DynamoDB Local
+# listens on every interface, 0.0.0.0): the port the service had last time when it is still free
+# (so the stack's env file stays the same across restarts), else one the OS picks. All sockets
+# stay bound until all are chosen, so the ports differ.
+pick_ports() { # HOST:SERVICE...
+    local spec args=()
+    for spec in "$@"; do args+=("${spec%%:*}" "$(recorded_port "${spec#*:}" || true)"); done
+    "$PY" - "${args[@]}" <<'EOF'
 import socket, sys
 
 def bind(host, preferred):
@@ -207,10 +262,9 @@ def bind(host, preferred):
             pass
     raise SystemExit("no free port")
 
-moto = bind("127.0.0.1", sys.argv[1])
-# DynamoDB Local listens on every interface, so its port must be free on all of them.
-ddb = bind("0.0.0.0", sys.argv[2])
-print(moto.getsockname()[1], ddb.getsockname()[1])
+args = sys.argv[1:]
+sockets = [bind(args[i], args[i + 1]) for i in range(0, len(args), 2)]
+print(*(s.getsockname()[1] for s in sockets))
 EOF
 }
 
@@ -234,8 +288,39 @@ stop_on_failure() {
     exit "$status"
 }
 
+# Anything failing from here on (including Ctrl-C) stops what this run started, so a failed
+# start leaves no servers behind.
+stop_all_on_failure() {
+    trap stop_on_failure EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    trap 'exit 129' HUP
+}
+
+bootstrap() { # DYNAMODB_URL OTHER_URL [bootstrap.py options]: tables, queues and the env file
+    "$PY" "$INFRA_DIR/bootstrap.py" --template "$ROOT/template.yaml" \
+        --dynamodb-endpoint "$1" --moto-endpoint "$2" --env-file "$STATE/env" "${@:3}" >&2 ||
+        die "bootstrap.py failed"
+}
+
+# The engine a stack was last started with (status checks that one), else STACK_ENGINE's.
+stack_engine() { cat "$STATE/engine" 2>/dev/null || echo "$ENGINE"; }
+
+services_of() { # ENGINE
+    case "$1" in
+    localstack) echo localstack ;;
+    *) echo moto dynamodb ;;
+    esac
+}
+
 cmd_start() {
     "$INFRA_DIR/install.sh"
+    if [[ "$ENGINE" == localstack ]]; then
+        "$INFRA_DIR/localstack/install.sh"
+        lock_stack
+        start_localstack
+        return
+    fi
     lock_stack
 
     local ddb_mode=(-dbPath "$STATE/ddb") in_memory=0
@@ -245,25 +330,21 @@ cmd_start() {
     fi
 
     local reused=0
-    if running moto && running dynamodb && wait_ready 0 >/dev/null &&
+    if running moto && running dynamodb && wait_ready 0 moto dynamodb >/dev/null &&
         # A DynamoDB started in the other storage mode (DDB_IN_MEMORY changed) is not reused.
         [[ "$(cat "$STATE/dynamodb.cmd")" == *" ${ddb_mode[*]}" ]]; then
         reused=1
     else
-        # Whatever is left of an earlier run (one server died, or the mode changed) goes first.
+        # Whatever is left of an earlier run (one server died, the mode or the engine changed)
+        # goes first.
         stop_all
         local ports moto_port ddb_port
-        ports="$(pick_ports)" || die "could not find free ports"
+        ports="$(pick_ports 127.0.0.1:moto 0.0.0.0:dynamodb)" || die "could not find free ports"
         read -r moto_port ddb_port <<<"$ports"
         [[ "$in_memory" == 1 ]] || mkdir -p "$STATE/ddb"
 
-        # Anything failing from here on (including Ctrl-C) stops what this run started, so a
-        # failed start leaves no servers behind.
-        trap stop_on_failure EXIT
-        trap 'exit 130' INT
-        trap 'exit 143' TERM
-        trap 'exit 129' HUP
-
+        stop_all_on_failure
+        echo moto >"$STATE/engine"
         launch moto "$moto_port" "$VENV/bin/moto_server" -H 127.0.0.1 -p "$moto_port"
         # DynamoDB Local has no option for the address to bind: it listens on all interfaces,
         # not only 127.0.0.1. Clients here use 127.0.0.1; the port is a random free one.
@@ -271,7 +352,7 @@ cmd_start() {
             -jar "$DDB_DIR/DynamoDBLocal.jar" -port "$ddb_port" -sharedDb -disableTelemetry "${ddb_mode[@]}"
 
         local not_ready
-        if ! not_ready="$(wait_ready "$READY_TIMEOUT")"; then
+        if ! not_ready="$(wait_ready "$READY_TIMEOUT" moto dynamodb)"; then
             for service in $not_ready; do show_log "$service"; done
             die "not ready within $READY_TIMEOUT s (or exited): $not_ready"
         fi
@@ -280,15 +361,68 @@ cmd_start() {
     local moto_url ddb_url
     moto_url="http://127.0.0.1:$(recorded_port moto)"
     ddb_url="http://127.0.0.1:$(recorded_port dynamodb)"
-    "$PY" "$INFRA_DIR/bootstrap.py" --template "$ROOT/template.yaml" \
-        --dynamodb-endpoint "$ddb_url" --moto-endpoint "$moto_url" --env-file "$STATE/env" >&2 ||
-        die "bootstrap.py failed"
+    bootstrap "$ddb_url" "$moto_url"
 
     local how="started"
     ((reused)) && how="reused running"
     say "stack $NAME: $how servers"
     say "  moto            $moto_url (pid $(recorded_pid moto))"
     say "  DynamoDB Local  $ddb_url (pid $(recorded_pid dynamodb), $( ((in_memory)) && echo in memory || echo "data in $STATE/ddb"))"
+    say "  env file        $STATE/env   (load it with: . \"\$(infra/stack.sh env $NAME)\")"
+    trap - EXIT INT TERM HUP
+}
+
+# STACK_ENGINE=localstack: one LocalStack process on a free loopback port (the lock is held).
+start_localstack() {
+    local reused=0 root="$STATE/localstack"
+    if running localstack && wait_ready 0 localstack >/dev/null; then
+        reused=1
+    else
+        stop_all
+        local port
+        port="$(pick_ports 127.0.0.1:localstack)" || die "could not find a free port"
+        # A filesystem root per stack, as LocalStack clears <root>/tmp when it starts and stops;
+        # its static libs (Java, DynamoDB Local, the service catalog) are shared, prepared by
+        # infra/localstack/install.sh.
+        mkdir -p "$root/usr/lib"
+        ln -sfn "$LS_LIBS" "$root/usr/lib/localstack"
+
+        stop_all_on_failure
+        echo localstack >"$STATE/engine"
+        (
+            # OVERRIDE_IN_DOCKER=0: this machine carries Docker's marker file, and LocalStack
+            # would otherwise use its container folders instead of FILESYSTEM_ROOT.
+            export OVERRIDE_IN_DOCKER=0 FILESYSTEM_ROOT="$root" XDG_CACHE_HOME="$root/cache"
+            export GATEWAY_LISTEN="127.0.0.1:$port" SERVICES="$LS_SERVICES" EAGER_SERVICE_LOADING=1
+            # Queue URLs as http://127.0.0.1:PORT/queue/REGION/ACCOUNT/NAME, which resolve offline
+            # (the default host, *.localhost.localstack.cloud, needs DNS).
+            export LOCALSTACK_HOST="127.0.0.1:$port" SQS_ENDPOINT_STRATEGY=path
+            # In memory: LocalStack's persistence is not in the community build.
+            export DYNAMODB_IN_MEMORY=1
+            # Offline and quiet: no certificate download, no usage reporting, no DNS server.
+            export SKIP_SSL_CERT_DOWNLOAD=1 DISABLE_EVENTS=1 DNS_ADDRESS=0
+            export "$LS_MARKER=$STATE"
+            launch localstack "$port" "$LS_PY" -m localstack.runtime.main
+        )
+
+        local not_ready
+        if ! not_ready="$(wait_ready "$READY_TIMEOUT" localstack)"; then
+            show_log localstack
+            die "not ready within $READY_TIMEOUT s (or exited): $not_ready"
+        fi
+    fi
+
+    local url
+    url="http://127.0.0.1:$(recorded_port localstack)"
+    # Both endpoints at LocalStack; ARNs made up by bootstrap.py (the scheduler role, the billing
+    # run function) get LocalStack's account, like the queue and table ARNs it reports.
+    bootstrap "$url" "$url" --account-id "$LS_ACCOUNT_ID"
+
+    local how="started"
+    ((reused)) && how="reused running"
+    say "stack $NAME: $how LocalStack"
+    say "  LocalStack      $url (pid $(recorded_pid localstack); DynamoDB, SQS, Scheduler, SES v1 and v2; in memory)"
+    say "  sent mail       GET $url/_aws/ses"
     say "  env file        $STATE/env   (load it with: . \"\$(infra/stack.sh env $NAME)\")"
     trap - EXIT INT TERM HUP
 }
@@ -300,8 +434,9 @@ cmd_stop() {
 }
 
 cmd_status() {
-    local ok=0 service
-    for service in moto dynamodb; do
+    local ok=0 service services
+    read -r -a services <<<"$(services_of "$(stack_engine)")"
+    for service in "${services[@]}"; do
         if running "$service"; then
             echo "$service: running, pid $(recorded_pid "$service"), port $(recorded_port "$service")"
         else
@@ -311,7 +446,7 @@ cmd_status() {
     done
     if ((ok == 0)); then
         local not_ready
-        if not_ready="$(wait_ready 0)"; then
+        if not_ready="$(wait_ready 0 "${services[@]}")"; then
             echo "env file: $STATE/env"
         else
             echo "not answering: $not_ready"
@@ -331,6 +466,7 @@ COMMAND="$1"
 NAME="${2:-dev}"
 [[ "$NAME" =~ ^[A-Za-z0-9_-]+$ ]] || die "stack name must be letters, digits, - or _: $NAME"
 STATE="$INFRA_DIR/.local/$NAME"
+[[ "$ENGINE" == moto || "$ENGINE" == localstack ]] || die "STACK_ENGINE must be moto or localstack, not: $ENGINE"
 
 case "$COMMAND" in
 start) cmd_start ;;

@@ -7,7 +7,8 @@
 #      external Stripe), schemathesis fuzzing of the API against functions/api/openapi.json
 #      (infra/fuzz.sh), and the payment portal in headless Chromium (tests/browser/portal.py)
 #   3. the deployable build: `cargo lambda build --release` for x86_64
-# Set SKIP_LAMBDA_BUILD=1 to skip step 3 while iterating.
+# Set SKIP_LAMBDA_BUILD=1 to skip step 3 while iterating. STACK_ENGINE=localstack runs the stacks
+# on LocalStack instead of moto + DynamoDB Local (see infra/stack.sh).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"

@@ -1,0 +1,1 @@
+"""SES v2 for LocalStack's community runtime; see plugin.py."""
