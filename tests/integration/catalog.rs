@@ -208,6 +208,63 @@ async fn every_price_model_is_accepted_and_read_back() {
     assert_eq!(app.get(&format!("/v1/plans/{id}")).await.expect(200), &plan);
 }
 
+/// Stripe and Lago write counts as JSON integers (`"packageSize": 100`, `"up_to": 1000`):
+/// accepted exactly, and read back as decimal strings. Money as a JSON number stays refused.
+#[tokio::test]
+async fn counts_may_be_json_integers_but_money_may_not() {
+    let app = TestApp::spawn().await;
+    let calls = app
+        .meter(json!({"code": unique_code("INT"), "eventName": "int", "aggregationType": "COUNT"}))
+        .await;
+    let rows = app
+        .meter(json!({"code": unique_code("ROWS"), "eventName": "int", "aggregationType": "COUNT"}))
+        .await;
+    let plan = app
+        .plan(json!({
+            "name": "Integers",
+            "prices": [
+                {"model": "USAGE", "meterId": calls["id"], "tiering": "PACKAGE", "packageSize": 100, "unitAmount": "2.00"},
+                {"model": "USAGE", "meterId": rows["id"], "tiering": "GRADUATED", "tiers": [
+                    {"upTo": 1000, "unitAmount": "0.10"}, {"upTo": null, "unitAmount": "0.05"}]}
+            ]
+        }))
+        .await;
+    assert_eq!(plan["prices"][0]["packageSize"], "100");
+    assert_eq!(plan["prices"][1]["tiers"][0]["upTo"], "1000");
+    let refused = app
+        .post(
+            "/v1/plans",
+            json!({"name": "Float", "prices": [{"model": "USAGE", "meterId": calls["id"], "tiering": "PACKAGE", "packageSize": 100.5, "unitAmount": "2"}]}),
+        )
+        .await;
+    refused.expect_error(400, "invalid_field");
+    assert_eq!(refused.param(), "prices[0].packageSize");
+    assert!(
+        refused.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not JSON numbers with a fraction"),
+        "{}",
+        refused.body
+    );
+    let refused = app
+        .post(
+            "/v1/plans",
+            json!({"name": "Money", "prices": [{"model": "FLAT", "flatAmount": 50}]}),
+        )
+        .await;
+    refused.expect_error(400, "invalid_field");
+    assert_eq!(refused.param(), "prices[0].flatAmount");
+    assert!(
+        refused.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("amounts are decimal strings"),
+        "{}",
+        refused.body
+    );
+}
+
 #[tokio::test]
 async fn plan_validation_names_the_field_path() {
     let app = TestApp::spawn().await;

@@ -185,6 +185,7 @@ impl<'de> Deserialize<'de> for Amount {
             parse: Amount::parse,
             code: "invalid_amount",
             not_a_number: "amounts are decimal strings such as \"0.10\", not JSON numbers",
+            integers: false,
             _out: PhantomData,
         })
     }
@@ -260,24 +261,39 @@ impl<'de> Deserialize<'de> for Quantity {
         deserializer.deserialize_any(DecimalString {
             parse: Quantity::parse,
             code: "invalid_quantity",
-            not_a_number: "quantities are decimal strings such as \"1000\", not JSON numbers",
+            not_a_number: "quantities are JSON integers (100) or decimal strings (\"0.5\"), \
+                           not JSON numbers with a fraction or an exponent",
+            integers: true,
             _out: PhantomData,
         })
     }
 }
 
-/// Deserializes a value from a decimal string only; every number form is refused with
-/// `not_a_number`, so a float cannot be decoded into money by accident.
+/// Deserializes a value from a decimal string, and for counts (`integers`) also from a JSON
+/// integer, which serde hands over exactly (as `u64`/`i64`, never through a float): users copy
+/// Stripe's and Lago's `"packageSize": 100`. Every other number form (a fraction, an exponent,
+/// an integer too large for 64 bits, all of which arrive as floats) is refused with
+/// `not_a_number`, so a float cannot be decoded into money or a count by accident.
 struct DecimalString<T> {
     parse: fn(&str) -> Result<T>,
     code: &'static str,
     not_a_number: &'static str,
+    integers: bool,
     _out: PhantomData<T>,
 }
 
 impl<T> DecimalString<T> {
     fn number<E: de::Error>(&self) -> E {
         E::custom(Error::invalid(self.code, self.not_a_number))
+    }
+
+    /// An exact JSON integer: parsed from its decimal text when integers are accepted.
+    fn integer<E: de::Error>(&self, text: String) -> std::result::Result<T, E> {
+        if self.integers {
+            (self.parse)(&text).map_err(E::custom)
+        } else {
+            Err(self.number())
+        }
     }
 }
 
@@ -300,20 +316,20 @@ impl<T> Visitor<'_> for DecimalString<T> {
         Err(self.number())
     }
 
-    fn visit_i64<E: de::Error>(self, _: i64) -> std::result::Result<T, E> {
-        Err(self.number())
+    fn visit_i64<E: de::Error>(self, v: i64) -> std::result::Result<T, E> {
+        self.integer(v.to_string())
     }
 
-    fn visit_u64<E: de::Error>(self, _: u64) -> std::result::Result<T, E> {
-        Err(self.number())
+    fn visit_u64<E: de::Error>(self, v: u64) -> std::result::Result<T, E> {
+        self.integer(v.to_string())
     }
 
-    fn visit_i128<E: de::Error>(self, _: i128) -> std::result::Result<T, E> {
-        Err(self.number())
+    fn visit_i128<E: de::Error>(self, v: i128) -> std::result::Result<T, E> {
+        self.integer(v.to_string())
     }
 
-    fn visit_u128<E: de::Error>(self, _: u128) -> std::result::Result<T, E> {
-        Err(self.number())
+    fn visit_u128<E: de::Error>(self, v: u128) -> std::result::Result<T, E> {
+        self.integer(v.to_string())
     }
 }
 
@@ -489,6 +505,9 @@ mod tests {
                 e.contains(r#"amounts are decimal strings such as "0.10", not JSON numbers"#),
                 "{json}: {e}"
             );
+        }
+        // Counts may be JSON integers; every other number form is still refused.
+        for json in ["0.1", "100.0", "1e3", "123456789012345678901234"] {
             let e = serde_json::from_str::<Quantity>(json)
                 .unwrap_err()
                 .to_string();
@@ -500,6 +519,22 @@ mod tests {
         assert!(e.contains("invalid_amount"), "{e}");
         assert!(serde_json::from_str::<Amount>("null").is_err());
         assert!(serde_json::from_str::<Amount>("true").is_err());
+    }
+
+    #[test]
+    fn counts_may_be_json_integers_read_exactly() {
+        let q = |json: &str| serde_json::from_str::<Quantity>(json).map(|q| q.value());
+        assert_eq!(q("100").unwrap(), dec("100"));
+        assert_eq!(q("0").unwrap(), dec("0"));
+        assert_eq!(q("1000000000000000").unwrap(), Quantity::MAX);
+        assert_eq!(q(r#""100""#).unwrap(), dec("100"));
+        let e = q("1000000000000001").unwrap_err().to_string();
+        assert!(
+            e.contains("invalid_quantity") && e.contains("at most"),
+            "{e}"
+        );
+        let e = q("-5").unwrap_err().to_string();
+        assert!(e.contains("invalid_quantity"), "{e}");
     }
 
     #[test]
