@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make test` (and CI): every check and every test, against a fresh in-memory local stack.
-#   1. formatting, clippy (warnings are errors), cfn-lint on template.yaml
+#   1. formatting, clippy (warnings are errors), the domain crate's dependencies (no AWS, Stripe,
+#      HTTP or Lambda crate: infra/check-domain.sh), cfn-lint on template.yaml
 #   2. unit and integration tests (the real handlers against DynamoDB Local, moto and the fake
 #      Stripe; with STRIPE_SECRET_KEY=sk_test_... the payments tests use Stripe's test mode
 #      instead, otherwise infra/test-stripe.sh runs them once more against a stand-in
@@ -22,6 +23,9 @@ VENV="$ROOT/infra/.venv"
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
+
+step "the domain crate stays free of infrastructure (infra/check-domain.sh)"
+infra/check-domain.sh
 
 step "cfn-lint template.yaml"
 "$VENV/bin/cfn-lint" template.yaml
