@@ -66,6 +66,7 @@ impl Webhooks {
     /// Verifies and handles one delivery. A bad signature is an `Invalid` error (400) and
     /// nothing is read or written; a failure while handling releases the event id so the
     /// provider's redelivery is handled again.
+    #[tracing::instrument(skip_all, fields(event = tracing::field::Empty))]
     pub async fn receive(
         &self,
         payload: &str,
@@ -73,6 +74,7 @@ impl Webhooks {
         now: DateTime<Utc>,
     ) -> Result<Delivery> {
         let event = self.verifier.verify(payload, signature, now)?;
+        tracing::Span::current().record("event", event.id.as_str());
         if !self.ledger.claim_provider_event(&event.id, now).await? {
             return Ok(Delivery::Duplicate);
         }
@@ -162,6 +164,7 @@ impl Webhooks {
     /// before: a redelivery, or the billing run's own charge). A payment the invoice did not
     /// need (it was paid by another payment, void, refunded or not yet sent: the customer paid
     /// on the portal while auto-pay charged) is refunded in full, and `None` returned.
+    #[tracing::instrument(skip(self, now))]
     async fn mark_paid(
         &self,
         id: &InvoiceId,
@@ -229,6 +232,7 @@ impl Webhooks {
 
     /// `PAID` → `REFUNDED`, when the refunded payment is the one that paid it (not a payment
     /// the invoice did not need, refunded by [`Self::mark_paid`]).
+    #[tracing::instrument(skip(self, now))]
     async fn mark_refunded(
         &self,
         id: &InvoiceId,

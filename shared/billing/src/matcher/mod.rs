@@ -149,6 +149,7 @@ impl Matcher {
 
     /// Matches a batch of events. `Ok` means every event is recorded (now or before); `Err`
     /// means some may not be, and the whole batch must be retried (safe: nothing counts twice).
+    #[tracing::instrument(skip_all, fields(batch_size = events.len()))]
     pub async fn process(&self, events: Vec<UsageEvent>) -> Result<BatchReport> {
         let mut report = BatchReport::default();
         let mut pending = self.prepare(events).await?;

@@ -42,8 +42,10 @@ impl Billing {
     /// default. The provider is called before our write; when the request is then refused (a
     /// declined card, a taken `externalCustomerId`), a provider customer made for it is
     /// deleted again, so a refused request leaves nothing behind.
+    #[tracing::instrument(skip_all, fields(customer = tracing::field::Empty))]
     pub async fn create_customer(&self, request: CreateCustomer) -> Result<Customer> {
         let mut customer = request.parse(self.clock.now())?;
+        tracing::Span::current().record("customer", customer.id.as_str());
         let Some(gateway) = &self.gateway else {
             self.customers.insert(&customer).await?;
             return Ok(customer);
@@ -111,6 +113,7 @@ impl Billing {
 
     /// A SetupIntent for collecting a payment method in the SaaS business's own page (Stripe
     /// Elements); the method is saved on the customer when its webhook arrives.
+    #[tracing::instrument(skip(self), fields(customer = id))]
     pub async fn create_setup_intent(&self, id: &str) -> Result<SetupIntent> {
         let customer = self.customer(id).await?;
         let gateway = self.gateway.as_ref().ok_or_else(no_gateway)?;
@@ -155,6 +158,7 @@ impl Billing {
 
     /// Applies a partial update. Concurrent updates are serialised by version: a loser re-reads
     /// and re-applies its patch, so no change is silently lost.
+    #[tracing::instrument(skip(self, request), fields(customer = id))]
     pub async fn update_customer(&self, id: &str, request: UpdateCustomer) -> Result<Customer> {
         let id = CustomerId::parse(id).map_err(|_| Error::not_found("customer", id))?;
         let patch = request.parse()?;

@@ -10,6 +10,7 @@ use super::Billing;
 
 impl Billing {
     /// Reads an invoice with its amounts computed; 404 when unknown.
+    #[tracing::instrument(skip(self), fields(invoice = id))]
     pub async fn invoice(&self, id: &str) -> Result<PricedInvoice> {
         let id = InvoiceId::parse(id).map_err(|_| Error::not_found("invoice", id))?;
         self.invoice_record(&id).await?.priced()
@@ -53,6 +54,7 @@ impl Billing {
 
     /// The contract's open invoice (the one whose period contains today, or the first when the
     /// contract has not started), priced as if it closed now.
+    #[tracing::instrument(skip(self))]
     pub async fn upcoming_invoice(&self, contract: &str) -> Result<PricedInvoice> {
         let id = ContractId::parse(contract).map_err(|e| e.at("contractId"))?;
         let contract = self.contract(id.as_str()).await?;

@@ -30,6 +30,7 @@ impl Billing {
     }
 
     /// Archives a meter: it stops matching new events. Archiving twice changes nothing.
+    #[tracing::instrument(skip(self), fields(meter = id))]
     pub async fn archive_meter(&self, id: &str) -> Result<Meter> {
         let mut meter = self.meter(id).await?;
         if meter.status == MeterStatus::Archived {
