@@ -30,8 +30,15 @@ async fn the_usage_queue_has_its_dead_letter_queue() {
         .expect("a redrive policy");
     assert!(redrive.contains("UsageDeadLetterQueue"), "{redrive}");
     assert!(
-        redrive.contains("\"maxReceiveCount\": 5") || redrive.contains("\"maxReceiveCount\":5"),
+        redrive.contains("\"maxReceiveCount\": 20") || redrive.contains("\"maxReceiveCount\":20"),
         "{redrive}"
+    );
+    assert_eq!(
+        attrs
+            .get(&QueueAttributeName::FifoQueue)
+            .map(String::as_str),
+        Some("true"),
+        "usage travels a FIFO queue (lanes are its message groups)"
     );
 }
 

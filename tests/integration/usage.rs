@@ -466,7 +466,10 @@ async fn an_archived_meter_stops_matching_new_events() {
     .unwrap();
     let event = input.parse(Utc::now()).unwrap();
     let matcher = Arc::new(integration_tests::startup().await.matcher());
-    let report = matcher.process(vec![event]).await.unwrap();
+    let report = matcher
+        .process(vec![billing::matcher::LaneMessage::new(vec![event])])
+        .await
+        .unwrap();
     assert_eq!(report.by_status.get("unmatched"), Some(&1), "{report:?}");
 }
 

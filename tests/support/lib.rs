@@ -323,45 +323,43 @@ impl TestApp {
     }
 }
 
-/// Marks one invoice SENT directly in the table, so late-usage tests get a closed period without
-/// running the billing run, which would close every due invoice of the shared table.
+/// Closes one invoice (SENT, its usage frozen and its lanes sealed) through the store, without
+/// the billing run, which would close every due invoice of the shared table; no number, no
+/// mail.
 pub async fn close_invoice(invoice_id: &str) {
-    let config = billing_aws::aws_config().await;
-    let client = aws_sdk_dynamodb::Client::new(&config);
-    let table = std::env::var("TABLE_NAME").expect("TABLE_NAME");
-    client
-        .update_item()
-        .table_name(table)
-        .key(
-            "pk",
-            aws_sdk_dynamodb::types::AttributeValue::S(format!("INVOICE#{invoice_id}")),
-        )
-        .key(
-            "sk",
-            aws_sdk_dynamodb::types::AttributeValue::S("INVOICE".into()),
-        )
-        .update_expression("SET #s = :sent")
-        .expression_attribute_names("#s", "status")
-        .expression_attribute_values(
-            ":sent",
-            aws_sdk_dynamodb::types::AttributeValue::S("SENT".into()),
-        )
-        .send()
+    use billing::ports::LedgerStore;
+    let store = startup().await.store();
+    let id = billing::ids::InvoiceId::parse(invoice_id).expect("an invoice id");
+    let state = store
+        .invoice_state(&id)
+        .await
+        .expect("read the invoice")
+        .expect("the invoice exists");
+    let mut next = state.invoice.clone();
+    next.status = billing::invoice::InvoiceStatus::Sent;
+    let written = store
+        .transition(&state, &next, None, &[])
         .await
         .expect("close the invoice");
+    assert_eq!(
+        written,
+        billing::concurrency::Write::Done,
+        "close the invoice"
+    );
 }
 
-/// Creates a usage queue for one test, its messages coming back `visibility_timeout` seconds
-/// after a poller received them without deleting them.
+/// Creates a usage queue for one test (FIFO, as template.yaml's), its messages coming back
+/// `visibility_timeout` seconds after a poller received them without deleting them.
 pub async fn usage_queue(visibility_timeout: u32) -> String {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
     let config = billing_aws::aws_config().await;
     aws_sdk_sqs::Client::new(&config)
         .create_queue()
-        .queue_name(format!("usage-{}", uuid::Uuid::new_v4().simple()))
-        .attributes(
-            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
-            visibility_timeout.to_string(),
-        )
+        .queue_name(format!("usage-{}.fifo", uuid::Uuid::new_v4().simple()))
+        .attributes(A::FifoQueue, "true")
+        .attributes(A::DeduplicationScope, "messageGroup")
+        .attributes(A::FifoThroughputLimit, "perMessageGroupId")
+        .attributes(A::VisibilityTimeout, visibility_timeout.to_string())
         .send()
         .await
         .expect("create a test queue")

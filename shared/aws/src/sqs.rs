@@ -1,5 +1,6 @@
-//! The usage queue: packed event messages sent with `SendMessageBatch` (up to 10 messages and
-//! 256 KiB a request), retrying entries SQS reports as failed.
+//! The usage queue (SQS FIFO): packed event messages sent with `SendMessageBatch` (up to 10
+//! messages and 256 KiB a request), each in its lane's message group, retrying entries SQS
+//! reports as failed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,6 +11,7 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 
 use billing::ports::EventQueue;
+use billing::usage::OutgoingMessage;
 
 /// SQS's limit on one `SendMessageBatch` request (all bodies together).
 const MAX_BATCH_BYTES: usize = 256 * 1024;
@@ -41,14 +43,18 @@ impl SqsEventQueue {
         self.requests.load(Ordering::Relaxed)
     }
 
-    /// Sends one batch request; returns the indexes (into `batch`) that failed.
-    async fn send_batch(&self, batch: &[(usize, &String)]) -> Vec<usize> {
+    /// Sends one batch request; returns the indexes (into `batch`) that failed. Each message
+    /// goes to its lane's group and is deduplicated by its nonce, so a send retried after a
+    /// lost answer is one message.
+    async fn send_batch(&self, batch: &[(usize, &OutgoingMessage)]) -> Vec<usize> {
         let entries: Vec<SendMessageBatchRequestEntry> = batch
             .iter()
-            .filter_map(|(i, body)| {
+            .filter_map(|(i, message)| {
                 SendMessageBatchRequestEntry::builder()
                     .id(i.to_string())
-                    .message_body(body.as_str())
+                    .message_body(message.body.as_str())
+                    .message_group_id(message.lane.group())
+                    .message_deduplication_id(message.nonce.as_str())
                     .build()
                     .ok()
             })
@@ -77,9 +83,9 @@ impl SqsEventQueue {
 
 #[async_trait]
 impl EventQueue for SqsEventQueue {
-    async fn send(&self, bodies: &[String]) -> Vec<bool> {
-        let mut sent = vec![false; bodies.len()];
-        let mut pending: Vec<usize> = (0..bodies.len()).collect();
+    async fn send(&self, messages: &[OutgoingMessage]) -> Vec<bool> {
+        let mut sent = vec![false; messages.len()];
+        let mut pending: Vec<usize> = (0..messages.len()).collect();
         for attempt in 0..ATTEMPTS {
             if pending.is_empty() {
                 break;
@@ -88,19 +94,20 @@ impl EventQueue for SqsEventQueue {
                 tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
             }
             let mut failed = Vec::new();
-            let mut batch: Vec<(usize, &String)> = Vec::new();
+            let mut batch: Vec<(usize, &OutgoingMessage)> = Vec::new();
             let mut size = 0;
             for &i in &pending {
-                let body = &bodies[i];
+                let message = &messages[i];
+                let len = message.body.len();
                 if !batch.is_empty()
-                    && (batch.len() == MAX_BATCH_ENTRIES || size + body.len() > MAX_BATCH_BYTES)
+                    && (batch.len() == MAX_BATCH_ENTRIES || size + len > MAX_BATCH_BYTES)
                 {
                     failed.extend(self.send_batch(&batch).await);
                     batch.clear();
                     size = 0;
                 }
-                size += body.len();
-                batch.push((i, body));
+                size += len;
+                batch.push((i, message));
             }
             if !batch.is_empty() {
                 failed.extend(self.send_batch(&batch).await);

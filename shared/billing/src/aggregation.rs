@@ -157,7 +157,10 @@ impl UsageValue {
 }
 
 /// The running state of one line: its quantity so far and, for `UNIQUE_COUNT`, the values
-/// seen. Serializable so a batch can be folded into a stored state.
+/// seen. Serializable so a batch can be folded into a stored state. A stored `UNIQUE_COUNT`
+/// share does not keep its values (they would outgrow an item): each distinct value is claimed
+/// once per line in an item of its own, and the share counts the values it claimed
+/// ([`Aggregate::add_distinct`]); shares then add up.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Aggregate {
@@ -201,8 +204,29 @@ impl Aggregate {
         }
     }
 
+    /// Counts `n` distinct values this share claimed (`UNIQUE_COUNT` only: a claim is taken
+    /// once per line, so claimed counts of different shares never overlap and add up).
+    pub fn add_distinct(&mut self, n: u64) -> Result<()> {
+        if self.kind != Aggregation::UniqueCount {
+            return Err(Error::internal(format!(
+                "distinct values counted on a {} aggregate",
+                self.kind
+            )));
+        }
+        if n > 0 {
+            self.fold(Some(Decimal::from(n)))?;
+        }
+        Ok(())
+    }
+
+    /// The values seen so far (`UNIQUE_COUNT`), in their typed form: what a share claims.
+    pub fn distinct_values(&self) -> impl Iterator<Item = &str> {
+        self.seen.iter().map(String::as_str)
+    }
+
     /// Merges another partial aggregate of the same kind into this one: counts and sums add,
-    /// `MAX`/`MIN` keep the extreme, `UNIQUE_COUNT` unites the value sets.
+    /// `MAX`/`MIN` keep the extreme, `UNIQUE_COUNT` unites the value sets and adds claimed
+    /// counts.
     pub fn combine(&mut self, other: &Aggregate) -> Result<()> {
         if self.kind != other.kind {
             return Err(Error::internal(format!(
@@ -218,7 +242,9 @@ impl Aggregate {
     /// The line's quantity: 0 before any event.
     pub fn quantity(&self) -> Decimal {
         match self.kind {
-            Aggregation::UniqueCount => Decimal::from(self.seen.len()),
+            Aggregation::UniqueCount => {
+                Decimal::from(self.seen.len()) + self.value.unwrap_or(Decimal::ZERO)
+            }
             _ => self.value.unwrap_or(Decimal::ZERO),
         }
     }
@@ -233,7 +259,7 @@ impl Aggregate {
             return Ok(());
         };
         let next = match self.kind {
-            Aggregation::Count | Aggregation::Sum => {
+            Aggregation::Count | Aggregation::Sum | Aggregation::UniqueCount => {
                 current.checked_add(incoming).ok_or_else(|| {
                     Error::unprocessable(
                         "quantity_too_large",
@@ -243,7 +269,6 @@ impl Aggregate {
             }
             Aggregation::Max => current.max(incoming),
             Aggregation::Min => current.min(incoming),
-            Aggregation::UniqueCount => current,
         };
         self.value = Some(self.canonical(next));
         Ok(())

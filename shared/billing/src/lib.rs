@@ -20,6 +20,7 @@ pub mod error;
 pub mod idempotency;
 pub mod ids;
 pub mod invoice;
+pub mod lanes;
 pub mod matcher;
 pub mod meter;
 pub mod money;

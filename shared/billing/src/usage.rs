@@ -22,12 +22,15 @@ pub const MAX_AGE: Duration = Duration::days(35);
 pub const MAX_PROPERTIES: usize = 50;
 /// The most events one batch request may carry.
 pub const MAX_BATCH_EVENTS: usize = 10_000;
-/// The largest SQS message body we build: well under SQS's limit, so a batch of messages fits
-/// one `SendMessageBatch` (256 KiB in total) four at a time.
-pub const MAX_MESSAGE_BYTES: usize = 60 * 1024;
-/// How long an event record (and so its idempotency key) is kept: 400 days, beyond any invoice
-/// an event could still reach.
-pub const RECORD_RETENTION: Duration = Duration::days(400);
+/// The largest SQS message body we build: just under SQS's 256 KiB, so one `SendMessageBatch`
+/// carries one full message, and a matcher invocation (at most 10 messages from a FIFO queue)
+/// carries up to 2.5 MB of events: the more events per invocation, the fewer aggregate writes
+/// per event (docs/SCALE.md).
+pub const MAX_MESSAGE_BYTES: usize = 250 * 1024;
+/// How long an event record (and so its idempotency key) is kept: 40 days. An event may be at
+/// most [`MAX_AGE`] (35 days) old when it arrives, so a resend after the record expired is
+/// refused at the door (`timestamp_too_old`) and can never count twice.
+pub const RECORD_RETENTION: Duration = Duration::days(40);
 
 /// The client's key that makes resending an event safe; unique per customer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -234,46 +237,150 @@ impl EventInput {
     }
 }
 
-/// The body of one SQS message: a version, so the format can evolve, and the events.
+/// How many lanes usage flows through. Each message travels one lane (the FIFO queue's
+/// message group); a lane's messages are matched in order, one batch at a time, and each
+/// invoice keeps one aggregate per lane. So up to this many matchers work on one customer's
+/// invoice at once without ever writing the same item (docs/SCALE.md). Changing it is a
+/// migration: closing an invoice seals exactly these lanes.
+pub const LANES: u8 = 16;
+
+/// A lane (see [`LANES`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Lane(u8);
+
+impl Lane {
+    /// The lane a message travels, from its nonce: spread evenly, and the same on every retry.
+    pub fn of(nonce: &MessageNonce) -> Self {
+        let hash = nonce
+            .0
+            .bytes()
+            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+        Self((hash % u32::from(LANES)) as u8)
+    }
+
+    /// Lane `n` (taken modulo [`LANES`]).
+    pub fn new(n: u8) -> Self {
+        Self(n % LANES)
+    }
+
+    /// Every lane.
+    pub fn all() -> impl Iterator<Item = Lane> {
+        (0..LANES).map(Lane)
+    }
+
+    /// The lane's number.
+    pub fn number(self) -> u8 {
+        self.0
+    }
+
+    /// The FIFO message group of the lane.
+    pub fn group(self) -> String {
+        format!("lane-{:02}", self.0)
+    }
+}
+
+/// One message's identity, chosen when it is sent and carried in its body: a record written
+/// for the message names it, so a redelivery of the message recognises its own records, and
+/// a lane's aggregate names the last message it includes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MessageNonce(String);
+
+impl MessageNonce {
+    /// A fresh random nonce.
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::new_v4().simple().to_string())
+    }
+
+    /// A stored nonce.
+    pub fn parse(raw: impl Into<String>) -> Result<Self> {
+        let raw = raw.into();
+        if raw.is_empty() || raw.len() > 64 || !raw.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(Error::internal(format!("'{raw}' is not a message nonce")));
+        }
+        Ok(Self(raw))
+    }
+
+    /// The nonce as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The body of one SQS message: a version, so the format can evolve, the message's nonce, and
+/// the events.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct QueuedEvents {
-    /// Format version (1).
+    /// Format version (2: with a nonce).
     pub v: u8,
+    /// The message's identity.
+    pub nonce: MessageNonce,
     /// The events.
     pub events: Vec<UsageEvent>,
 }
 
-/// Packs events into message bodies of at most `MAX_MESSAGE_BYTES`, keeping their order.
-/// Returns each body with the indexes of the events it carries, so a failed send can be
+/// The message format this code writes and reads.
+pub const MESSAGE_VERSION: u8 = 2;
+
+/// One message ready to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingMessage {
+    /// The JSON body ([`QueuedEvents`]).
+    pub body: String,
+    /// Its nonce (the FIFO deduplication id, so a retried send is one message).
+    pub nonce: MessageNonce,
+    /// Its lane (the FIFO message group).
+    pub lane: Lane,
+    /// Which of the packed events it carries (indexes into the input).
+    pub events: Vec<usize>,
+}
+
+/// Packs events into message bodies of at most `MAX_MESSAGE_BYTES`, keeping their order, each
+/// with a fresh nonce and its lane. Returns which events each carries, so a failed send can be
 /// reported per event.
-pub fn pack(events: &[UsageEvent]) -> Result<Vec<(String, Vec<usize>)>> {
-    const ENVELOPE: usize = r#"{"v":1,"events":[]}"#.len();
+pub fn pack(events: &[UsageEvent]) -> Result<Vec<OutgoingMessage>> {
+    let envelope = |nonce: &MessageNonce| {
+        format!(
+            r#"{{"v":{MESSAGE_VERSION},"nonce":"{}","events":[]}}"#,
+            nonce.as_str()
+        )
+        .len()
+    };
     let mut messages = Vec::new();
     let mut current: Vec<String> = Vec::new();
     let mut indexes: Vec<usize> = Vec::new();
-    let mut size = ENVELOPE;
+    let mut nonce = MessageNonce::generate();
+    let mut size = envelope(&nonce);
     let flush = |current: &mut Vec<String>,
                  indexes: &mut Vec<usize>,
-                 messages: &mut Vec<(String, Vec<usize>)>| {
+                 nonce: &MessageNonce,
+                 messages: &mut Vec<OutgoingMessage>| {
         if !current.is_empty() {
-            messages.push((
-                format!(r#"{{"v":1,"events":[{}]}}"#, current.join(",")),
-                std::mem::take(indexes),
-            ));
+            messages.push(OutgoingMessage {
+                body: format!(
+                    r#"{{"v":{MESSAGE_VERSION},"nonce":"{}","events":[{}]}}"#,
+                    nonce.as_str(),
+                    current.join(",")
+                ),
+                nonce: nonce.clone(),
+                lane: Lane::of(nonce),
+                events: std::mem::take(indexes),
+            });
             current.clear();
         }
     };
     for (i, event) in events.iter().enumerate() {
         let json = serde_json::to_string(event).map_err(|e| Error::internal(e.to_string()))?;
         if size + json.len() + 1 > MAX_MESSAGE_BYTES && !current.is_empty() {
-            flush(&mut current, &mut indexes, &mut messages);
-            size = ENVELOPE;
+            flush(&mut current, &mut indexes, &nonce, &mut messages);
+            nonce = MessageNonce::generate();
+            size = envelope(&nonce);
         }
         size += json.len() + 1;
         current.push(json);
         indexes.push(i);
     }
-    flush(&mut current, &mut indexes, &mut messages);
+    flush(&mut current, &mut indexes, &nonce, &mut messages);
     Ok(messages)
 }
 
@@ -387,6 +494,10 @@ pub struct EventRecord {
     pub matches: Vec<MeterMatch>,
     /// When the matcher recorded it.
     pub processed_at: DateTime<Utc>,
+    /// The message that recorded it: the one whose aggregates count it. A redelivery of that
+    /// message finds its own records by this; another message with the same event finds
+    /// someone else's and counts nothing.
+    pub nonce: MessageNonce,
 }
 
 impl EventRecord {
@@ -518,15 +629,24 @@ mod tests {
     #[test]
     fn packing_keeps_every_event_once_in_order_and_under_the_size_limit() {
         let event = parse(r#"{"eventName":"e","externalCustomerId":"x","properties":{"pad":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}}"#).unwrap();
-        let events = vec![event; 2_500];
+        let events = vec![event; 5_000];
         let messages = pack(&events).unwrap();
         assert!(messages.len() > 1);
-        let indexes: Vec<usize> = messages.iter().flat_map(|(_, i)| i.clone()).collect();
-        assert_eq!(indexes, (0..2_500).collect::<Vec<_>>());
-        for (body, carried) in &messages {
-            assert!(body.len() <= MAX_MESSAGE_BYTES, "{}", body.len());
-            let decoded: QueuedEvents = serde_json::from_str(body).unwrap();
-            assert_eq!(decoded.events.len(), carried.len());
+        let indexes: Vec<usize> = messages.iter().flat_map(|m| m.events.clone()).collect();
+        assert_eq!(indexes, (0..5_000).collect::<Vec<_>>());
+        let mut nonces = std::collections::HashSet::new();
+        for message in &messages {
+            assert!(
+                message.body.len() <= MAX_MESSAGE_BYTES,
+                "{}",
+                message.body.len()
+            );
+            let decoded: QueuedEvents = serde_json::from_str(&message.body).unwrap();
+            assert_eq!(decoded.v, MESSAGE_VERSION);
+            assert_eq!(decoded.events.len(), message.events.len());
+            assert_eq!(decoded.nonce, message.nonce);
+            assert_eq!(Lane::of(&decoded.nonce), message.lane);
+            assert!(nonces.insert(message.nonce.clone()), "nonces are fresh");
         }
     }
 }

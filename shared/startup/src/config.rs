@@ -27,8 +27,10 @@ impl From<ConfigError> for billing::Error {
 /// Everything the functions read from their environment.
 #[derive(Clone)]
 pub struct Config {
-    /// `TABLE_NAME`: the one DynamoDB table.
+    /// `TABLE_NAME`: the billing table (everything but event records).
     pub table_name: String,
+    /// `USAGE_TABLE_NAME`: the usage table (event records).
+    pub usage_table_name: String,
     /// `USAGE_QUEUE_URL`: where ingestion sends usage events (absent: ingestion answers 503).
     pub usage_queue_url: Option<String>,
     /// `BOOTSTRAP_API_KEY_SHA256`: the digest of a deployment's first admin key.
@@ -92,6 +94,7 @@ impl Config {
         });
         Ok(Self {
             table_name: vars.required("TABLE_NAME")?,
+            usage_table_name: vars.required("USAGE_TABLE_NAME")?,
             usage_queue_url: vars.url("USAGE_QUEUE_URL")?,
             bootstrap_key: vars
                 .optional("BOOTSTRAP_API_KEY_SHA256")
@@ -189,6 +192,7 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("table_name", &self.table_name)
+            .field("usage_table_name", &self.usage_table_name)
             .field("usage_queue_url", &self.usage_queue_url)
             .field("bootstrap_key", &self.bootstrap_key.is_some())
             .field("stripe", &self.stripe.as_ref().map(|s| &s.api_base))
@@ -224,11 +228,13 @@ mod tests {
     }
 
     #[test]
-    fn only_the_table_is_required_and_empty_means_unset() {
+    fn only_the_tables_are_required_and_empty_means_unset() {
         assert_eq!(error(&[]).variable, "TABLE_NAME");
         assert_eq!(error(&[("TABLE_NAME", " ")]).variable, "TABLE_NAME");
+        assert_eq!(error(&[("TABLE_NAME", "t")]).variable, "USAGE_TABLE_NAME");
         let config = read(&[
             ("TABLE_NAME", "t"),
+            ("USAGE_TABLE_NAME", "u"),
             ("STRIPE_SECRET_KEY", ""),
             ("MAIL_FROM", ""),
         ])
@@ -240,15 +246,28 @@ mod tests {
 
     #[test]
     fn malformed_values_name_their_variable_and_never_echo_it() {
-        let e = error(&[("TABLE_NAME", "t"), ("PORTAL_SIGNING_KEY", "abcd-secret")]);
+        let e = error(&[
+            ("TABLE_NAME", "t"),
+            ("USAGE_TABLE_NAME", "u"),
+            ("PORTAL_SIGNING_KEY", "abcd-secret"),
+        ]);
         assert_eq!(e.variable, "PORTAL_SIGNING_KEY");
         assert!(!e.to_string().contains("abcd-secret"), "{e}");
-        let e = error(&[("TABLE_NAME", "t"), ("USAGE_QUEUE_URL", "queue")]);
+        let e = error(&[
+            ("TABLE_NAME", "t"),
+            ("USAGE_TABLE_NAME", "u"),
+            ("USAGE_QUEUE_URL", "queue"),
+        ]);
         assert_eq!(e.variable, "USAGE_QUEUE_URL");
-        let e = error(&[("TABLE_NAME", "t"), ("BOOTSTRAP_API_KEY_SHA256", "zz")]);
+        let e = error(&[
+            ("TABLE_NAME", "t"),
+            ("USAGE_TABLE_NAME", "u"),
+            ("BOOTSTRAP_API_KEY_SHA256", "zz"),
+        ]);
         assert_eq!(e.variable, "BOOTSTRAP_API_KEY_SHA256");
         let e = error(&[
             ("TABLE_NAME", "t"),
+            ("USAGE_TABLE_NAME", "u"),
             ("STRIPE_SECRET_KEY", "sk_test_x"),
             ("STRIPE_API_BASE", "localhost:12111"),
         ]);
@@ -258,10 +277,16 @@ mod tests {
 
     #[test]
     fn payment_links_need_a_key_and_a_base_url() {
-        let key_only = read(&[("TABLE_NAME", "t"), ("PORTAL_SIGNING_KEY", HEX_KEY)]).unwrap();
+        let key_only = read(&[
+            ("TABLE_NAME", "t"),
+            ("USAGE_TABLE_NAME", "u"),
+            ("PORTAL_SIGNING_KEY", HEX_KEY),
+        ])
+        .unwrap();
         assert!(key_only.portal.is_none());
         let both = read(&[
             ("TABLE_NAME", "t"),
+            ("USAGE_TABLE_NAME", "u"),
             ("PORTAL_SIGNING_KEY", HEX_KEY),
             ("PUBLIC_BASE_URL", "https://billing.example.com/"),
         ])
@@ -274,10 +299,15 @@ mod tests {
 
     #[test]
     fn retry_schedules_need_the_target_and_the_role() {
-        let e = error(&[("TABLE_NAME", "t"), ("BILLING_RUN_FUNCTION_ARN", "arn:x")]);
+        let e = error(&[
+            ("TABLE_NAME", "t"),
+            ("USAGE_TABLE_NAME", "u"),
+            ("BILLING_RUN_FUNCTION_ARN", "arn:x"),
+        ]);
         assert_eq!(e.variable, "SCHEDULER_ROLE_ARN");
         let config = read(&[
             ("TABLE_NAME", "t"),
+            ("USAGE_TABLE_NAME", "u"),
             ("BILLING_RUN_FUNCTION_ARN", "arn:f"),
             ("SCHEDULER_ROLE_ARN", "arn:r"),
         ])
@@ -296,6 +326,7 @@ mod tests {
     fn secrets_never_print() {
         let config = read(&[
             ("TABLE_NAME", "t"),
+            ("USAGE_TABLE_NAME", "u"),
             ("STRIPE_SECRET_KEY", "sk_test_secret"),
             ("STRIPE_WEBHOOK_SECRET", "whsec_secret"),
         ])

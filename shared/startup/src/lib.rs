@@ -42,7 +42,11 @@ impl Startup {
 
     /// From a configuration and AWS settings read elsewhere.
     pub fn new(config: Config, aws: aws_config::SdkConfig) -> Self {
-        let store = Arc::new(DynamoStore::from_config(&aws, &config.table_name));
+        let store = Arc::new(DynamoStore::from_config(
+            &aws,
+            &config.table_name,
+            &config.usage_table_name,
+        ));
         Self {
             config,
             aws,

@@ -184,6 +184,7 @@ impl ContractStore for DynamoStore {
         next: &Contract,
         index: &Versioned<Vec<ContractSummary>>,
         void: &[InvoiceId],
+        seal: &[InvoiceId],
     ) -> Result<Write> {
         let mut items = vec![
             self.put(
@@ -214,6 +215,9 @@ impl ContractStore for DynamoStore {
                 .build()
                 .map_err(|e| Error::internal(e.to_string()))?;
             items.push(TransactWriteItem::builder().update(update).build());
+        }
+        for id in seal {
+            items.extend(self.seal_lanes(id, None)?);
         }
         match self.transact(items).await? {
             Ok(()) => Ok(Write::Done),

@@ -1,19 +1,17 @@
 //! Invoices, listed by period through three indexes: all (`gsi1`), a customer's (`gsi2`) and
 //! a contract's (`gsi3`).
 
-use std::collections::BTreeMap;
-
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::AttributeValue;
+use futures_util::{StreamExt, TryStreamExt};
 
-use super::{DynamoStore, Item, entity_item, from_item, keys, s, version_of};
-use billing::aggregation::Aggregate;
-use billing::error::{Error, Result};
-use billing::ids::{InvoiceId, LineId};
-use billing::invoice::{Invoice, InvoiceStatus};
+use super::{DynamoStore, Item, entity_item, from_item, keys, s, string_attr, version_of};
+use billing::error::Result;
+use billing::ids::InvoiceId;
+use billing::invoice::Invoice;
+use billing::lanes::merge;
 use billing::pagination::{Cursor, Page, PageRequest};
 use billing::period::parse_date;
-use billing::ports::{InvoiceFilter, InvoiceState, InvoiceStore, InvoiceUsage};
+use billing::ports::{InvoiceFilter, InvoiceState, InvoiceStore};
 
 fn position(invoice: &Invoice) -> String {
     keys::invoice_position(invoice.period.start, &invoice.id)
@@ -56,87 +54,63 @@ fn parse_position(cursor: &Cursor) -> Result<String> {
     }
 }
 
-/// Takes the usage version and the lines' aggregates (`agg#<lineId>`) out of an invoice item.
-fn take_usage(item: &mut Item) -> Result<(u64, BTreeMap<LineId, Aggregate>)> {
-    let version = version_of(item);
-    item.remove("version");
-    let mut aggregates = BTreeMap::new();
-    let keys: Vec<String> = item
-        .keys()
-        .filter(|k| k.starts_with("agg#"))
-        .cloned()
-        .collect();
-    for key in keys {
-        if let Some(value) = item.remove(&key) {
-            let aggregate: Aggregate = serde_dynamo::from_attribute_value(value)
-                .map_err(|e| Error::internal(format!("bad aggregate {key}: {e}")))?;
-            aggregates.insert(LineId::parse(&key["agg#".len()..])?, aggregate);
-        }
+impl DynamoStore {
+    /// An invoice with its usage: one strongly consistent query of its partition returns the
+    /// invoice item and its lane shares, merged as [`billing::lanes::merge`] says.
+    pub(super) async fn invoice_with_usage(&self, id: &InvoiceId) -> Result<Option<InvoiceState>> {
+        let key = keys::invoice(id);
+        let items = self
+            .query_in(&self.table, None, &key.pk, None, None, 100, &[])
+            .await?;
+        self.state_of(id, items)
     }
-    Ok((version, aggregates))
-}
 
-/// Reads an invoice item: the invoice, its lines' aggregates (which give the lines their
-/// quantities) and its usage version.
-pub(super) fn decode_invoice(mut item: Item) -> Result<InvoiceState> {
-    let (version, aggregates) = take_usage(&mut item)?;
-    let mut invoice: Invoice = from_item(item)?;
-    for line in &mut invoice.lines {
-        if let Some(aggregate) = aggregates.get(&line.id) {
-            line.quantity = aggregate.quantity();
+    /// An invoice item (from an index) with its usage: closed invoices carry their frozen
+    /// quantities; open ones are read again with their lanes.
+    async fn listed_invoice(&self, item: Item) -> Result<Invoice> {
+        let invoice: Invoice = from_item(item)?;
+        if !invoice.status.is_open() {
+            return Ok(invoice);
         }
+        let id = invoice.id.clone();
+        Ok(self
+            .invoice_with_usage(&id)
+            .await?
+            .map(|state| state.invoice)
+            .unwrap_or(invoice))
     }
-    Ok(InvoiceState {
-        invoice,
-        aggregates,
-        version,
-    })
-}
 
-/// Reads only what the matcher needs of an invoice item (status, line ids, aggregates,
-/// version), without decoding the invoice itself.
-pub(super) fn decode_usage(mut item: Item) -> Result<(InvoiceId, InvoiceUsage)> {
-    let (version, aggregates) = take_usage(&mut item)?;
-    let text = |name: &str| {
-        item.get(name)
-            .and_then(|v| v.as_s().ok())
-            .ok_or_else(|| Error::internal(format!("invoice item without {name}")))
-    };
-    let id = InvoiceId::parse(text("id")?)?;
-    let status = InvoiceStatus::parse(text("status")?)?;
-    let line_ids = match item.get("lines") {
-        Some(AttributeValue::L(lines)) => lines
-            .iter()
-            .map(|line| {
-                line.as_m()
-                    .ok()
-                    .and_then(|m| m.get("id"))
-                    .and_then(|v| v.as_s().ok())
-                    .ok_or_else(|| Error::internal(format!("invoice {id} has a line without id")))
-                    .and_then(|raw| LineId::parse(raw))
-            })
-            .collect::<Result<Vec<_>>>()?,
-        _ => Vec::new(),
-    };
-    Ok((
-        id,
-        InvoiceUsage {
-            status,
-            line_ids,
+    fn state_of(&self, id: &InvoiceId, items: Vec<Item>) -> Result<Option<InvoiceState>> {
+        let mut invoice_item = None;
+        let mut lanes = Vec::new();
+        for item in items {
+            let sk = string_attr(&item, "sk").unwrap_or_default();
+            if sk == keys::invoice(id).sk {
+                invoice_item = Some(item);
+            } else if sk.starts_with(keys::LANE_PREFIX) {
+                lanes.push(super::usage::lane_from_item(id, &item)?);
+            }
+        }
+        let Some(item) = invoice_item else {
+            return Ok(None);
+        };
+        let version = version_of(&item);
+        let (invoice, aggregates) = merge(from_item(item)?, &lanes)?;
+        Ok(Some(InvoiceState {
+            invoice,
             aggregates,
             version,
-        },
-    ))
+            lanes,
+        }))
+    }
 }
 
 #[async_trait]
 impl InvoiceStore for DynamoStore {
     async fn get_invoice(&self, id: &InvoiceId) -> Result<Option<Invoice>> {
         Ok(self
-            .get_item(&keys::invoice(id))
+            .invoice_with_usage(id)
             .await?
-            .map(decode_invoice)
-            .transpose()?
             .map(|state| state.invoice))
     }
 
@@ -189,10 +163,14 @@ impl InvoiceStore for DynamoStore {
                 .await?
             }
         };
-        let invoices = items
+        let reads: Vec<_> = items
             .into_iter()
-            .map(|item| decode_invoice(item).map(|state| state.invoice))
-            .collect::<Result<Vec<_>>>()?;
+            .map(|item| self.listed_invoice(item))
+            .collect();
+        let invoices: Vec<Invoice> = futures_util::stream::iter(reads)
+            .buffered(16)
+            .try_collect()
+            .await?;
         Ok(Page::from_overfetch(invoices, page.limit, position))
     }
 }

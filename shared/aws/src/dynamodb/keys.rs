@@ -81,9 +81,67 @@ pub(crate) fn invoice(id: &InvoiceId) -> Key {
     key(format!("INVOICE#{id}"), "INVOICE")
 }
 
-/// A usage event's record, by its identity ([`billing::usage::EventRecord::key`]).
-pub(crate) fn event_record(record_key: &str) -> Key {
-    key(format!("EVENT#{record_key}"), "EVENT")
+/// How many partitions one customer's event records spread over (by a hash of the
+/// idempotency key), so a customer sending 100,000 events a second does not exceed one
+/// partition's 1,000 writes a second (docs/SCALE.md).
+pub(crate) const RECORD_BUCKETS: u32 = 8;
+
+/// A usage event's record, in the usage table: partitioned by its owner (the resolved
+/// customer, or the reference as sent) and a bucket, sorted by idempotency key.
+pub(crate) fn event_record(owner: &str, idempotency_key: &str) -> Key {
+    let bucket = idempotency_key
+        .bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
+        % RECORD_BUCKETS;
+    Key {
+        pk: record_partition(owner, bucket),
+        sk: idempotency_key.to_owned(),
+    }
+}
+
+/// Whether a record partition key is one of `owner`'s buckets.
+pub(crate) fn owns_partition(owner: &str, pk: &str) -> bool {
+    pk.strip_prefix("EVENTS#")
+        .and_then(|rest| rest.strip_prefix(owner))
+        .is_some_and(|rest| rest.starts_with('#'))
+}
+
+/// One bucket of an owner's records.
+pub(crate) fn record_partition(owner: &str, bucket: u32) -> String {
+    format!("EVENTS#{owner}#{bucket}")
+}
+
+/// The owner of a usage event's records: the customer it resolved to, else the reference as
+/// sent (`ref:` or `ext:`), so an unknown customer's events are kept apart.
+pub(crate) fn record_owner(
+    customer: Option<&CustomerId>,
+    reference: &billing::usage::CustomerRef,
+) -> String {
+    match (customer, reference) {
+        (Some(id), _) => id.to_string(),
+        (None, billing::usage::CustomerRef::Id(id)) => format!("ref:{id}"),
+        (None, billing::usage::CustomerRef::External(x)) => format!("ext:{x}"),
+    }
+}
+
+/// An invoice's usage share in one lane: in the invoice's partition, so one query reads the
+/// invoice with its usage.
+pub(crate) fn lane(invoice: &InvoiceId, lane: billing::usage::Lane) -> Key {
+    key(
+        format!("INVOICE#{invoice}"),
+        &format!("{LANE_PREFIX}{:02}", lane.number()),
+    )
+}
+
+/// The sort key prefix of lane shares in an invoice's partition.
+pub(crate) const LANE_PREFIX: &str = "LANE#";
+
+/// A distinct value of a `UNIQUE_COUNT` line, claimed once.
+pub(crate) fn distinct_value(invoice: &InvoiceId, line: &billing::ids::LineId, value: &str) -> Key {
+    Key {
+        pk: format!("DISTINCT#{invoice}#{line}"),
+        sk: value.to_owned(),
+    }
 }
 
 /// The invoice number counter.
@@ -132,8 +190,6 @@ pub(crate) fn contract_partition(id: &ContractId) -> String {
 pub(crate) const CONTRACTS_IN_CUSTOMER: &str = "CONTRACT#";
 /// The prefix of a customer's invoices in `gsi2`.
 pub(crate) const INVOICES_IN_CUSTOMER: &str = "INVOICE#";
-/// The prefix of a customer's event records in `gsi2`.
-pub(crate) const EVENTS_IN_CUSTOMER: &str = "EVENT#";
 
 /// A contract's sort key among its customer's items.
 pub(crate) fn contract_in_customer(id: &ContractId) -> String {
@@ -150,15 +206,8 @@ pub(crate) fn invoice_position(start: chrono::NaiveDate, id: &InvoiceId) -> Stri
     format!("{start}#{id}")
 }
 
-/// The partition of unknown customers' event records in `gsi2`: the reference as sent.
-pub(crate) fn unknown_customer_partition(reference: &billing::usage::CustomerRef) -> String {
-    match reference {
-        billing::usage::CustomerRef::Id(id) => format!("EVENTREF#{id}"),
-        billing::usage::CustomerRef::External(x) => format!("EVENTREF#ext:{x}"),
-    }
-}
-
-/// The `gsi1` partition of event records with one outcome.
+/// The usage table's `gsi1` partition of unbillable event records with one outcome (sparse:
+/// billed records carry no index keys, so they cost no index write).
 pub(crate) fn events_with_status(status: &str) -> String {
     format!("EVENT#{status}")
 }

@@ -15,17 +15,19 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
 use chrono::{DateTime, NaiveDate, Utc};
 
-use super::invoices::{decode_invoice, invoice_item};
+use super::invoices::invoice_item;
 use super::{DynamoStore, Item, key_item, keys, n, number_attr, s, string_attr};
 use billing::concurrency::Write;
 use billing::error::{Error, Result};
 use billing::ids::InvoiceId;
 use billing::invoice::{Invoice, InvoiceStatus};
+use billing::lanes::UsageLane;
 use billing::pagination::{Cursor, Page, PageRequest};
 use billing::ports::{AgendaKind, InvoiceState, LedgerStore, MailKind, MailTask};
+use billing::usage::Lane;
 
 /// How long a provider event id is remembered (Stripe retries for 3 days).
 const PROVIDER_EVENT_RETENTION: chrono::Duration = chrono::Duration::days(30);
@@ -51,15 +53,47 @@ impl DynamoStore {
     fn update(&self, update: Update) -> TransactWriteItem {
         TransactWriteItem::builder().update(update).build()
     }
+
+    /// The writes sealing every usage lane of an invoice. With `read`, each lane read is sealed
+    /// on condition of its version, and each lane not read must still not exist (a sealed
+    /// placeholder is put); without, every lane is sealed whatever it holds (a void).
+    pub(super) fn seal_lanes(
+        &self,
+        invoice: &InvoiceId,
+        read: Option<&[UsageLane]>,
+    ) -> Result<Vec<TransactWriteItem>> {
+        let mut items = Vec::new();
+        for lane in Lane::all() {
+            let key = keys::lane(invoice, lane);
+            let mut update = Update::builder()
+                .table_name(&self.table)
+                .key("pk", s(&key.pk))
+                .key("sk", s(&key.sk))
+                .update_expression(
+                    "SET sealed = :sealed, #version = if_not_exists(#version, :zero) + :one",
+                )
+                .expression_attribute_names("#version", "version")
+                .expression_attribute_values(":sealed", AttributeValue::Bool(true))
+                .expression_attribute_values(":zero", n(0))
+                .expression_attribute_values(":one", n(1));
+            if let Some(read) = read {
+                update = match read.iter().find(|l| l.key.lane == lane) {
+                    Some(seen) => update
+                        .condition_expression("#version = :version")
+                        .expression_attribute_values(":version", n(seen.version)),
+                    None => update.condition_expression("attribute_not_exists(pk)"),
+                };
+            }
+            items.push(self.update(update.build().map_err(|e| Error::internal(e.to_string()))?));
+        }
+        Ok(items)
+    }
 }
 
 #[async_trait]
 impl LedgerStore for DynamoStore {
     async fn invoice_state(&self, id: &InvoiceId) -> Result<Option<InvoiceState>> {
-        self.get_item(&keys::invoice(id))
-            .await?
-            .map(decode_invoice)
-            .transpose()
+        self.invoice_with_usage(id).await
     }
 
     async fn agenda(
@@ -139,6 +173,11 @@ impl LedgerStore for DynamoStore {
             .build()
             .map_err(|e| Error::internal(e.to_string()))?;
         let mut items = vec![TransactWriteItem::builder().put(put).build()];
+        // A close or a void freezes the usage counted: every lane is sealed on condition that
+        // it did not move since read, so no usage lands after the quantities were taken.
+        if previous.invoice.status.is_open() && !next.status.is_open() {
+            items.extend(self.seal_lanes(&next.id, Some(&previous.lanes))?);
+        }
         if let Some(number) = number {
             let counter = keys::invoice_counter();
             let mut update = Update::builder()
@@ -169,14 +208,16 @@ impl LedgerStore for DynamoStore {
                 None,
             ));
         }
+        let items_len = items.len();
         match self.transact(items).await? {
             Ok(()) => Ok(Write::Done),
             Err(reasons) => {
                 let failed = |i: usize| {
                     reasons.get(i).and_then(|r| r.code()) == Some("ConditionalCheckFailed")
                 };
-                // The invoice moved, or another close took this number first.
-                if failed(0) || (number.is_some() && failed(1)) {
+                // The invoice or a lane moved, or another close took this number first.
+                let mail_start = items_len - mail.len();
+                if (0..mail_start).any(failed) {
                     Ok(Write::Conflict)
                 } else {
                     Err(Error::internal(format!(

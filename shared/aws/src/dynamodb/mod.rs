@@ -41,26 +41,34 @@ pub(super) type Item = HashMap<String, AttributeValue>;
 pub struct DynamoStore {
     client: Client,
     table: String,
+    /// The usage table: event records only.
+    usage_table: String,
     /// Write actions sent in usage commits, for the cost benchmark.
     writes: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl DynamoStore {
-    /// Uses an existing client and table name.
-    pub fn new(client: Client, table: impl Into<String>) -> Self {
+    /// Uses an existing client and the billing and usage tables' names.
+    pub fn new(client: Client, table: impl Into<String>, usage_table: impl Into<String>) -> Self {
         Self {
             client,
             table: table.into(),
+            usage_table: usage_table.into(),
             writes: Default::default(),
         }
     }
 
-    /// The table `table` through a client built from `config`.
-    pub fn from_config(config: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
-        Self::new(Client::new(config), table)
+    /// The tables through a client built from `config`.
+    pub fn from_config(
+        config: &aws_config::SdkConfig,
+        table: impl Into<String>,
+        usage_table: impl Into<String>,
+    ) -> Self {
+        Self::new(Client::new(config), table, usage_table)
     }
 
-    /// Write actions sent in usage commits so far (retries included): what DynamoDB bills.
+    /// Single-item writes the matcher made so far (records, value claims, lane shares, retries
+    /// included): what DynamoDB bills for usage, for the cost benchmark.
     pub fn usage_write_actions(&self) -> u64 {
         self.writes.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -434,7 +442,37 @@ impl DynamoStore {
         limit: usize,
         filters: &[(&str, AttributeValue)],
     ) -> Result<Vec<Item>> {
-        let (pk_attr, sk_attr) = (format!("{index}pk"), format!("{index}sk"));
+        self.query_in(
+            &self.table,
+            Some(index),
+            partition,
+            prefix,
+            after,
+            limit,
+            filters,
+        )
+        .await
+    }
+
+    /// One page of a partition of `table` (or of one of its indexes) in sort-key order, after
+    /// `after` (exclusive), optionally restricted to sort keys starting with `prefix` and to
+    /// items passing `filters`. Fetches `limit + 1` matching items (looping when a filter drops
+    /// some) so `hasMore` is exact.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn query_in(
+        &self,
+        table: &str,
+        index: Option<&str>,
+        partition: &str,
+        prefix: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+        filters: &[(&str, AttributeValue)],
+    ) -> Result<Vec<Item>> {
+        let (pk_attr, sk_attr) = match index {
+            Some(index) => (format!("{index}pk"), format!("{index}sk")),
+            None => ("pk".to_owned(), "sk".to_owned()),
+        };
         let mut condition = "#pk = :pk".to_owned();
         let mut values = HashMap::from([(":pk".to_owned(), s(partition))]);
         let mut names = HashMap::from([("#pk".to_owned(), pk_attr)]);
@@ -470,8 +508,9 @@ impl DynamoStore {
             let out = self
                 .client
                 .query()
-                .table_name(&self.table)
-                .index_name(index)
+                .table_name(table)
+                .set_index_name(index.map(str::to_owned))
+                .consistent_read(index.is_none())
                 .key_condition_expression(&condition)
                 .set_filter_expression(filter_expression.clone())
                 .set_expression_attribute_names(Some(names.clone()))

@@ -1,192 +1,347 @@
-//! The matcher's side of the table: invoice states with their aggregates, usage commits (event
-//! records and invoice updates in one transaction), and event record listings.
-//!
-//! An invoice item carries, besides the invoice, one attribute per line with usage,
-//! `agg#<lineId>` (the line's aggregate), and a `version` counter that every usage write checks
-//! and increments.
+//! The matcher's side of the tables. Event records live in the usage table, one item each
+//! (under 1 KB, no index keys unless unbillable): the one write per event. Lane shares and
+//! distinct values live in the billing table, next to their invoice. Every write here is a
+//! single-item conditional write; none is transactional.
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, TransactWriteItem, Update};
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, KeysAndAttributes, ReturnValuesOnConditionCheckFailure,
+};
+use futures_util::stream::{self, StreamExt, TryStreamExt};
 
-use super::invoices::{decode_usage, invoice_item};
-use super::{DynamoStore, Item, keys, n, s, sdk_error, to_item};
+use super::invoices::invoice_item;
+use super::{DynamoStore, Item, keys, n, s, sdk_error, string_attr, to_item};
 use billing::concurrency;
 use billing::error::{Error, Result};
 use billing::ids::InvoiceId;
-use billing::invoice::Invoice;
+use billing::invoice::{Invoice, InvoiceStatus};
+use billing::lanes::{LaneKey, LaneLine, UsageLane};
 use billing::pagination::{Cursor, Page, PageRequest};
-use billing::ports::{
-    CommitOutcome, EventFilter, EventOwner, InvoiceUsage, UsageCommit, UsageStore,
-};
-use billing::usage::{CustomerRef, EventRecord, RECORD_RETENTION};
+use billing::ports::{EventFilter, EventOwner, LaneWrite, RecordPut, UsageStore, ValueClaim};
+use billing::usage::{CustomerRef, EventRecord, EventStatus, Lane, MessageNonce, RECORD_RETENTION};
 
-/// The attribute holding a line's aggregate.
-pub(super) fn aggregate_attribute(line: &str) -> String {
-    format!("agg#{line}")
-}
+/// Single-item writes in flight at once per call: enough to hide DynamoDB's latency, few
+/// enough to stay polite to one partition.
+const WRITES_IN_FLIGHT: usize = 32;
 
 /// An event record as stored. `customerId` is left out when the event named the customer by
-/// that same id (the usual case): it is then the event's own `customer.id`, and the 46 bytes
-/// keep a typical record under 1 KB, where a transactional put costs 2 WCU rather than 4.
-/// [`record_from_item`] puts it back from the owner key.
+/// that same id (the usual case; the partition names it), keeping a typical record well under
+/// 1 KB, where a put costs 1 WCU. Only unbillable records carry `gsi1` keys (the listing of
+/// what was not billed, by outcome).
 fn record_item(record: &EventRecord) -> Result<Item> {
-    let key = record.key();
+    let key = record_key(record);
     let mut item = to_item(record)?;
     if let (Some(id), CustomerRef::Id(named)) = (&record.customer_id, &record.event.customer)
         && id.as_str() == named.as_str()
     {
         item.remove("customerId");
     }
-    let processed = record
-        .processed_at
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let timestamp = record
-        .event
-        .timestamp
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let owner = match &record.customer_id {
-        Some(id) => keys::customer_partition(id),
-        None => keys::unknown_customer_partition(&record.event.customer),
-    };
-    let primary = keys::event_record(&key);
-    item.insert("pk".into(), s(primary.pk));
-    item.insert("sk".into(), s(primary.sk));
-    item.insert(
-        "gsi1pk".into(),
-        s(keys::events_with_status(record.status.as_str())),
-    );
-    item.insert("gsi1sk".into(), s(format!("{processed}#{key}")));
-    item.insert("gsi2pk".into(), s(owner));
-    item.insert(
-        "gsi2sk".into(),
-        s(format!("{}{timestamp}#{key}", keys::EVENTS_IN_CUSTOMER)),
-    );
+    item.insert("pk".into(), s(&key.pk));
+    item.insert("sk".into(), s(&key.sk));
+    if !matches!(record.status, EventStatus::Matched | EventStatus::Late) {
+        let processed = record
+            .processed_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        item.insert(
+            "gsi1pk".into(),
+            s(keys::events_with_status(record.status.as_str())),
+        );
+        item.insert("gsi1sk".into(), s(format!("{processed}#{}", key.pk)));
+    }
     let expires = (record.processed_at + RECORD_RETENTION).timestamp();
     item.insert("expiresAt".into(), AttributeValue::N(expires.to_string()));
     Ok(item)
 }
 
-/// Reads a stored event record, restoring a `customerId` [`record_item`] left out: the owner key
-/// `CUSTOMER#<id>` says the event's customer exists.
+fn record_key(record: &EventRecord) -> keys::Key {
+    keys::event_record(
+        &keys::record_owner(record.customer_id.as_ref(), &record.event.customer),
+        record.event.idempotency_key.as_str(),
+    )
+}
+
+/// Reads a stored event record, restoring a `customerId` [`record_item`] left out: the
+/// partition names the event's customer when it exists.
 fn record_from_item(item: Item) -> Result<EventRecord> {
-    let owner = item.get("gsi2pk").and_then(|v| v.as_s().ok()).cloned();
+    let pk = string_attr(&item, "pk").unwrap_or_default();
     let mut record: EventRecord = super::from_item(item)?;
     if record.customer_id.is_none()
-        && let (Some(owner), CustomerRef::Id(named)) = (owner, &record.event.customer)
-        && owner == keys::customer_partition(named)
+        && let CustomerRef::Id(named) = &record.event.customer
+        && keys::owns_partition(named.as_str(), &pk)
     {
         record.customer_id = Some(named.clone());
     }
     Ok(record)
 }
 
-impl DynamoStore {
-    fn invoice_update(&self, write: &billing::ports::InvoiceWrite) -> Result<TransactWriteItem> {
-        let mut set = vec![
-            "#version = :next".to_owned(),
-            "#status = :in_progress".to_owned(),
-            "updatedAt = :now".to_owned(),
-        ];
-        let mut names = HashMap::from([
-            ("#version".to_owned(), "version".to_owned()),
-            ("#status".to_owned(), "status".to_owned()),
-        ]);
-        let mut values: Item = HashMap::from([
-            (":next".to_owned(), n(write.expected_version + 1)),
-            (":in_progress".to_owned(), s("IN_PROGRESS")),
-            (":drafted".to_owned(), s("DRAFTED")),
-            (
-                ":now".to_owned(),
-                s(write
-                    .updated_at
-                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-            ),
-        ]);
-        for (i, (line, aggregate)) in write.aggregates.iter().enumerate() {
-            set.push(format!("#a{i} = :a{i}"));
-            names.insert(format!("#a{i}"), aggregate_attribute(line.as_str()));
-            values.insert(
-                format!(":a{i}"),
-                serde_dynamo::to_attribute_value(aggregate)
-                    .map_err(|e| Error::internal(format!("cannot encode aggregate: {e}")))?,
-            );
-        }
-        if !write.new_lines.is_empty() {
-            set.push("#lines = list_append(#lines, :new_lines)".to_owned());
-            names.insert("#lines".to_owned(), "lines".to_owned());
-            values.insert(
-                ":new_lines".to_owned(),
-                serde_dynamo::to_attribute_value(&write.new_lines)
-                    .map_err(|e| Error::internal(format!("cannot encode lines: {e}")))?,
-            );
-        }
-        let version_check = if write.expected_version == 0 {
-            "attribute_not_exists(#version)".to_owned()
-        } else {
-            values.insert(":expected".to_owned(), n(write.expected_version));
-            "#version = :expected".to_owned()
-        };
-        let key = keys::invoice(&write.invoice_id);
-        let update = Update::builder()
-            .table_name(&self.table)
-            .key("pk", s(&key.pk))
-            .key("sk", s(&key.sk))
-            .update_expression(format!("SET {}", set.join(", ")))
-            .condition_expression(format!(
-                "{version_check} AND #status IN (:drafted, :in_progress)"
-            ))
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values))
-            .build()
-            .map_err(|e| Error::internal(e.to_string()))?;
-        Ok(TransactWriteItem::builder().update(update).build())
+/// A lane share as stored: the key, `version`, `last`, `sealed`, and one `l#<lineId>`
+/// attribute per line.
+fn lane_item(lane: &UsageLane) -> Result<Item> {
+    let key = keys::lane(&lane.key.invoice, lane.key.lane);
+    let mut item: Item = HashMap::from([
+        ("pk".to_owned(), s(&key.pk)),
+        ("sk".to_owned(), s(&key.sk)),
+        ("version".to_owned(), n(lane.version)),
+    ]);
+    if let Some(last) = &lane.last {
+        item.insert("last".into(), s(last.as_str()));
     }
+    if lane.sealed {
+        item.insert("sealed".into(), AttributeValue::Bool(true));
+    }
+    for (id, line) in &lane.lines {
+        item.insert(
+            format!("l#{id}"),
+            serde_dynamo::to_attribute_value(line)
+                .map_err(|e| Error::internal(format!("cannot encode a lane line: {e}")))?,
+        );
+    }
+    Ok(item)
 }
 
-#[async_trait]
-impl UsageStore for DynamoStore {
-    async fn invoice_states(&self, ids: &[InvoiceId]) -> Result<HashMap<InvoiceId, InvoiceUsage>> {
-        let mut states = HashMap::with_capacity(ids.len());
-        for chunk in ids.chunks(100) {
-            let mut keys: Vec<Item> = chunk
+/// Reads a lane share item.
+pub(super) fn lane_from_item(invoice: &InvoiceId, item: &Item) -> Result<UsageLane> {
+    let sk = string_attr(item, "sk").unwrap_or_default();
+    let number: u8 = sk
+        .strip_prefix(keys::LANE_PREFIX)
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| Error::internal(format!("bad lane key '{sk}'")))?;
+    let mut lines = std::collections::BTreeMap::new();
+    for (name, value) in item {
+        if let Some(id) = name.strip_prefix("l#") {
+            let line: LaneLine = serde_dynamo::from_attribute_value(value.clone())
+                .map_err(|e| Error::internal(format!("bad lane line {name}: {e}")))?;
+            lines.insert(billing::ids::LineId::parse(id)?, line);
+        }
+    }
+    Ok(UsageLane {
+        key: LaneKey {
+            invoice: invoice.clone(),
+            lane: Lane::new(number),
+        },
+        version: super::version_of(item),
+        last: string_attr(item, "last")
+            .map(MessageNonce::parse)
+            .transpose()?,
+        sealed: item
+            .get("sealed")
+            .and_then(|v| v.as_bool().ok())
+            .copied()
+            .unwrap_or(false),
+        lines,
+    })
+}
+
+/// Whether a failed conditional write failed on its condition.
+fn condition_failed<E: ProvideErrorMetadata>(e: &E) -> bool {
+    e.code() == Some("ConditionalCheckFailedException")
+}
+
+impl DynamoStore {
+    /// BatchGetItem of `keys` from `table` (≤ 100 a request, unprocessed keys retried).
+    async fn batch_get(
+        &self,
+        table: &str,
+        keys: Vec<keys::Key>,
+        projection: Option<(&str, HashMap<String, String>)>,
+    ) -> Result<Vec<Item>> {
+        let mut items = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(100) {
+            let mut pending: Vec<Item> = chunk
                 .iter()
-                .map(|id| {
-                    let key = keys::invoice(id);
-                    HashMap::from([("pk".to_owned(), s(key.pk)), ("sk".to_owned(), s(key.sk))])
-                })
+                .map(|k| HashMap::from([("pk".to_owned(), s(&k.pk)), ("sk".to_owned(), s(&k.sk))]))
                 .collect();
             let mut attempt = 0;
-            while !keys.is_empty() {
-                let request = KeysAndAttributes::builder()
-                    .set_keys(Some(std::mem::take(&mut keys)))
-                    .consistent_read(true)
+            while !pending.is_empty() {
+                let mut request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut pending)))
+                    .consistent_read(true);
+                if let Some((expression, names)) = &projection {
+                    request = request
+                        .projection_expression(*expression)
+                        .set_expression_attribute_names(Some(names.clone()));
+                }
+                let request = request
                     .build()
                     .map_err(|e| Error::internal(e.to_string()))?;
                 let out = self
                     .client
                     .batch_get_item()
-                    .request_items(&self.table, request)
+                    .request_items(table, request)
                     .send()
                     .await
                     .map_err(sdk_error)?;
-                for item in out
-                    .responses
-                    .and_then(|mut r| r.remove(&self.table))
-                    .unwrap_or_default()
-                {
-                    let (id, usage) = decode_usage(item)?;
-                    states.insert(id, usage);
-                }
-                if let Some(left) = out.unprocessed_keys.and_then(|mut u| u.remove(&self.table)) {
-                    keys = left.keys;
+                items.extend(
+                    out.responses
+                        .and_then(|mut r| r.remove(table))
+                        .unwrap_or_default(),
+                );
+                if let Some(left) = out.unprocessed_keys.and_then(|mut u| u.remove(table)) {
+                    pending = left.keys;
                     attempt += 1;
                     tokio::time::sleep(concurrency::backoff(attempt)).await;
                 }
             }
         }
-        Ok(states)
+        Ok(items)
+    }
+
+    /// Puts one record unless its key exists; the existing record otherwise.
+    async fn put_record(&self, record: &EventRecord) -> Result<RecordPut> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.usage_table)
+            .set_item(Some(record_item(record)?))
+            .condition_expression("attribute_not_exists(pk)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        self.count_writes(1);
+        match result {
+            Ok(_) => Ok(RecordPut::Written),
+            Err(e) => {
+                let service = e.as_service_error();
+                if let Some(failed) = service.filter(|e| condition_failed(*e)) {
+                    let stored = match failed {
+                        aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(c) => c.item.clone(),
+                        _ => None,
+                    };
+                    let stored = match stored {
+                        Some(item) => item,
+                        None => self
+                            .get_from(&self.usage_table, &record_key(record))
+                            .await?
+                            .ok_or_else(|| {
+                                Error::internal("a record vanished after its condition failed")
+                            })?,
+                    };
+                    return Ok(RecordPut::Exists(Box::new(record_from_item(stored)?)));
+                }
+                Err(sdk_error(e))
+            }
+        }
+    }
+
+    /// Claims one distinct value; the holder's nonce.
+    async fn claim_value(&self, claim: &ValueClaim) -> Result<MessageNonce> {
+        let key = keys::distinct_value(&claim.invoice, &claim.line, &claim.value);
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(super::key_item(
+                &key,
+                [("holder", s(claim.nonce.as_str()))],
+            )))
+            .condition_expression("attribute_not_exists(pk)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        self.count_writes(1);
+        match result {
+            Ok(_) => Ok(claim.nonce.clone()),
+            Err(e) if e.as_service_error().is_some_and(condition_failed) => {
+                let holder = match e.into_service_error() {
+                    aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(c) => {
+                        c.item.and_then(|i| string_attr(&i, "holder"))
+                    }
+                    _ => None,
+                };
+                let holder = match holder {
+                    Some(h) => h,
+                    None => self
+                        .get_from(&self.table, &key)
+                        .await?
+                        .and_then(|i| string_attr(&i, "holder"))
+                        .ok_or_else(|| Error::internal("a value claim without holder"))?,
+                };
+                MessageNonce::parse(holder)
+            }
+            Err(e) => Err(sdk_error(e)),
+        }
+    }
+
+    /// Writes one lane share on condition of the version read and of not being sealed.
+    async fn write_lane(&self, previous: &UsageLane, next: &UsageLane) -> Result<LaneWrite> {
+        let mut request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(lane_item(next)?))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        request = if previous.version == 0 {
+            request.condition_expression("attribute_not_exists(pk)")
+        } else {
+            request
+                .condition_expression("#version = :version AND attribute_not_exists(sealed)")
+                .expression_attribute_names("#version", "version")
+                .expression_attribute_values(":version", n(previous.version))
+        };
+        let result = request.send().await;
+        self.count_writes(1);
+        match result {
+            Ok(_) => Ok(LaneWrite::Done),
+            Err(e) if e.as_service_error().is_some_and(condition_failed) => {
+                let sealed = match e.into_service_error() {
+                    aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(c) => c
+                        .item
+                        .and_then(|i| i.get("sealed").and_then(|v| v.as_bool().ok()).copied())
+                        .unwrap_or(false),
+                    _ => false,
+                };
+                Ok(if sealed {
+                    LaneWrite::Sealed
+                } else {
+                    LaneWrite::Conflict
+                })
+            }
+            Err(e) => Err(sdk_error(e)),
+        }
+    }
+
+    async fn get_from(&self, table: &str, key: &keys::Key) -> Result<Option<Item>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(table)
+            .key("pk", s(&key.pk))
+            .key("sk", s(&key.sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        Ok(out.item)
+    }
+}
+
+#[async_trait]
+impl UsageStore for DynamoStore {
+    async fn invoice_statuses(
+        &self,
+        ids: &[InvoiceId],
+    ) -> Result<HashMap<InvoiceId, InvoiceStatus>> {
+        let keys: Vec<keys::Key> = ids.iter().map(keys::invoice).collect();
+        let names = HashMap::from([("#status".to_owned(), "status".to_owned())]);
+        let items = self
+            .batch_get(&self.table, keys, Some(("id, #status", names)))
+            .await?;
+        items
+            .iter()
+            .map(|item| {
+                let text = |name: &str| {
+                    string_attr(item, name)
+                        .ok_or_else(|| Error::internal(format!("invoice item without {name}")))
+                };
+                Ok((
+                    InvoiceId::parse(&text("id")?)?,
+                    InvoiceStatus::parse(&text("status")?)?,
+                ))
+            })
+            .collect()
     }
 
     async fn ensure_invoice(&self, invoice: &Invoice) -> Result<()> {
@@ -195,36 +350,90 @@ impl UsageStore for DynamoStore {
             .map(|_| ())
     }
 
-    async fn commit(&self, commit: &UsageCommit) -> Result<CommitOutcome> {
-        let mut items = Vec::with_capacity(commit.invoices.len() + commit.records.len());
-        for write in &commit.invoices {
-            items.push(self.invoice_update(write)?);
-        }
-        let offset = items.len();
-        for record in &commit.records {
-            items.push(self.put(
-                record_item(record)?,
-                Some(("attribute_not_exists(pk)", Item::new())),
-            ));
-        }
-        self.count_writes(items.len());
-        match self.transact(items).await? {
-            Ok(()) => Ok(CommitOutcome::Committed),
-            Err(reasons) => {
-                let duplicates: Vec<usize> = reasons
-                    .iter()
-                    .enumerate()
-                    .skip(offset)
-                    .filter(|(_, r)| r.code() == Some("ConditionalCheckFailed"))
-                    .map(|(i, _)| i - offset)
-                    .collect();
-                if duplicates.is_empty() {
-                    Ok(CommitOutcome::InvoiceMoved)
-                } else {
-                    Ok(CommitOutcome::Duplicates(duplicates))
-                }
+    async fn mark_in_progress(&self, ids: &[InvoiceId]) -> Result<()> {
+        for id in ids {
+            let key = keys::invoice(id);
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(&key.pk))
+                .key("sk", s(&key.sk))
+                .update_expression("SET #status = :in_progress")
+                .condition_expression("#status = :drafted")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":in_progress", s(InvoiceStatus::InProgress.as_str()))
+                .expression_attribute_values(":drafted", s(InvoiceStatus::Drafted.as_str()))
+                .send()
+                .await;
+            self.count_writes(1);
+            match result {
+                Ok(_) => {}
+                // Moved on already (In Progress, closed): nothing to do.
+                Err(e) if e.as_service_error().is_some_and(condition_failed) => {}
+                Err(e) => return Err(sdk_error(e)),
             }
         }
+        Ok(())
+    }
+
+    async fn put_records(&self, records: &[EventRecord]) -> Vec<Result<RecordPut>> {
+        let puts: Vec<_> = records.iter().map(|r| self.put_record(r)).collect();
+        stream::iter(puts)
+            .buffered(WRITES_IN_FLIGHT)
+            .collect()
+            .await
+    }
+
+    async fn relabel_record(&self, record: &EventRecord) -> Result<()> {
+        self.client
+            .put_item()
+            .table_name(&self.usage_table)
+            .set_item(Some(record_item(record)?))
+            .condition_expression("nonce = :nonce")
+            .expression_attribute_values(":nonce", s(record.nonce.as_str()))
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        self.count_writes(1);
+        Ok(())
+    }
+
+    async fn claim_values(&self, claims: &[ValueClaim]) -> Result<Vec<MessageNonce>> {
+        let puts: Vec<_> = claims.iter().map(|c| self.claim_value(c)).collect();
+        stream::iter(puts)
+            .buffered(WRITES_IN_FLIGHT)
+            .try_collect()
+            .await
+    }
+
+    async fn lanes(&self, keys: &[LaneKey]) -> Result<HashMap<LaneKey, UsageLane>> {
+        let wanted: Vec<keys::Key> = keys
+            .iter()
+            .map(|k| keys::lane(&k.invoice, k.lane))
+            .collect();
+        let by_pk: HashMap<String, InvoiceId> = keys
+            .iter()
+            .map(|k| (keys::invoice(&k.invoice).pk, k.invoice.clone()))
+            .collect();
+        let mut lanes = HashMap::with_capacity(keys.len());
+        for item in self.batch_get(&self.table, wanted, None).await? {
+            let pk = string_attr(&item, "pk").unwrap_or_default();
+            let invoice = by_pk
+                .get(&pk)
+                .ok_or_else(|| Error::internal(format!("an unasked lane of {pk}")))?;
+            let lane = lane_from_item(invoice, &item)?;
+            lanes.insert(lane.key.clone(), lane);
+        }
+        Ok(lanes)
+    }
+
+    async fn write_lanes(&self, writes: &[(UsageLane, UsageLane)]) -> Result<Vec<LaneWrite>> {
+        let puts: Vec<_> = writes.iter().map(|(p, n)| self.write_lane(p, n)).collect();
+        stream::iter(puts)
+            .buffered(WRITES_IN_FLIGHT)
+            .try_collect()
+            .await
     }
 
     async fn list_events(
@@ -232,81 +441,152 @@ impl UsageStore for DynamoStore {
         filter: &EventFilter,
         page: &PageRequest,
     ) -> Result<Page<EventRecord>> {
+        match (&filter.customer, filter.status) {
+            (Some(owner), status) => self.customer_events(owner, status, page).await,
+            (None, Some(status @ (EventStatus::Matched | EventStatus::Late))) => {
+                self.scan_events(status, page).await
+            }
+            (None, Some(status)) => self.unbillable_events(status, page).await,
+            (None, None) => Err(Error::invalid(
+                "missing_filter",
+                "list events of one customer (customerId or externalCustomerId) or of one status",
+            )),
+        }
+    }
+}
+
+impl DynamoStore {
+    /// A customer's records in idempotency key order: every bucket queried after the cursor,
+    /// merged.
+    async fn customer_events(
+        &self,
+        owner: &EventOwner,
+        status: Option<EventStatus>,
+        page: &PageRequest,
+    ) -> Result<Page<EventRecord>> {
+        let owner = match owner {
+            EventOwner::Customer(id) => keys::record_owner(Some(id), &CustomerRef::Id(id.clone())),
+            EventOwner::Unknown(reference) => keys::record_owner(None, reference),
+        };
         let after = page.after.as_ref().map(|c| c.sort_key().to_owned());
-        let status = filter.status.map(|st| s(st.as_str()));
-        let items: Vec<EventRecord> = match (&filter.customer, &status) {
-            (Some(owner), _) => {
-                let owner = match owner {
-                    EventOwner::Customer(id) => keys::customer_partition(id),
-                    EventOwner::Unknown(reference) => keys::unknown_customer_partition(reference),
-                };
-                if after
-                    .as_deref()
-                    .is_some_and(|a| !a.starts_with(keys::EVENTS_IN_CUSTOMER))
-                {
-                    return Err(Cursor::invalid());
-                }
-                let filters: Vec<(&str, AttributeValue)> =
-                    status.iter().map(|v| ("status", v.clone())).collect();
-                self.query_items(
-                    keys::GSI2,
-                    &owner,
-                    Some(keys::EVENTS_IN_CUSTOMER),
+        let filters: Vec<(&str, AttributeValue)> = status
+            .map(|s| vec![("status", super::s(s.as_str()))])
+            .unwrap_or_default();
+        let mut items: Vec<Item> = Vec::new();
+        for bucket in 0..keys::RECORD_BUCKETS {
+            items.extend(
+                self.query_in(
+                    &self.usage_table,
+                    None,
+                    &keys::record_partition(&owner, bucket),
+                    None,
                     after.as_deref(),
                     page.limit,
                     &filters,
                 )
-                .await?
-                .into_iter()
-                .map(record_from_item)
-                .collect::<Result<_>>()?
-            }
-            (None, Some(_)) => {
-                let status = filter.status.map(|st| st.as_str()).unwrap_or_default();
-                if after
-                    .as_deref()
-                    .is_some_and(|a| !a.starts_with(|c: char| c.is_ascii_digit()))
-                {
-                    return Err(Cursor::invalid());
-                }
-                self.query_items(
-                    keys::GSI1,
-                    &keys::events_with_status(status),
-                    None,
-                    after.as_deref(),
-                    page.limit,
-                    &[],
-                )
-                .await?
-                .into_iter()
-                .map(record_from_item)
-                .collect::<Result<_>>()?
-            }
-            (None, None) => {
-                return Err(Error::invalid(
-                    "missing_filter",
-                    "list events of one customer (customerId or externalCustomerId) or of one status",
-                ));
-            }
-        };
-        let by_customer = filter.customer.is_some();
-        Ok(Page::from_overfetch(items, page.limit, |r| {
-            let key = r.key();
-            if by_customer {
-                format!(
-                    "{}{}#{key}",
-                    keys::EVENTS_IN_CUSTOMER,
-                    r.event
-                        .timestamp
-                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-                )
-            } else {
-                format!(
-                    "{}#{key}",
-                    r.processed_at
-                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-                )
-            }
+                .await?,
+            );
+        }
+        items.sort_by_key(|item| string_attr(item, "sk"));
+        items.truncate(page.limit + 1);
+        let records = items
+            .into_iter()
+            .map(record_from_item)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_overfetch(records, page.limit, |r| {
+            r.event.idempotency_key.as_str().to_owned()
         }))
+    }
+
+    /// Unbillable records of one outcome, newest processing last, through the sparse index.
+    async fn unbillable_events(
+        &self,
+        status: EventStatus,
+        page: &PageRequest,
+    ) -> Result<Page<EventRecord>> {
+        let after = page.after.as_ref().map(|c| c.sort_key().to_owned());
+        let items = self
+            .query_in(
+                &self.usage_table,
+                Some(keys::GSI1),
+                &keys::events_with_status(status.as_str()),
+                None,
+                after.as_deref(),
+                page.limit,
+                &[],
+            )
+            .await?;
+        let sorts: Vec<String> = items
+            .iter()
+            .map(|i| string_attr(i, "gsi1sk").unwrap_or_default())
+            .collect();
+        let records = items
+            .into_iter()
+            .map(record_from_item)
+            .collect::<Result<Vec<_>>>()?;
+        let paired: Vec<(String, EventRecord)> = sorts.into_iter().zip(records).collect();
+        let page = Page::from_overfetch(paired, page.limit, |(sort, _)| sort.clone());
+        Ok(Page {
+            items: page.items.into_iter().map(|(_, r)| r).collect(),
+            next: page.next,
+        })
+    }
+
+    /// Billed records of one outcome: a scan of the usage table (no index keeps them, so that
+    /// each costs one write); no order is promised. The cursor is the scan's position.
+    async fn scan_events(
+        &self,
+        status: EventStatus,
+        page: &PageRequest,
+    ) -> Result<Page<EventRecord>> {
+        let mut start = match &page.after {
+            Some(cursor) => {
+                let (pk, sk) = cursor
+                    .sort_key()
+                    .split_once('\u{1f}')
+                    .ok_or_else(Cursor::invalid)?;
+                Some(HashMap::from([
+                    ("pk".to_owned(), s(pk)),
+                    ("sk".to_owned(), s(sk)),
+                ]))
+            }
+            None => None,
+        };
+        let mut found: Vec<Item> = Vec::new();
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.usage_table)
+                .filter_expression("#status = :status")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":status", s(status.as_str()))
+                .set_exclusive_start_key(start.take())
+                .limit(i32::try_from(page.limit + 1).unwrap_or(i32::MAX))
+                .send()
+                .await
+                .map_err(sdk_error)?;
+            found.extend(out.items.unwrap_or_default());
+            match out.last_evaluated_key {
+                Some(key) if found.len() <= page.limit => start = Some(key),
+                _ => break,
+            }
+        }
+        let more = found.len() > page.limit;
+        found.truncate(page.limit);
+        let next = more.then(|| found.last()).flatten().map(|item| {
+            Cursor::after(format!(
+                "{}\u{1f}{}",
+                string_attr(item, "pk").unwrap_or_default(),
+                string_attr(item, "sk").unwrap_or_default()
+            ))
+        });
+        Ok(Page {
+            items: found
+                .into_iter()
+                .map(record_from_item)
+                .collect::<Result<_>>()?,
+            next,
+        })
     }
 }

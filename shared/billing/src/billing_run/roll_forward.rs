@@ -57,7 +57,7 @@ impl BillingRun {
             .map(|p| (Invoice::id_for(&contract.id, p.start), p))
             .collect();
         let ids: Vec<InvoiceId> = wanted.iter().map(|(id, _)| id.clone()).collect();
-        let existing = self.usage.invoice_states(&ids).await?;
+        let existing = self.usage.invoice_statuses(&ids).await?;
         let mut drafted = 0;
         for (id, period) in wanted {
             if existing.contains_key(&id) {

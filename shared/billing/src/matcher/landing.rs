@@ -10,10 +10,9 @@ use super::cache::{DERIVED_CACHE_LIMIT, lock};
 use super::{Landing, Matcher, Prepared, Reading, Target};
 use crate::error::Result;
 use crate::ids::{InvoiceId, LineId};
-use crate::invoice::{Invoice, InvoiceLine, LineKind};
+use crate::invoice::{Invoice, InvoiceLine, InvoiceStatus, LineKind};
 use crate::period::Period;
 use crate::plan::{PriceKind, RateCard};
-use crate::ports::InvoiceUsage;
 
 /// Lines already built, by invoice, price index (in the invoice's plan), combination and late
 /// period: a line is derived (and hashed) once per warm instance, not once per event.
@@ -27,14 +26,17 @@ pub(super) type LineCache = HashMap<
     Arc<InvoiceLine>,
 >;
 
+/// What the matcher knows of invoices' status in one pass.
+pub(super) type Statuses = HashMap<InvoiceId, InvoiceStatus>;
+
 impl Matcher {
-    /// Reads every invoice the billable readings point at, creating the ones a rolling
-    /// contract has not generated yet.
-    pub(super) async fn load_states(
+    /// Reads the status of every invoice the billable readings point at, creating the ones a
+    /// rolling contract has not generated yet.
+    pub(super) async fn statuses(
         &self,
         pending: &[Prepared],
         now: DateTime<Utc>,
-    ) -> Result<HashMap<InvoiceId, InvoiceUsage>> {
+    ) -> Result<Statuses> {
         let mut wanted: HashMap<InvoiceId, &Target> = HashMap::new();
         for p in pending {
             for r in &p.readings {
@@ -44,10 +46,10 @@ impl Matcher {
             }
         }
         let ids: Vec<InvoiceId> = wanted.keys().cloned().collect();
-        let mut states = self.usage.invoice_states(&ids).await?;
+        let mut statuses = self.usage.invoice_statuses(&ids).await?;
         let missing: Vec<&Target> = ids
             .iter()
-            .filter(|id| !states.contains_key(*id))
+            .filter(|id| !statuses.contains_key(*id))
             .filter_map(|id| wanted.get(id).copied())
             .collect();
         if !missing.is_empty() {
@@ -57,9 +59,9 @@ impl Matcher {
                     .await?;
             }
             let ids: Vec<InvoiceId> = missing.iter().map(|t| t.invoice_id()).collect();
-            states.extend(self.usage.invoice_states(&ids).await?);
+            statuses.extend(self.usage.invoice_statuses(&ids).await?);
         }
-        Ok(states)
+        Ok(statuses)
     }
 
     /// Decides, per event and reading, which invoice line it lands on: its own period's
@@ -67,7 +69,7 @@ impl Matcher {
     pub(super) async fn land(
         &self,
         pending: &[Prepared],
-        states: &mut HashMap<InvoiceId, InvoiceUsage>,
+        statuses: &mut Statuses,
         now: DateTime<Utc>,
     ) -> Result<Vec<Vec<Option<Landing>>>> {
         let mut landings = Vec::with_capacity(pending.len());
@@ -78,57 +80,74 @@ impl Matcher {
                     per_reading.push(None);
                     continue;
                 };
-                let own = t.invoice_id();
-                let open = states.get(&own).is_some_and(|s| s.status.is_open());
-                if open {
-                    per_reading.push(Some(Landing {
-                        line: line_for(&self.cache.lines, t, &own, None),
-                        invoice_id: own,
-                        late: false,
-                    }));
-                    continue;
-                }
-                per_reading.push(
-                    self.next_open(t, states, now)
-                        .await?
-                        .map(|invoice_id| Landing {
-                            line: line_for(&self.cache.lines, t, &invoice_id, Some(t.period)),
-                            invoice_id,
-                            late: true,
-                        }),
-                );
+                per_reading.push(self.land_one(t, statuses, now).await?);
             }
             landings.push(per_reading);
         }
         Ok(landings)
     }
 
-    /// The first open invoice after the target's period on the same contract.
+    /// Where one reading lands (see [`Self::land`]).
+    pub(super) async fn land_one(
+        &self,
+        t: &Target,
+        statuses: &mut Statuses,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Landing>> {
+        let own = t.invoice_id();
+        if statuses.get(&own).is_some_and(|s| s.is_open()) {
+            return Ok(Some(Landing {
+                line: line_for(&self.cache.lines, t, &own, None),
+                invoice_id: own,
+                late: false,
+            }));
+        }
+        Ok(self
+            .next_open(t, statuses, now)
+            .await?
+            .map(|invoice_id| Landing {
+                line: line_for(&self.cache.lines, t, &invoice_id, Some(t.period)),
+                invoice_id,
+                late: true,
+            }))
+    }
+
+    /// The first open invoice after the target's period on the same contract. Later periods
+    /// count whether or not they have started: a run that closed an invoice ahead of its day
+    /// leaves the next period's draft open, and late usage belongs there. A period with no
+    /// invoice yet gets its draft once it has started; one that has not started and has no
+    /// invoice ends the search (the contract has no open invoice left).
     pub(super) async fn next_open(
         &self,
         t: &Target,
-        states: &mut HashMap<InvoiceId, InvoiceUsage>,
+        statuses: &mut Statuses,
         now: DateTime<Utc>,
     ) -> Result<Option<InvoiceId>> {
         let schedule = t.contract.schedule();
         let today = now.date_naive();
         let mut index = t.period_index + 1;
         while let Some(period) = schedule.period(index) {
-            if period.start > today {
-                break;
-            }
             let id = Invoice::id_for(&t.contract.id, period.start);
-            if !states.contains_key(&id) {
-                let mut found = self.usage.invoice_states(std::slice::from_ref(&id)).await?;
-                if found.is_empty() {
+            if !statuses.contains_key(&id) {
+                let mut found = self
+                    .usage
+                    .invoice_statuses(std::slice::from_ref(&id))
+                    .await?;
+                if found.is_empty() && period.start <= today {
                     self.usage
                         .ensure_invoice(&Invoice::draft(&t.contract, &t.plan, period, now))
                         .await?;
-                    found = self.usage.invoice_states(std::slice::from_ref(&id)).await?;
+                    found = self
+                        .usage
+                        .invoice_statuses(std::slice::from_ref(&id))
+                        .await?;
                 }
-                states.extend(found);
+                if found.is_empty() {
+                    break;
+                }
+                statuses.extend(found);
             }
-            if states.get(&id).is_some_and(|s| s.status.is_open()) {
+            if statuses.get(&id).is_some_and(|s| s.is_open()) {
                 return Ok(Some(id));
             }
             index += 1;
@@ -139,7 +158,7 @@ impl Matcher {
 
 /// The line a target lands on: the price's line (a dimensional price: the combination's line),
 /// or, for late usage, a line of its own labelled with the original period.
-fn line_for(
+pub(super) fn line_for(
     cache: &Mutex<LineCache>,
     t: &Target,
     invoice: &InvoiceId,

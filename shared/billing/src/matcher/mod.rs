@@ -7,18 +7,25 @@
 //! combination, created on first use). A closed invoice sends the event to a "late usage" line
 //! on the contract's next open invoice, labelled with the original service period.
 //!
-//! **Exactly once.** Each event gets a record keyed by customer and idempotency key, put on
-//! condition that it does not exist, in the same DynamoDB transaction as the aggregate change it
-//! causes. Invoice writes are conditioned on the invoice's version and open status. A repeated
-//! key cancels its transaction (the cancellation reason names it), the event is dropped as
-//! already counted, and the rest is retried; a concurrent writer or a closed invoice makes the
-//! matcher re-read and re-apply. A matcher that dies between transactions leaves each one whole,
-//! so a redelivery counts exactly what is missing.
+//! **Exactly once, without transactions.** Usage travels in messages, each with a nonce, in
+//! lanes (the FIFO queue's message groups, see [`crate::usage::LANES`]); a lane's messages
+//! arrive in order, and the next batch of a lane comes only once the previous one is done.
+//! Per event, one write: its record, keyed by customer and idempotency key, put on condition
+//! that it does not exist, naming the message's nonce. The first message to write a key owns
+//! the event; a resend finds the record, names another nonce, and counts nothing; a
+//! redelivery of the same message finds its own records and counts them. Per invoice and lane,
+//! one write per batch: the lane's share of the invoice's usage ([`crate::lanes`]), which names
+//! the last message it includes and is written on condition of the version read and of not
+//! being sealed. A retry skips the messages a share already includes, so a matcher that dies
+//! between writes leaves nothing counted twice and nothing lost. Distinct values of
+//! `UNIQUE_COUNT` lines are claimed once per line, each in an item of its own, by the message
+//! that first saw them. Closing an invoice seals its shares: usage reaching a sealed share goes
+//! to the next open invoice instead, and its record is rewritten to say so.
 //!
 //! Rooms: [`cache`] keeps catalog reads warm; [`reading`] finds, per event and meter, the
-//! line it bills; [`landing`] reads the invoices and sends usage of closed ones to the late
-//! path; [`commit`] builds and writes the transactions. Failed attempts back off and retry
-//! with the platform's one policy ([`crate::concurrency`]).
+//! line it bills; [`landing`] reads the invoices' status and sends usage of closed ones to the
+//! late path; [`apply`] writes the records, claims values and writes the lanes' shares. Failed
+//! attempts back off and retry with the platform's one policy ([`crate::concurrency`]).
 //!
 //! **Catalog cache.** Meters, contracts and customer look-ups are cached per warm Lambda for at
 //! most [`CACHE_TTL`]; plans never change and stay cached. A negative answer (no meter, no
@@ -26,12 +33,14 @@
 //! so a meter or contract created a moment ago is never missed. Within the bound, an archived
 //! meter may still count events, and a cancelled contract may still be taken as covering.
 
+mod apply;
 mod cache;
-mod commit;
 mod landing;
+#[cfg(test)]
+mod lane_tests;
 mod reading;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,34 +49,90 @@ use crate::concurrency;
 use crate::contract::Contract;
 use crate::error::{Error, Result};
 use crate::ids::{CustomerId, InvoiceId};
+
 use crate::invoice::InvoiceLine;
 use crate::meter::Meter;
 use crate::period::Period;
 use crate::plan::{Plan, Price};
 use crate::ports::{CatalogStore, Clock, ContractStore, CustomerStore, UsageStore};
-use crate::usage::{EventStatus, UsageEvent};
+use crate::usage::{EventStatus, Lane, MessageNonce, MeterMatch, UsageEvent};
 use crate::use_cases::Store;
 
 use cache::Cache;
 
 /// How long a warm matcher trusts cached meters, contracts and customers.
 pub const CACHE_TTL: Duration = Duration::from_secs(60);
-/// DynamoDB's limit of actions in one transaction.
-pub const MAX_TRANSACTION_ACTIONS: usize = 100;
+
+/// One message of a lane, as delivered: its nonce and its events.
+#[derive(Debug, Clone)]
+pub struct LaneMessage {
+    /// The message's identity (in its body).
+    pub nonce: MessageNonce,
+    /// Its lane.
+    pub lane: Lane,
+    /// Its events, in order.
+    pub events: Vec<UsageEvent>,
+}
+
+impl LaneMessage {
+    /// A message as the ingestion sends it: a fresh nonce, and the lane that comes with it.
+    pub fn new(events: Vec<UsageEvent>) -> Self {
+        let nonce = MessageNonce::generate();
+        Self {
+            lane: Lane::of(&nonce),
+            nonce,
+            events,
+        }
+    }
+}
 
 /// What one batch did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BatchReport {
     /// Events recorded by this run.
     pub recorded: usize,
-    /// Events skipped because they were already recorded (resends, redeliveries).
+    /// Events skipped because another message recorded them first (resends).
     pub duplicates: usize,
+    /// Events whose record this message had already written (a redelivery), counted now if
+    /// their usage was not in yet.
+    pub redelivered: usize,
     /// Recorded events by outcome.
     pub by_status: BTreeMap<&'static str, usize>,
-    /// Transactions committed.
-    pub transactions: usize,
-    /// Write actions in the committed transactions (records plus invoice updates).
-    pub write_actions: usize,
+    /// Record writes (one per new event).
+    pub record_writes: usize,
+    /// Lane share writes (one per invoice and lane touched).
+    pub lane_writes: usize,
+    /// Distinct value claims written (`UNIQUE_COUNT`).
+    pub claim_writes: usize,
+    /// Records rewritten because their invoice closed before their usage reached it.
+    pub relabels: usize,
+    /// Invoices marked In Progress on their first usage.
+    pub status_writes: usize,
+}
+
+impl BatchReport {
+    fn add(&mut self, other: &BatchReport) {
+        self.recorded += other.recorded;
+        self.duplicates += other.duplicates;
+        self.redelivered += other.redelivered;
+        for (status, n) in &other.by_status {
+            *self.by_status.entry(status).or_default() += n;
+        }
+        self.record_writes += other.record_writes;
+        self.lane_writes += other.lane_writes;
+        self.claim_writes += other.claim_writes;
+        self.relabels += other.relabels;
+        self.status_writes += other.status_writes;
+    }
+
+    /// Writes of every kind.
+    pub fn writes(&self) -> usize {
+        self.record_writes
+            + self.lane_writes
+            + self.claim_writes
+            + self.relabels
+            + self.status_writes
+    }
 }
 
 /// Every meter, shared by the events of a batch.
@@ -109,6 +174,8 @@ enum Reading {
 /// An event ready to apply.
 #[derive(Clone)]
 struct Prepared {
+    /// Which message of the lane's batch carried it (the first, when several did).
+    message: usize,
     event: Arc<UsageEvent>,
     customer_id: Option<CustomerId>,
     readings: Vec<Reading>,
@@ -147,33 +214,92 @@ impl Matcher {
         }
     }
 
-    /// Matches a batch of events. `Ok` means every event is recorded (now or before); `Err`
-    /// means some may not be, and the whole batch must be retried (safe: nothing counts twice).
-    #[tracing::instrument(skip_all, fields(batch_size = events.len()))]
-    pub async fn process(&self, events: Vec<UsageEvent>) -> Result<BatchReport> {
+    /// Matches a batch of messages, lane by lane in delivery order. `Ok` means every event
+    /// is recorded and counted (now or before); `Err` means some lane's may not be, and its
+    /// messages must be retried (safe: nothing counts twice).
+    pub async fn process(&self, messages: Vec<LaneMessage>) -> Result<BatchReport> {
         let mut report = BatchReport::default();
-        let mut pending = self.prepare(events).await?;
-        // Failed attempts in a row; dropping duplicates is progress and does not count.
+        for (_, outcome) in self.process_lanes(messages).await {
+            report.add(&outcome?);
+        }
+        Ok(report)
+    }
+
+    /// [`Self::process`], with each lane's outcome apart: a lane that failed is retried
+    /// whole; the others are done.
+    #[tracing::instrument(skip_all, fields(messages = messages.len()))]
+    pub async fn process_lanes(
+        &self,
+        messages: Vec<LaneMessage>,
+    ) -> Vec<(Lane, Result<BatchReport>)> {
+        let mut lanes: Vec<(Lane, Vec<LaneMessage>)> = Vec::new();
+        for message in messages {
+            match lanes.iter_mut().find(|(lane, _)| *lane == message.lane) {
+                Some((_, batch)) => batch.push(message),
+                None => lanes.push((message.lane, vec![message])),
+            }
+        }
+        let mut outcomes = Vec::with_capacity(lanes.len());
+        for (lane, batch) in lanes {
+            outcomes.push((lane, self.process_lane(lane, &batch).await));
+        }
+        outcomes
+    }
+
+    /// One lane's batch: prepared once, then applied until it sticks.
+    #[tracing::instrument(skip_all, fields(lane = lane.number(), batch_size = tracing::field::Empty))]
+    async fn process_lane(&self, lane: Lane, batch: &[LaneMessage]) -> Result<BatchReport> {
+        let prepared = self.prepare(batch).await?;
+        tracing::Span::current().record("batch_size", prepared.len());
+        let mut report = BatchReport::default();
+        let mut known = HashMap::new();
         let mut failures = 0;
-        while !pending.is_empty() {
-            match self.apply(&mut pending, &mut report).await {
-                Ok(()) => failures = 0,
+        loop {
+            match self
+                .apply(lane, batch, &prepared, &mut report, &mut known)
+                .await
+            {
+                Ok(found) => {
+                    report.recorded = found.recorded;
+                    report.duplicates = found.duplicates;
+                    report.redelivered = found.redelivered;
+                    report.by_status = found.by_status;
+                    return Ok(report);
+                }
                 Err(e) if failures + 1 < concurrency::ATTEMPTS && e.is_transient() => {
                     failures += 1;
-                    tracing::warn!(error = %e, failures, "usage commit failed; retrying");
+                    tracing::warn!(error = %e, failures, "usage not applied; retrying");
                     tokio::time::sleep(concurrency::backoff(failures)).await;
                 }
                 Err(e) => {
                     return Err(Error::new(
                         e.kind,
                         e.code.clone(),
-                        format!("{} events not committed: {}", pending.len(), e.message),
+                        format!(
+                            "{} events of lane {} not applied: {}",
+                            prepared.len(),
+                            lane.number(),
+                            e.message
+                        ),
                     ));
                 }
             }
         }
-        Ok(report)
     }
+}
+
+/// The event's overall outcome: billed if any meter billed it, else the first reason.
+fn overall(matches: &[MeterMatch], unread: Option<EventStatus>) -> EventStatus {
+    if let Some(status) = unread {
+        return status;
+    }
+    matches
+        .iter()
+        .find(|m| m.status == EventStatus::Matched)
+        .or_else(|| matches.iter().find(|m| m.status == EventStatus::Late))
+        .or_else(|| matches.first())
+        .map(|m| m.status)
+        .unwrap_or(EventStatus::Unmatched)
 }
 
 /// The key that makes an event unique (see [`crate::idempotency::usage_event`]).

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use super::{Matcher, Prepared, Reading, Target, record_key};
+use super::{LaneMessage, Matcher, Prepared, Reading, Target, record_key};
 use crate::aggregation::{Aggregate, UsageValue};
 use crate::contract::ContractSummary;
 use crate::error::Result;
@@ -14,11 +14,18 @@ use crate::plan::PriceKind;
 use crate::usage::{EventStatus, UsageEvent};
 
 impl Matcher {
-    /// Resolves customers, meters, contracts and plans; drops repeats within the batch.
-    pub(super) async fn prepare(&self, events: Vec<UsageEvent>) -> Result<Vec<Prepared>> {
+    /// Resolves customers, meters, contracts and plans; drops repeats within the batch (the
+    /// first message carrying an event is the one to record it).
+    pub(super) async fn prepare(&self, batch: &[LaneMessage]) -> Result<Vec<Prepared>> {
         let mut seen = HashSet::new();
-        let mut prepared = Vec::with_capacity(events.len());
-        for event in events {
+        let mut prepared = Vec::with_capacity(batch.iter().map(|m| m.events.len()).sum());
+        let mut events = Vec::with_capacity(prepared.capacity());
+        for (i, m) in batch.iter().enumerate() {
+            for e in &m.events {
+                events.push((i, e.clone()));
+            }
+        }
+        for (message, event) in events {
             let customer_id = self.resolve_customer(&event.customer).await?;
             let record_key = record_key(&event, customer_id.as_ref());
             if !seen.insert(record_key) {
@@ -40,6 +47,7 @@ impl Matcher {
                 }
             };
             prepared.push(Prepared {
+                message,
                 event: Arc::new(event),
                 customer_id,
                 readings,

@@ -15,11 +15,12 @@ use crate::contract::{Contract, ContractSummary, NewContract};
 use crate::customer::{Customer, ExternalCustomerId, ProviderCustomerId};
 use crate::error::Result;
 use crate::ids::{ApiKeyId, ContractId, CustomerId, InvoiceId, LineId, MeterId, PlanId};
-use crate::invoice::{Invoice, InvoiceLine, InvoiceStatus};
+use crate::invoice::{Invoice, InvoiceStatus};
+use crate::lanes::{LaneKey, UsageLane};
 use crate::meter::{Meter, MeterCode};
 use crate::pagination::{Page, PageRequest};
 use crate::plan::Plan;
-use crate::usage::{CustomerRef, EventRecord, EventStatus};
+use crate::usage::{CustomerRef, EventRecord, EventStatus, MessageNonce};
 
 /// A stored value with the version it was read at, for optimistic concurrency: a write based on
 /// a stale read is refused instead of silently overwriting someone else's change.
@@ -156,14 +157,17 @@ pub trait ContractStore: Send + Sync {
     ) -> Result<Write>;
 
     /// Writes a cancellation: the contract, the customer's index, and `void` invoices set to
-    /// `VOID` (each only if still open), in one transaction. `Conflict` when the contract or
-    /// index moved since read; 409 `invoice_not_open` when an invoice to void has closed.
+    /// `VOID` (each only if still open), in one transaction; the usage lanes of the `seal`
+    /// invoices (those usage could still reach) are sealed with them. `Conflict` when the
+    /// contract or index moved since read; 409 `invoice_not_open` when an invoice to void has
+    /// closed.
     async fn cancel_contract(
         &self,
         previous: &Versioned<Contract>,
         next: &Contract,
         index: &Versioned<Vec<ContractSummary>>,
         void: &[InvoiceId],
+        seal: &[InvoiceId],
     ) -> Result<Write>;
 }
 
@@ -237,79 +241,53 @@ pub trait InvoiceStore: Send + Sync {
     ) -> Result<Page<Invoice>>;
 }
 
-/// An invoice as the matcher sees it: lines with their running aggregates, and the version
-/// its next write must find.
+/// An invoice as the billing run and the webhooks see it: with its usage merged in
+/// ([`crate::lanes::merge`]), the version its next transition must find, and its lanes as read
+/// (a close seals them, on condition that none moved since).
 #[derive(Debug, Clone, PartialEq)]
 pub struct InvoiceState {
-    /// The invoice (line quantities already reflect `aggregates`).
+    /// The invoice (line quantities reflect `aggregates` while it is open).
     pub invoice: Invoice,
-    /// Per line, the aggregate so far (absent: no usage yet).
+    /// Per line, the usage so far (absent: no usage yet).
     pub aggregates: BTreeMap<LineId, Aggregate>,
-    /// Increments on every usage write.
+    /// Increments on every transition.
     pub version: u64,
+    /// The invoice's usage lanes as read (only those ever written).
+    pub lanes: Vec<UsageLane>,
 }
 
-/// What the matcher needs of an invoice, and no more: whether it is open, which lines it has,
-/// their running aggregates and the version its next write must find. Not the whole invoice: a
-/// batch reads one per invoice it touches, and copying or decoding whole invoices was most of the
-/// matcher's CPU per event when events spread over many customers.
+/// How writing a record went.
 #[derive(Debug, Clone, PartialEq)]
-pub struct InvoiceUsage {
-    /// Usage lands only while the invoice is open.
-    pub status: InvoiceStatus,
-    /// The lines it already has (a line seen for the first time is appended by the commit).
-    pub line_ids: Vec<LineId>,
-    /// Per line, the aggregate so far (absent: no usage yet).
-    pub aggregates: BTreeMap<LineId, Aggregate>,
-    /// Increments on every usage write.
-    pub version: u64,
+pub enum RecordPut {
+    /// Written now.
+    Written,
+    /// A record with this key already exists: this one, as stored.
+    Exists(Box<EventRecord>),
 }
 
-impl From<&InvoiceState> for InvoiceUsage {
-    fn from(state: &InvoiceState) -> Self {
-        Self {
-            status: state.invoice.status,
-            line_ids: state.invoice.lines.iter().map(|l| l.id.clone()).collect(),
-            aggregates: state.aggregates.clone(),
-            version: state.version,
-        }
-    }
-}
-
-/// One invoice's part of a usage commit.
-#[derive(Debug, Clone, PartialEq)]
-pub struct InvoiceWrite {
-    /// Which invoice.
-    pub invoice_id: InvoiceId,
-    /// The version read; the write fails if the invoice moved on (or was closed) since.
-    pub expected_version: u64,
-    /// Lines to append (dimensional combinations and late usage seen for the first time).
-    pub new_lines: Vec<InvoiceLine>,
-    /// The new aggregate of every line this commit touches.
-    pub aggregates: Vec<(LineId, Aggregate)>,
-    /// When.
-    pub updated_at: DateTime<Utc>,
-}
-
-/// One atomic step of matching: event records and the invoice changes they cause, together.
-#[derive(Debug, Clone, PartialEq)]
-pub struct UsageCommit {
-    /// Invoice updates.
-    pub invoices: Vec<InvoiceWrite>,
-    /// One record per event; each must not exist yet (that is the exactly-once guard).
-    pub records: Vec<EventRecord>,
-}
-
-/// How a usage commit ended.
+/// A claim on one distinct value of a `UNIQUE_COUNT` line: the first message to claim a value
+/// counts it, every other finds it taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CommitOutcome {
-    /// Everything was written.
-    Committed,
-    /// Nothing was written: these records (indexes into `records`) already exist, so their
-    /// events were counted before.
-    Duplicates(Vec<usize>),
-    /// Nothing was written: an invoice changed or closed since it was read.
-    InvoiceMoved,
+pub struct ValueClaim {
+    /// The invoice of the line.
+    pub invoice: InvoiceId,
+    /// The line.
+    pub line: LineId,
+    /// The value, typed (see [`crate::aggregation::Aggregate::distinct_values`]).
+    pub value: String,
+    /// The message claiming it.
+    pub nonce: MessageNonce,
+}
+
+/// How a lane write went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LaneWrite {
+    /// Written.
+    Done,
+    /// Nothing written: the lane moved since it was read.
+    Conflict,
+    /// Nothing written: the invoice closed and sealed the lane.
+    Sealed,
 }
 
 /// The billing run's to-do lists, kept as sparse keys on the invoices themselves.
@@ -392,8 +370,11 @@ pub trait LedgerStore: Send + Sync {
 
     /// Replaces `previous` by `next` if it has not moved, with its mail tasks. With `number`,
     /// the invoice number counter moves from `number - 1` to `number` in the same transaction:
-    /// numbers are given out only with a close, so they have no gaps and no duplicates.
-    /// `Conflict` when the invoice moved or another close took the number first.
+    /// numbers are given out only with a close, so they have no gaps and no duplicates. When
+    /// `next` is no longer open (a close, a void), every usage lane of the invoice is sealed in
+    /// the same transaction, on condition that none moved since `previous` was read, so the
+    /// quantities frozen are exactly the usage counted. `Conflict` when the invoice or a lane
+    /// moved, or another close took the number first.
     async fn transition(
         &self,
         previous: &InvoiceState,
@@ -433,19 +414,44 @@ pub struct EventFilter {
     pub status: Option<EventStatus>,
 }
 
-/// The matcher's writes and the event records' reads.
+/// The matcher's writes (event records, value claims, lane shares) and the event records'
+/// reads.
 #[async_trait]
 pub trait UsageStore: Send + Sync {
-    /// Reads invoices' usage state, strongly consistent; missing ones are absent.
-    async fn invoice_states(&self, ids: &[InvoiceId]) -> Result<HashMap<InvoiceId, InvoiceUsage>>;
+    /// The status of invoices, strongly consistent; missing ones are absent.
+    async fn invoice_statuses(
+        &self,
+        ids: &[InvoiceId],
+    ) -> Result<HashMap<InvoiceId, InvoiceStatus>>;
 
     /// Writes an invoice unless it exists (a period the contract had not pre-generated yet).
     async fn ensure_invoice(&self, invoice: &Invoice) -> Result<()>;
 
-    /// Writes a commit in one transaction, or nothing.
-    async fn commit(&self, commit: &UsageCommit) -> Result<CommitOutcome>;
+    /// Marks invoices that are still `DRAFTED` as `IN_PROGRESS` (their first usage arrived);
+    /// any other status is left as it is.
+    async fn mark_in_progress(&self, ids: &[InvoiceId]) -> Result<()>;
 
-    /// Lists event records, newest first within the chosen partition.
+    /// Writes each record unless one with its key exists (the exactly-once guard); per record,
+    /// whether it was written or the one that exists, or why that record's write failed (the
+    /// others still count: a caller retries only the failed ones).
+    async fn put_records(&self, records: &[EventRecord]) -> Vec<Result<RecordPut>>;
+
+    /// Rewrites where a record's usage landed, when the invoice it was matched to closed before
+    /// the usage reached it (it then went to the next open invoice).
+    async fn relabel_record(&self, record: &EventRecord) -> Result<()>;
+
+    /// Claims distinct values; per claim, the message that holds it (this one, or an earlier).
+    async fn claim_values(&self, claims: &[ValueClaim]) -> Result<Vec<MessageNonce>>;
+
+    /// Reads lane shares, strongly consistent; shares never written are absent.
+    async fn lanes(&self, keys: &[LaneKey]) -> Result<HashMap<LaneKey, UsageLane>>;
+
+    /// Writes each lane share as `next` if it is still at `previous.version` and not sealed;
+    /// per write, how it went. Writes are independent: some may stick while others do not.
+    async fn write_lanes(&self, writes: &[(UsageLane, UsageLane)]) -> Result<Vec<LaneWrite>>;
+
+    /// Lists event records: of a customer in idempotency key order, of an outcome in no
+    /// promised order.
     async fn list_events(
         &self,
         filter: &EventFilter,
@@ -456,9 +462,10 @@ pub trait UsageStore: Send + Sync {
 /// Sends packed usage events to the matcher's queue.
 #[async_trait]
 pub trait EventQueue: Send + Sync {
-    /// Sends message bodies; returns, per body, whether it is durably enqueued. Implementations
-    /// retry transient failures themselves.
-    async fn send(&self, bodies: &[String]) -> Vec<bool>;
+    /// Sends messages, each in its lane (the FIFO message group) and deduplicated by its
+    /// nonce; returns, per message, whether it is durably enqueued. Implementations retry
+    /// transient failures themselves.
+    async fn send(&self, messages: &[crate::usage::OutgoingMessage]) -> Vec<bool>;
 }
 
 #[cfg(test)]

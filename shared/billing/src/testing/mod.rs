@@ -18,7 +18,9 @@ pub use payments::{
 };
 pub use store::MemoryStore;
 
+use crate::matcher::LaneMessage;
 use crate::ports::{Clock, EventQueue};
+use crate::usage::{OutgoingMessage, QueuedEvents};
 
 /// A clock that moves only when told.
 #[derive(Debug)]
@@ -48,10 +50,11 @@ impl Clock for ManualClock {
     }
 }
 
-/// A usage queue that keeps the message bodies it is sent.
+/// A usage queue that keeps the messages it is sent, in order, with FIFO's deduplication by
+/// nonce (a message sent twice is kept once).
 #[derive(Default)]
 pub struct MemoryQueue {
-    bodies: Mutex<Vec<String>>,
+    messages: Mutex<Vec<OutgoingMessage>>,
 }
 
 impl MemoryQueue {
@@ -60,19 +63,32 @@ impl MemoryQueue {
         Self::default()
     }
 
-    /// Takes every message sent so far.
-    pub fn drain(&self) -> Vec<String> {
-        std::mem::take(&mut *self.bodies.lock().unwrap_or_else(|p| p.into_inner()))
+    /// Takes every message sent so far, decoded as the matcher receives them.
+    pub fn drain(&self) -> Vec<LaneMessage> {
+        std::mem::take(&mut *self.messages.lock().unwrap_or_else(|p| p.into_inner()))
+            .into_iter()
+            .map(|m| {
+                let queued: QueuedEvents =
+                    serde_json::from_str(&m.body).expect("a message this crate packed");
+                LaneMessage {
+                    nonce: queued.nonce,
+                    lane: m.lane,
+                    events: queued.events,
+                }
+            })
+            .collect()
     }
 }
 
 #[async_trait]
 impl EventQueue for MemoryQueue {
-    async fn send(&self, bodies: &[String]) -> Vec<bool> {
-        self.bodies
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend(bodies.iter().cloned());
-        vec![true; bodies.len()]
+    async fn send(&self, messages: &[OutgoingMessage]) -> Vec<bool> {
+        let mut queue = self.messages.lock().unwrap_or_else(|p| p.into_inner());
+        for message in messages {
+            if !queue.iter().any(|m| m.nonce == message.nonce) {
+                queue.push(message.clone());
+            }
+        }
+        vec![true; messages.len()]
     }
 }

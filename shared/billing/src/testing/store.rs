@@ -17,18 +17,22 @@ use crate::customer::{Customer, ExternalCustomerId, ProviderCustomerId};
 use crate::error::{Error, Result};
 use crate::ids::{ApiKeyId, ContractId, CustomerId, InvoiceId, MeterId, PlanId};
 use crate::invoice::{Invoice, InvoiceStatus};
+use crate::lanes::{LaneKey, UsageLane, merge};
 use crate::meter::{Meter, MeterCode};
 use crate::pagination::{Cursor, Page, PageRequest};
 use crate::plan::Plan;
 use crate::ports::{
-    AgendaKind, ApiKeyStore, CatalogStore, CommitOutcome, ContractStore, CustomerStore,
-    EventFilter, EventOwner, InvoiceFilter, InvoiceState, InvoiceStore, InvoiceUsage, LedgerStore,
-    MailTask, StoredSecret, UsageCommit, UsageStore, Versioned,
+    AgendaKind, ApiKeyStore, CatalogStore, ContractStore, CustomerStore, EventFilter, EventOwner,
+    InvoiceFilter, InvoiceState, InvoiceStore, LaneWrite, LedgerStore, MailTask, RecordPut,
+    StoredSecret, UsageStore, ValueClaim, Versioned,
 };
-use crate::usage::EventRecord;
+use crate::usage::{EventRecord, Lane, MessageNonce};
 
 /// A unique value's holder, by what is unique and the value.
 type Claims = HashMap<(&'static str, String), String>;
+
+/// A distinct value of a line (`UNIQUE_COUNT`).
+type ValueKey = (InvoiceId, crate::ids::LineId, String);
 
 #[derive(Default)]
 struct Tables {
@@ -40,8 +44,10 @@ struct Tables {
     plans: BTreeMap<PlanId, Plan>,
     contracts: BTreeMap<ContractId, Versioned<Contract>>,
     indexes: HashMap<CustomerId, Versioned<Vec<ContractSummary>>>,
-    invoices: HashMap<InvoiceId, InvoiceState>,
-    records: HashMap<String, EventRecord>,
+    invoices: HashMap<InvoiceId, Versioned<Invoice>>,
+    lanes: BTreeMap<LaneKey, UsageLane>,
+    values: HashMap<ValueKey, MessageNonce>,
+    records: BTreeMap<String, EventRecord>,
     counter: u64,
     outbox: BTreeMap<String, MailTask>,
     provider_events: HashSet<String>,
@@ -119,9 +125,9 @@ impl MemoryStore {
         Ok(())
     }
 
-    /// An invoice's stored state.
+    /// An invoice's state as the ledger reads it: usage merged in.
     pub fn invoice_state_now(&self, id: &InvoiceId) -> Option<InvoiceState> {
-        self.tables().invoices.get(id).cloned()
+        self.tables().state(id).ok().flatten()
     }
 
     /// Every event record, in no particular order.
@@ -135,21 +141,76 @@ impl MemoryStore {
         self.tables().records.clear();
     }
 
-    /// Every invoice, in period order.
+    /// Every invoice with its usage, in period order.
     pub fn invoices_now(&self) -> Vec<Invoice> {
-        let mut invoices: Vec<Invoice> = self
-            .tables()
+        let t = self.tables();
+        let mut invoices: Vec<Invoice> = t
             .invoices
-            .values()
-            .map(|s| s.invoice.clone())
+            .keys()
+            .filter_map(|id| t.state(id).ok().flatten())
+            .map(|s| s.invoice)
             .collect();
         invoices.sort_by_key(position);
         invoices
     }
 
+    /// Every lane share of an invoice, as stored.
+    pub fn lanes_of(&self, invoice: &InvoiceId) -> Vec<UsageLane> {
+        self.tables().lanes_of(invoice)
+    }
+
     /// Mail queued and not sent yet.
     pub fn outbox_now(&self) -> Vec<MailTask> {
         self.tables().outbox.values().cloned().collect()
+    }
+}
+
+impl Tables {
+    fn lanes_of(&self, invoice: &InvoiceId) -> Vec<UsageLane> {
+        self.lanes
+            .range(lane_range(invoice))
+            .map(|(_, l)| l.clone())
+            .collect()
+    }
+
+    /// An invoice with its usage merged in (what the DynamoDB adapter reads in one query).
+    fn state(&self, id: &InvoiceId) -> Result<Option<InvoiceState>> {
+        let Some(stored) = self.invoices.get(id) else {
+            return Ok(None);
+        };
+        let lanes = self.lanes_of(id);
+        let (invoice, aggregates) = merge(stored.value.clone(), &lanes)?;
+        Ok(Some(InvoiceState {
+            invoice,
+            aggregates,
+            version: stored.version,
+            lanes,
+        }))
+    }
+
+    fn seal(&mut self, invoice: &InvoiceId) {
+        for lane in Lane::all() {
+            let k = LaneKey {
+                invoice: invoice.clone(),
+                lane,
+            };
+            let share = self
+                .lanes
+                .entry(k.clone())
+                .or_insert_with(|| UsageLane::empty(k));
+            share.sealed = true;
+            share.version += 1;
+        }
+    }
+}
+
+fn lane_range(invoice: &InvoiceId) -> std::ops::RangeInclusive<LaneKey> {
+    LaneKey {
+        invoice: invoice.clone(),
+        lane: Lane::new(0),
+    }..=LaneKey {
+        invoice: invoice.clone(),
+        lane: Lane::new(crate::usage::LANES - 1),
     }
 }
 
@@ -378,10 +439,9 @@ fn index_version(t: &Tables, customer: &CustomerId) -> u64 {
     t.indexes.get(customer).map(|v| v.version).unwrap_or(0)
 }
 
-fn fresh_state(invoice: &Invoice) -> InvoiceState {
-    InvoiceState {
-        invoice: invoice.clone(),
-        aggregates: BTreeMap::new(),
+fn fresh(invoice: &Invoice) -> Versioned<Invoice> {
+    Versioned {
+        value: invoice.clone(),
         version: 0,
     }
 }
@@ -431,7 +491,7 @@ impl ContractStore for MemoryStore {
             },
         );
         for invoice in &new.invoices {
-            t.invoices.insert(invoice.id.clone(), fresh_state(invoice));
+            t.invoices.insert(invoice.id.clone(), fresh(invoice));
         }
         Ok(Write::Done)
     }
@@ -481,6 +541,7 @@ impl ContractStore for MemoryStore {
         next: &Contract,
         index: &Versioned<Vec<ContractSummary>>,
         void: &[InvoiceId],
+        seal: &[InvoiceId],
     ) -> Result<Write> {
         let mut t = self.tables();
         if t.contracts.get(&next.id).map(|v| v.version) != Some(previous.version)
@@ -488,11 +549,7 @@ impl ContractStore for MemoryStore {
         {
             return Ok(Write::Conflict);
         }
-        let open = |id: &InvoiceId| {
-            t.invoices
-                .get(id)
-                .is_some_and(|s| s.invoice.status.is_open())
-        };
+        let open = |id: &InvoiceId| t.invoices.get(id).is_some_and(|s| s.value.status.is_open());
         if !void.iter().all(open) {
             return Err(Error::conflict(
                 "invoice_not_open",
@@ -515,10 +572,14 @@ impl ContractStore for MemoryStore {
             },
         );
         for id in void {
-            if let Some(state) = t.invoices.get_mut(id) {
-                state.invoice.status = InvoiceStatus::Void;
-                state.invoice.updated_at = next.updated_at;
+            if let Some(stored) = t.invoices.get_mut(id) {
+                stored.value.status = InvoiceStatus::Void;
+                stored.value.updated_at = next.updated_at;
+                stored.version += 1;
             }
+        }
+        for id in seal {
+            t.seal(id);
         }
         Ok(Write::Done)
     }
@@ -527,7 +588,7 @@ impl ContractStore for MemoryStore {
 #[async_trait]
 impl InvoiceStore for MemoryStore {
     async fn get_invoice(&self, id: &InvoiceId) -> Result<Option<Invoice>> {
-        Ok(self.tables().invoices.get(id).map(|s| s.invoice.clone()))
+        Ok(self.tables().state(id)?.map(|s| s.invoice))
     }
 
     async fn list_invoices(
@@ -535,16 +596,22 @@ impl InvoiceStore for MemoryStore {
         filter: &InvoiceFilter,
         page: &PageRequest,
     ) -> Result<Page<Invoice>> {
-        let items = self
-            .tables()
-            .invoices
-            .values()
-            .map(|s| &s.invoice)
-            .filter(|i| filter.customer.as_ref().is_none_or(|c| &i.customer_id == c))
-            .filter(|i| filter.contract.as_ref().is_none_or(|c| &i.contract_id == c))
-            .filter(|i| filter.status.is_none_or(|s| i.status == s))
-            .cloned()
-            .collect();
+        let t = self.tables();
+        let mut items = Vec::new();
+        for stored in t.invoices.values().map(|s| &s.value) {
+            let wanted = filter
+                .customer
+                .as_ref()
+                .is_none_or(|c| &stored.customer_id == c)
+                && filter
+                    .contract
+                    .as_ref()
+                    .is_none_or(|c| &stored.contract_id == c)
+                && filter.status.is_none_or(|s| stored.status == s);
+            if wanted && let Some(state) = t.state(&stored.id)? {
+                items.push(state.invoice);
+            }
+        }
         Ok(page_of(items, page, position))
     }
 }
@@ -568,7 +635,7 @@ fn agenda_of(invoice: &Invoice) -> Option<(AgendaKind, String)> {
 #[async_trait]
 impl LedgerStore for MemoryStore {
     async fn invoice_state(&self, id: &InvoiceId) -> Result<Option<InvoiceState>> {
-        Ok(self.tables().invoices.get(id).cloned())
+        self.tables().state(id)
     }
 
     async fn agenda(
@@ -582,7 +649,7 @@ impl LedgerStore for MemoryStore {
             .tables()
             .invoices
             .values()
-            .filter_map(|s| agenda_of(&s.invoice).map(|agenda| (agenda, s.invoice.id.clone())))
+            .filter_map(|s| agenda_of(&s.value).map(|agenda| (agenda, s.value.id.clone())))
             .filter(|((k, sort), _)| *k == kind && *sort <= bound)
             .map(|((_, sort), id)| (sort, id))
             .collect();
@@ -615,13 +682,18 @@ impl LedgerStore for MemoryStore {
         let mut t = self.tables();
         let current = t.invoices.get(&next.id);
         let unmoved = current.is_some_and(|s| {
-            s.version == previous.version && s.invoice.status == previous.invoice.status
+            s.version == previous.version && s.value.status == previous.invoice.status
         });
         let number_free = number.is_none_or(|n| t.counter + 1 == n);
-        if !unmoved || !number_free {
+        let closing = previous.invoice.status.is_open() && !next.status.is_open();
+        let lanes_unmoved = !closing || t.lanes_of(&next.id) == previous.lanes;
+        if !unmoved || !number_free || !lanes_unmoved {
             return Ok(Write::Conflict);
         }
         self.write()?;
+        if closing {
+            t.seal(&next.id);
+        }
         if let Some(n) = number {
             t.counter = n;
         }
@@ -631,9 +703,9 @@ impl LedgerStore for MemoryStore {
                 task.clone(),
             );
         }
-        if let Some(state) = t.invoices.get_mut(&next.id) {
-            state.invoice = next.clone();
-            state.version = previous.version + 1;
+        if let Some(stored) = t.invoices.get_mut(&next.id) {
+            stored.value = next.clone();
+            stored.version = previous.version + 1;
         }
         Ok(Write::Done)
     }
@@ -668,11 +740,14 @@ impl LedgerStore for MemoryStore {
 
 #[async_trait]
 impl UsageStore for MemoryStore {
-    async fn invoice_states(&self, ids: &[InvoiceId]) -> Result<HashMap<InvoiceId, InvoiceUsage>> {
+    async fn invoice_statuses(
+        &self,
+        ids: &[InvoiceId],
+    ) -> Result<HashMap<InvoiceId, InvoiceStatus>> {
         let t = self.tables();
         Ok(ids
             .iter()
-            .filter_map(|id| t.invoices.get(id).map(|s| (id.clone(), s.into())))
+            .filter_map(|id| t.invoices.get(id).map(|s| (id.clone(), s.value.status)))
             .collect())
     }
 
@@ -682,49 +757,96 @@ impl UsageStore for MemoryStore {
             return Ok(());
         }
         self.write()?;
-        t.invoices.insert(invoice.id.clone(), fresh_state(invoice));
+        t.invoices.insert(invoice.id.clone(), fresh(invoice));
         Ok(())
     }
 
-    async fn commit(&self, commit: &UsageCommit) -> Result<CommitOutcome> {
-        let mut t = self.tables();
-        // The same conditions as the DynamoDB transaction, checked before anything is written.
-        let keys: Vec<String> = commit.records.iter().map(EventRecord::key).collect();
-        let duplicates: Vec<usize> = keys
-            .iter()
-            .enumerate()
-            .filter(|(_, k)| t.records.contains_key(*k))
-            .map(|(i, _)| i)
-            .collect();
-        if !duplicates.is_empty() {
-            return Ok(CommitOutcome::Duplicates(duplicates));
-        }
-        for write in &commit.invoices {
-            match t.invoices.get(&write.invoice_id) {
-                Some(s) if s.version == write.expected_version && s.invoice.status.is_open() => {}
-                _ => return Ok(CommitOutcome::InvoiceMoved),
-            }
-        }
-        self.write()?;
-        for write in &commit.invoices {
-            let Some(state) = t.invoices.get_mut(&write.invoice_id) else {
-                continue;
-            };
-            state.version = write.expected_version + 1;
-            state.invoice.status = InvoiceStatus::InProgress;
-            state.invoice.updated_at = write.updated_at;
-            state.invoice.lines.extend(write.new_lines.iter().cloned());
-            for (line, aggregate) in &write.aggregates {
-                state.aggregates.insert(line.clone(), aggregate.clone());
-                if let Some(l) = state.invoice.lines.iter_mut().find(|l| &l.id == line) {
-                    l.quantity = aggregate.quantity();
+    async fn mark_in_progress(&self, ids: &[InvoiceId]) -> Result<()> {
+        for id in ids {
+            let mut t = self.tables();
+            if t.invoices
+                .get(id)
+                .is_some_and(|s| s.value.status == InvoiceStatus::Drafted)
+            {
+                self.write()?;
+                if let Some(stored) = t.invoices.get_mut(id) {
+                    stored.value.status = InvoiceStatus::InProgress;
                 }
             }
         }
-        for (key, record) in keys.into_iter().zip(&commit.records) {
-            t.records.insert(key, record.clone());
+        Ok(())
+    }
+
+    async fn put_records(&self, records: &[EventRecord]) -> Vec<Result<RecordPut>> {
+        let mut outcomes = Vec::with_capacity(records.len());
+        for record in records {
+            let key = record.key();
+            let mut t = self.tables();
+            if let Some(stored) = t.records.get(&key) {
+                outcomes.push(Ok(RecordPut::Exists(Box::new(stored.clone()))));
+                continue;
+            }
+            outcomes.push(self.write().map(|()| {
+                t.records.insert(key, record.clone());
+                RecordPut::Written
+            }));
         }
-        Ok(CommitOutcome::Committed)
+        outcomes
+    }
+
+    async fn relabel_record(&self, record: &EventRecord) -> Result<()> {
+        let mut t = self.tables();
+        self.write()?;
+        t.records.insert(record.key(), record.clone());
+        Ok(())
+    }
+
+    async fn claim_values(&self, claims: &[ValueClaim]) -> Result<Vec<MessageNonce>> {
+        let mut holders = Vec::with_capacity(claims.len());
+        for claim in claims {
+            let key = (
+                claim.invoice.clone(),
+                claim.line.clone(),
+                claim.value.clone(),
+            );
+            let mut t = self.tables();
+            if let Some(holder) = t.values.get(&key) {
+                holders.push(holder.clone());
+                continue;
+            }
+            self.write()?;
+            t.values.insert(key, claim.nonce.clone());
+            holders.push(claim.nonce.clone());
+        }
+        Ok(holders)
+    }
+
+    async fn lanes(&self, keys: &[LaneKey]) -> Result<HashMap<LaneKey, UsageLane>> {
+        let t = self.tables();
+        Ok(keys
+            .iter()
+            .filter_map(|k| t.lanes.get(k).map(|l| (k.clone(), l.clone())))
+            .collect())
+    }
+
+    async fn write_lanes(&self, writes: &[(UsageLane, UsageLane)]) -> Result<Vec<LaneWrite>> {
+        let mut outcomes = Vec::with_capacity(writes.len());
+        for (previous, next) in writes {
+            let mut t = self.tables();
+            let stored = t.lanes.get(&next.key);
+            if stored.is_some_and(|s| s.sealed) {
+                outcomes.push(LaneWrite::Sealed);
+                continue;
+            }
+            if stored.map(|s| s.version).unwrap_or(0) != previous.version {
+                outcomes.push(LaneWrite::Conflict);
+                continue;
+            }
+            self.write()?;
+            t.lanes.insert(next.key.clone(), next.clone());
+            outcomes.push(LaneWrite::Done);
+        }
+        Ok(outcomes)
     }
 
     async fn list_events(
@@ -753,18 +875,8 @@ impl UsageStore for MemoryStore {
             .filter(|r| filter.status.is_none_or(|s| r.status == s))
             .cloned()
             .collect();
-        let by_customer = filter.customer.is_some();
-        Ok(page_of(items, page, move |r: &EventRecord| {
-            let at = if by_customer {
-                r.event.timestamp
-            } else {
-                r.processed_at
-            };
-            format!(
-                "{}#{}",
-                at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                r.key()
-            )
+        Ok(page_of(items, page, |r: &EventRecord| {
+            r.event.idempotency_key.as_str().to_owned()
         }))
     }
 }

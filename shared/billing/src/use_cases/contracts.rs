@@ -99,13 +99,21 @@ impl Billing {
                 .collect();
             next.invoiced_periods =
                 current.value.invoiced_periods - u32::try_from(void.len()).unwrap_or(0);
+            // Usage can reach a voided invoice only once its period has started (event
+            // timestamps are at most an hour ahead): those are sealed with the void.
+            let soon = now.date_naive() + chrono::Days::new(1);
+            let seal: Vec<InvoiceId> = (0..current.value.invoiced_periods)
+                .filter_map(|i| schedule.period(i))
+                .filter(|p| p.start >= end && p.start <= soon)
+                .map(|p| Invoice::id_for(&id, p.start))
+                .collect();
             let mut index = self.contracts.customer_contracts(&next.customer_id).await?;
             let summary = next.summary();
             index.value.retain(|c| c.id != id);
             index.value.push(summary);
             let write = self
                 .contracts
-                .cancel_contract(&current, &next, &index, &void)
+                .cancel_contract(&current, &next, &index, &void, &seal)
                 .await?;
             Ok(write.into_attempt(next))
         })

@@ -20,11 +20,10 @@ impl Billing {
             .as_ref()
             .ok_or_else(|| Error::unavailable("no usage queue is configured (USAGE_QUEUE_URL)"))?;
         let messages = usage::pack(events)?;
-        let bodies: Vec<String> = messages.iter().map(|(body, _)| body.clone()).collect();
-        let sent = queue.send(&bodies).await;
+        let sent = queue.send(&messages).await;
         let mut enqueued = vec![false; events.len()];
-        for ((_, indexes), ok) in messages.iter().zip(sent) {
-            for &i in indexes {
+        for (message, ok) in messages.iter().zip(sent) {
+            for &i in &message.events {
                 enqueued[i] = ok;
             }
         }
