@@ -176,6 +176,7 @@ impl Matcher {
         }
         let outcomes = self.usage.write_lanes(&writes).await?;
         report.lane_writes += outcomes.iter().filter(|o| **o == LaneWrite::Done).count();
+        report.conflicts += outcomes.iter().filter(|o| **o != LaneWrite::Done).count();
         if outcomes.iter().any(|o| *o != LaneWrite::Done) {
             return Err(Error::new(
                 ErrorKind::Conflict,

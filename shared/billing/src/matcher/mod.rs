@@ -108,6 +108,11 @@ pub struct BatchReport {
     pub relabels: usize,
     /// Invoices marked In Progress on their first usage.
     pub status_writes: usize,
+    /// Lane share writes refused because another writer moved the share (or the invoice
+    /// sealed it) since it was read.
+    pub conflicts: usize,
+    /// Passes repeated after a failure (a conflict, throttling, a lost answer).
+    pub retries: usize,
 }
 
 impl BatchReport {
@@ -123,6 +128,8 @@ impl BatchReport {
         self.claim_writes += other.claim_writes;
         self.relabels += other.relabels;
         self.status_writes += other.status_writes;
+        self.conflicts += other.conflicts;
+        self.retries += other.retries;
     }
 
     /// Writes of every kind.
@@ -268,6 +275,7 @@ impl Matcher {
                 }
                 Err(e) if failures + 1 < concurrency::ATTEMPTS && e.is_transient() => {
                     failures += 1;
+                    report.retries += 1;
                     tracing::warn!(error = %e, failures, "usage not applied; retrying");
                     tokio::time::sleep(concurrency::backoff(failures)).await;
                 }
