@@ -81,10 +81,11 @@ pub(crate) fn invoice(id: &InvoiceId) -> Key {
     key(format!("INVOICE#{id}"), "INVOICE")
 }
 
-/// How many partitions one customer's event records spread over (by a hash of the
-/// idempotency key), so a customer sending 100,000 events a second does not exceed one
-/// partition's 1,000 writes a second (docs/SCALE.md).
-pub(crate) const RECORD_BUCKETS: u32 = 8;
+/// How many partitions one customer's event records spread over (by a hash of the idempotency
+/// key): one partition key takes about 1,000 writes a second, so 32 buckets carry about 32,000
+/// events a second from one customer (docs/SCALE.md). Part of every record's key: changing it
+/// moves where a key's record is looked for, so it is fixed before the first event.
+pub(crate) const RECORD_BUCKETS: u32 = 32;
 
 /// A usage event's record, in the usage table: partitioned by its owner (the resolved
 /// customer, or the reference as sent) and a bucket, sorted by idempotency key.

@@ -23,9 +23,9 @@ use billing::pagination::{Cursor, Page, PageRequest};
 use billing::ports::{EventFilter, EventOwner, LaneWrite, RecordPut, UsageStore, ValueClaim};
 use billing::usage::{CustomerRef, EventRecord, EventStatus, Lane, MessageNonce, RECORD_RETENTION};
 
-/// Single-item writes in flight at once per call: enough to hide DynamoDB's latency, few
-/// enough to stay polite to one partition.
-const WRITES_IN_FLIGHT: usize = 32;
+/// Single-item writes (or bucket queries) in flight at once per call: enough to hide DynamoDB's
+/// latency (docs/SCALE.md), few enough to stay polite to one partition.
+const WRITES_IN_FLIGHT: usize = 64;
 
 /// An event record as stored. `customerId` is left out when the event named the customer by
 /// that same id (the usual case; the partition names it), keeping a typical record well under
@@ -472,21 +472,28 @@ impl DynamoStore {
         let filters: Vec<(&str, AttributeValue)> = status
             .map(|s| vec![("status", super::s(s.as_str()))])
             .unwrap_or_default();
-        let mut items: Vec<Item> = Vec::new();
-        for bucket in 0..keys::RECORD_BUCKETS {
-            items.extend(
+        let partitions: Vec<String> = (0..keys::RECORD_BUCKETS)
+            .map(|bucket| keys::record_partition(&owner, bucket))
+            .collect();
+        let queries: Vec<_> = partitions
+            .iter()
+            .map(|partition| {
                 self.query_in(
                     &self.usage_table,
                     None,
-                    &keys::record_partition(&owner, bucket),
+                    partition,
                     None,
                     after.as_deref(),
                     page.limit,
                     &filters,
                 )
-                .await?,
-            );
-        }
+            })
+            .collect();
+        let pages: Vec<Vec<Item>> = stream::iter(queries)
+            .buffer_unordered(WRITES_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        let mut items: Vec<Item> = pages.into_iter().flatten().collect();
         items.sort_by_key(|item| string_attr(item, "sk"));
         items.truncate(page.limit + 1);
         let records = items
