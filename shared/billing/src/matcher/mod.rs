@@ -30,6 +30,8 @@ mod cache;
 mod commit;
 mod landing;
 mod reading;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -48,6 +48,8 @@ struct Provider {
     /// How many charge calls reached the provider (retries of one attempt included).
     charge_calls: usize,
     unavailable: bool,
+    /// Charge calls still answered before the caller "dies" (see [`FakeGateway::die_after_charges`]).
+    answers_left: Option<usize>,
 }
 
 /// The payment provider in memory. Charges are idempotent per invoice and attempt, as the port
@@ -80,6 +82,14 @@ impl FakeGateway {
     /// Makes every call fail as an outage (503) while `down`.
     pub fn set_unavailable(&self, down: bool) {
         lock(&self.provider).unavailable = down;
+    }
+
+    /// After `n` more charge calls are answered, the next one is made (the money is taken, or
+    /// the decline recorded) but its answer never arrives, and the provider is unreachable from
+    /// then on: what the caller sees of a process that died between the provider's answer and
+    /// its own record. `set_unavailable(false)` heals it; `None` takes the hook away.
+    pub fn die_after_charges(&self, n: Option<usize>) {
+        lock(&self.provider).answers_left = n;
     }
 
     /// Every payment made so far, in order.
@@ -244,6 +254,17 @@ impl PaymentGateway for FakeGateway {
                 payment
             }
         };
+        match &mut p.answers_left {
+            Some(0) => {
+                p.answers_left = None;
+                p.unavailable = true;
+                return Err(Error::unavailable(
+                    "injected: the caller died before the provider's answer reached it",
+                ));
+            }
+            Some(n) => *n -= 1,
+            None => {}
+        }
         Ok(if payment.succeeded {
             ChargeOutcome::Succeeded {
                 payment_intent: payment.id,
