@@ -24,7 +24,9 @@ use crate::ports::{Clock, InvoiceStore};
 use crate::usage::{CustomerRef, IdempotencyKey, UsageEvent};
 use crate::{Billing, Result};
 
-/// Every port in memory, and the use cases over them.
+/// Every port in memory, and the use cases over them. The provider and the mailer die with the
+/// store: after [`MemoryStore::crash_after_writes`] refuses a write, they refuse too, as the
+/// side effects of a process that died stop with it.
 pub struct World {
     /// Every storage port.
     pub store: Arc<MemoryStore>,
@@ -50,13 +52,16 @@ impl World {
         let store = Arc::new(MemoryStore::new());
         let clock = Arc::new(ManualClock::at(now));
         let gateway = Arc::new(FakeGateway::new());
+        gateway.dies_with(store.clone());
+        let mailer = Arc::new(RecordingMailer::new());
+        mailer.dies_with(store.clone());
         let billing =
             Billing::new(store.clone(), clock.clone(), None).with_gateway(gateway.clone());
         Self {
             store,
             clock,
             gateway,
-            mailer: Arc::new(RecordingMailer::new()),
+            mailer,
             scheduler: Arc::new(RecordingScheduler::new()),
             billing,
         }
