@@ -364,3 +364,7 @@ impl Webhooks {
         .await
     }
 }
+
+#[cfg(test)]
+#[path = "provider_webhooks/tests.rs"]
+mod tests;

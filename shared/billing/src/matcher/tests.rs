@@ -242,7 +242,8 @@ async fn usage_of_a_closed_period_goes_to_a_late_line_on_the_next_open_invoice()
     let march = Invoice::id_for(&contract.id, d("2026-03-01"));
     let sent = priced(&world, &february).await;
 
-    world.clock.set(t("2026-03-02T09:00:00Z"));
+    // Late usage arriving on March's first day (the day the run closed February).
+    world.clock.set(t("2026-03-01T00:30:00Z"));
     matcher
         .process(vec![
             call(&alice, "late-1", "2026-02-27T23:59:59.999Z", "3"),
