@@ -333,17 +333,17 @@ async fn a_yen_plan_has_no_minor_units_and_rounds_usage_to_whole_yen() {
         json!({"customerId": customer, "planId": plan["id"], "startDate": first_of_month(today()).to_string()}),
     )
     .await;
-    calls(&app, &customer, &meter, 3).await;
+    calls(&app, &customer, &meter, 5).await;
     let invoice = upcoming(&app, &c).await;
     assert_eq!(invoice["currency"], "JPY");
     let usage = &invoice["lineItems"][1];
     assert_eq!(
         (usage["quantity"].as_str(), usage["amount"].as_str()),
-        (Some("3"), Some("2")),
-        "3 × 0.5 = 1.5 yen, rounded half away from zero to 2: {invoice}"
+        (Some("5"), Some("3")),
+        "5 × 0.5 = 2.5 yen, rounded half away from zero to 3 (not to the even 2): {invoice}"
     );
-    assert_eq!(invoice["total"], "1002");
-    assert_eq!(invoice["totalCents"], 1002, "yen have no minor unit");
+    assert_eq!(invoice["total"], "1003");
+    assert_eq!(invoice["totalCents"], 1003, "yen have no minor unit");
 }
 
 #[tokio::test]
