@@ -42,10 +42,13 @@ trap 'infra/stack.sh stop "$STACK"' EXIT
 . "$(infra/stack.sh env "$STACK")"
 
 step "unit and integration tests"
-if cargo nextest --version >/dev/null 2>&1; then
+# The integration tests set process-wide environment variables, so each needs a process of its
+# own: nextest gives that; without it (or with TEST_RUNNER=cargo-test) infra/cargo-test-isolated.sh
+# runs each integration test in its own process under plain `cargo test`.
+if [[ "${TEST_RUNNER:-}" != cargo-test ]] && cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --locked --workspace --no-fail-fast
 else
-    cargo test --locked --workspace --no-fail-fast
+    infra/cargo-test-isolated.sh
 fi
 
 if [[ -z "${STRIPE_SECRET_KEY:-}" ]]; then

@@ -262,32 +262,65 @@ async fn cancelling_ends_the_current_period_and_voids_the_rest() {
     .await;
 }
 
+/// `n` events of `meter` for `customer`, now; waits until the matcher has recorded them all.
+async fn calls(app: &TestApp, customer: &str, meter: &Value, n: usize) {
+    let events: Vec<Value> = (0..n)
+        .map(|i| json!({"customerId": customer, "eventName": meter["eventName"], "idempotencyKey": format!("c{i}")}))
+        .collect();
+    app.post("/v1/events/batch", json!({ "events": events }))
+        .await
+        .expect(202);
+    app.wait_for_events(&format!("customerId={customer}&status=matched"), n)
+        .await;
+}
+
+async fn upcoming(app: &TestApp, contract: &Value) -> Value {
+    let id = contract["id"].as_str().unwrap();
+    app.get(&format!("/v1/invoices/upcoming?contractId={id}"))
+        .await
+        .expect(200)
+        .clone()
+}
+
 #[tokio::test]
-async fn overrides_change_the_contract_s_prices() {
-    let app = TestApp::spawn().await;
-    let (_, _, pro) = guide_catalog(&app).await;
+async fn overrides_change_the_contract_s_prices_and_usage_is_priced_at_the_override() {
+    let app = TestApp::spawn_with_matcher().await;
+    let (meter, _, pro) = guide_catalog(&app).await;
     let customer = app.customer("Discounted").await;
     let flat = pro["prices"][0]["id"].as_str().unwrap();
     let usage = pro["prices"][1]["id"].as_str().unwrap();
     let c = contract(
         &app,
-        json!({"customerId": customer, "planId": pro["id"], "startDate": "2027-01-01", "endDate": "2027-02-01",
+        json!({"customerId": customer, "planId": pro["id"], "startDate": first_of_month(today()).to_string(),
                "overrides": [{"priceId": flat, "unitAmount": "40.00"}, {"priceId": usage, "unitAmount": "0.05"}],
                "metadata": {"deal": "Q1"}}),
     )
     .await;
     assert_eq!(c["metadata"]["deal"], "Q1");
-    let invoice = &app.contract_invoices(c["id"].as_str().unwrap()).await[0];
-    assert_eq!(invoice["lineItems"][0]["amount"], "40.00");
-    assert_eq!(invoice["lineItems"][1]["unitAmount"], "0.05");
-    assert_eq!(invoice["total"], "40.00");
+    calls(&app, &customer, &meter, 7).await;
+    let invoice = upcoming(&app, &c).await;
+    let lines = &invoice["lineItems"];
+    assert_eq!(lines[0]["amount"], "40.00");
+    assert_eq!(
+        (
+            lines[1]["quantity"].as_str(),
+            lines[1]["unitAmount"].as_str(),
+            lines[1]["amount"].as_str()
+        ),
+        (Some("7"), Some("0.05"), Some("0.35")),
+        "7 calls at the override's 0.05, not the plan's 0.08: {invoice}"
+    );
+    assert_eq!(
+        (invoice["total"].as_str(), invoice["totalCents"].as_i64()),
+        (Some("40.35"), Some(4035))
+    );
 }
 
 #[tokio::test]
-async fn a_yen_plan_has_no_minor_units() {
-    let app = TestApp::spawn().await;
+async fn a_yen_plan_has_no_minor_units_and_rounds_usage_to_whole_yen() {
+    let app = TestApp::spawn_with_matcher().await;
     let meter = app
-        .meter(json!({"code": unique_code("JP"), "eventName": "jp", "aggregationType": "COUNT"}))
+        .meter(json!({"code": unique_code("JP"), "eventName": unique_code("jp").to_lowercase(), "aggregationType": "COUNT"}))
         .await;
     let plan = app
         .plan(json!({"name": "Tokyo", "currency": "JPY", "prices": [
@@ -297,13 +330,102 @@ async fn a_yen_plan_has_no_minor_units() {
     let customer = app.customer("Yamada").await;
     let c = contract(
         &app,
-        json!({"customerId": customer, "planId": plan["id"], "startDate": "2027-01-01", "endDate": "2027-02-01"}),
+        json!({"customerId": customer, "planId": plan["id"], "startDate": first_of_month(today()).to_string()}),
     )
     .await;
-    let invoice = &app.contract_invoices(c["id"].as_str().unwrap()).await[0];
+    calls(&app, &customer, &meter, 5).await;
+    let invoice = upcoming(&app, &c).await;
     assert_eq!(invoice["currency"], "JPY");
-    assert_eq!(invoice["total"], "1000");
-    assert_eq!(invoice["totalCents"], 1000);
+    let usage = &invoice["lineItems"][1];
+    assert_eq!(
+        (usage["quantity"].as_str(), usage["amount"].as_str()),
+        (Some("5"), Some("3")),
+        "5 × 0.5 = 2.5 yen, rounded half away from zero to 3 (not to the even 2): {invoice}"
+    );
+    assert_eq!(invoice["total"], "1003");
+    assert_eq!(invoice["totalCents"], 1003, "yen have no minor unit");
+}
+
+#[tokio::test]
+async fn month_end_and_leap_day_anchors_give_periods_without_gaps_or_overlaps() {
+    let app = TestApp::spawn().await;
+    let (_, free, _) = guide_catalog(&app).await;
+    // Ends computed by hand: each from the anchor, clamped to the month's last day.
+    let cases = [
+        (
+            "2028-01-31",
+            "2029-04-30",
+            vec![
+                "2028-02-29",
+                "2028-03-31",
+                "2028-04-30",
+                "2028-05-31",
+                "2028-06-30",
+                "2028-07-31",
+                "2028-08-31",
+                "2028-09-30",
+                "2028-10-31",
+                "2028-11-30",
+                "2028-12-31",
+                "2029-01-31",
+                "2029-02-28",
+                "2029-03-31",
+                "2029-04-30",
+            ],
+        ),
+        (
+            "2028-02-29",
+            "2029-03-29",
+            vec![
+                "2028-03-29",
+                "2028-04-29",
+                "2028-05-29",
+                "2028-06-29",
+                "2028-07-29",
+                "2028-08-29",
+                "2028-09-29",
+                "2028-10-29",
+                "2028-11-29",
+                "2028-12-29",
+                "2029-01-29",
+                "2029-02-28",
+                "2029-03-29",
+            ],
+        ),
+    ];
+    for (anchor, end, ends) in cases {
+        let customer = app.customer(&format!("Anchored {anchor}")).await;
+        let c = contract(
+            &app,
+            json!({"customerId": customer, "planId": free["id"], "startDate": anchor, "endDate": end}),
+        )
+        .await;
+        let invoices = app.contract_invoices(c["id"].as_str().unwrap()).await;
+        let day = |v: &Value| v.as_str().unwrap()[..10].to_owned();
+        let periods: Vec<(String, String)> = invoices
+            .iter()
+            .map(|i| (day(&i["periodStart"]), day(&i["periodEnd"])))
+            .collect();
+        assert_eq!(
+            periods[0].0, anchor,
+            "the first period starts on the anchor"
+        );
+        for pair in periods.windows(2) {
+            assert_eq!(
+                pair[1].0, pair[0].1,
+                "{anchor}: no gap and no overlap: {periods:?}"
+            );
+        }
+        let got: Vec<&str> = periods.iter().map(|(_, e)| e.as_str()).collect();
+        assert_eq!(got, ends, "{anchor}");
+        for i in &invoices {
+            assert_eq!(
+                i["invoiceDate"],
+                &i["periodEnd"].as_str().unwrap()[..10],
+                "{i}"
+            );
+        }
+    }
 }
 
 #[tokio::test]

@@ -11,4 +11,5 @@ mod local_stack;
 mod payments;
 mod reliability;
 mod stripe_adapter;
+mod tiers;
 mod usage;

@@ -5,7 +5,7 @@
 
 use chrono::{Datelike, Months, NaiveDate, Utc};
 use integration_tests::TestApp;
-use integration_tests::payments::{TestStripe, mails_sent};
+use integration_tests::payments::{TestStripe, mails_to, own_address};
 use serde_json::{Value, json};
 
 use crate::catalog::guide_catalog;
@@ -114,7 +114,8 @@ pub(crate) async fn wait_for_status(app: &TestApp, id: &str, status: &str) -> Va
 async fn the_guide_runs_from_stripe_link_to_paid_invoices() {
     let stripe = TestStripe::start();
     let app = TestApp::spawn_with_payments(&stripe).await;
-    let mails_before = mails_sent().await;
+    // Addresses of this test's own, so its mail is counted apart from every other test's.
+    let (alice_mail, bob_mail) = (own_address("alice"), own_address("bob"));
     let (meter, free, pro) = guide_catalog(&app).await;
     let call_count = meter["eventName"].as_str().unwrap().to_owned();
 
@@ -123,7 +124,7 @@ async fn the_guide_runs_from_stripe_link_to_paid_invoices() {
         .post(
             "/v1/customers",
             json!({"name": "Alice (Free)",
-            "contacts": [{"email": "alice@example.com", "roles": ["billing"]}]}),
+            "contacts": [{"email": alice_mail, "roles": ["billing"]}]}),
         )
         .await
         .expect(201)
@@ -140,7 +141,7 @@ async fn the_guide_runs_from_stripe_link_to_paid_invoices() {
             "/v1/customers",
             json!({"name": "Bob (Pro)", "paymentProviderId": bob_stripe,
             "paymentMethodId": "pm_card_visa",
-            "contacts": [{"email": "bob@example.com", "roles": ["billing"]}]}),
+            "contacts": [{"email": bob_mail, "roles": ["billing"]}]}),
         )
         .await
         .expect(201)
@@ -274,34 +275,91 @@ async fn the_guide_runs_from_stripe_link_to_paid_invoices() {
         let html = reqwest::get(&link).await.unwrap().text().await.unwrap();
         assert!(html.contains(">Paid<"), "{html}");
         assert!(!html.contains("id=\"pay\""));
-        let contract = reread(&app, &free_contract).await;
-        assert_eq!(
-            contract["autoPay"], true,
-            "opting in turns auto-pay on: {contract}"
-        );
+        // The same webhook saves the method after marking the invoice paid: wait for it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let contract = reread(&app, &free_contract).await;
+            if contract["autoPay"] == true {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "opting in turns auto-pay on: {contract}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
 
     // Next period: Bob's $50 is charged automatically, Alice's zero total needs no charge.
     let report = run_billing(&app, end + Months::new(1)).await;
     assert_eq!(report["charged"], 1, "{report}");
     assert_eq!(report["paidWithoutCharge"], 1, "{report}");
-    assert_eq!(stripe.payment_intents(&bob_stripe).await.len(), 2);
+    let mut charged: Vec<i64> = stripe
+        .payment_intents(&bob_stripe)
+        .await
+        .iter()
+        .map(|pi| pi["amount"].as_i64().unwrap())
+        .collect();
+    charged.sort();
+    assert_eq!(
+        charged,
+        [5000, 5096],
+        "this period's charge is the flat 50.00 alone"
+    );
     let invoices = app
         .contract_invoices(pro_contract["id"].as_str().unwrap())
         .await;
     assert_eq!(invoices[1]["status"], "PAID");
+    assert_eq!(invoices[1]["total"], "50.00");
+    assert_eq!(invoices[1]["payment"]["amountDueMinorUnits"], 5000);
+    let alice_next = &app
+        .contract_invoices(free_contract["id"].as_str().unwrap())
+        .await[1];
     assert_eq!(
-        invoices[1]["invoiceNumber"]
-            .as_str()
-            .map(|n| n.starts_with("INV-")),
-        Some(true)
+        (
+            alice_next["status"].as_str(),
+            alice_next["totalCents"].as_i64()
+        ),
+        (Some("PAID"), Some(0))
+    );
+    let mut numbers = [
+        invoices[1]["invoiceNumber"].as_str().unwrap(),
+        alice_next["invoiceNumber"].as_str().unwrap(),
+    ];
+    numbers.sort();
+    assert_eq!(
+        numbers,
+        ["INV-000003", "INV-000004"],
+        "the next numbers, no gap"
     );
 
-    // Mail: 2 invoices + Bob's receipt, Alice's receipt (when she paid), then 2 invoices +
-    // Bob's receipt.
-    let sent = mails_sent().await - mails_before;
-    let expected = if paid_on_checkout { 7 } else { 6 };
-    assert!(sent >= expected, "{sent} mails sent");
+    // Mail, counted exactly: each got both invoices; Bob a receipt per charge; Alice a receipt
+    // for her Checkout payment (when it ran); nothing else, and nothing twice.
+    let kinds = |to: &str, sent: &[integration_tests::payments::SentMail]| -> Vec<&'static str> {
+        let mut kinds: Vec<&'static str> = sent
+            .iter()
+            .filter(|m| m.to.iter().any(|a| a == to))
+            .map(|m| match m.subject.as_str() {
+                s if s.starts_with("Invoice INV-") => "invoice",
+                s if s.starts_with("Payment received for invoice") => "receipt",
+                s => panic!("an unexpected mail to {to}: {s}"),
+            })
+            .collect();
+        kinds.sort();
+        kinds
+    };
+    let sent = mails_to(&[alice_mail.clone(), bob_mail.clone()]).await;
+    assert_eq!(
+        kinds(&bob_mail, &sent),
+        ["invoice", "invoice", "receipt", "receipt"]
+    );
+    let alice_expected: &[&str] = if paid_on_checkout {
+        &["invoice", "invoice", "receipt"]
+    } else {
+        &["invoice", "invoice"]
+    };
+    assert_eq!(kinds(&alice_mail, &sent), alice_expected);
+    assert_eq!(sent.len(), 4 + alice_expected.len(), "{sent:?}");
 }
 
 #[tokio::test]
@@ -510,10 +568,23 @@ async fn a_billing_run_killed_at_any_point_and_rerun_closes_and_charges_each_inv
     // between reads, between a charge and its write, between a close and its mail), then rerun.
     let run = integration_tests::startup().await.billing_run().unwrap();
     let now = end.and_hms_opt(0, 15, 0).unwrap().and_utc();
-    let mut cut = 2;
-    let mut cuts = 0;
+    // After each cut, what the dead run had got done: invoices closed, Pro invoices paid.
+    let progress = |all: &Value| {
+        let data = all["data"].as_array().unwrap();
+        let closed = data
+            .iter()
+            .filter(|i| i["invoiceNumber"].is_string())
+            .count();
+        let charged = data
+            .iter()
+            .filter(|i| i["status"] == "PAID" && i["total"] != "0.00")
+            .count();
+        (closed, charged)
+    };
+    let mut cut = 4.0_f64;
+    let mut cuts = Vec::new();
     loop {
-        let limit = std::time::Duration::from_millis(cut);
+        let limit = std::time::Duration::from_secs_f64(cut / 1000.0);
         match tokio::time::timeout(limit, run.run_daily(end, now)).await {
             Ok(report) => {
                 let report = report.expect("the run");
@@ -521,12 +592,21 @@ async fn a_billing_run_killed_at_any_point_and_rerun_closes_and_charges_each_inv
                 break;
             }
             Err(_) => {
-                cuts += 1;
-                cut *= 2;
+                let all = app.get("/v1/invoices?limit=100").await.expect(200).clone();
+                cuts.push((cut as u64, progress(&all)));
+                cut *= 1.5;
             }
         }
     }
-    assert!(cuts >= 3, "the run was cut off only {cuts} times");
+    // The cuts fell inside the work, not only before or after it: some run died having closed
+    // some invoices but not charged all of them (between a close and a charge, or between a
+    // charge and its record).
+    assert!(
+        cuts.iter()
+            .any(|(_, (closed, charged))| *closed > 0 && *charged < 6),
+        "no cut fell between the first close and the last charge: {cuts:?}"
+    );
+    eprintln!("cuts (ms, (closed, charged)): {cuts:?}");
     // A last full run finds nothing to do.
     let last = run.run_daily(end, now).await.expect("the run");
     assert_eq!((last.sent, last.charged), (0, 0), "{last:?}");
@@ -554,7 +634,25 @@ async fn a_billing_run_killed_at_any_point_and_rerun_closes_and_charges_each_inv
             "exactly one charge for {customer}: {charges:?}"
         );
         assert_eq!(charges[0]["status"], "succeeded");
+        assert_eq!(charges[0]["amount"], 5000, "Pro's flat 50.00, no usage");
     }
+    for invoice in &closed {
+        let (total, cents) = if invoice["total"] == "0.00" {
+            ("0.00", 0)
+        } else {
+            ("50.00", 5000)
+        };
+        assert_eq!(invoice["total"], total, "{invoice}");
+        assert_eq!(
+            invoice["payment"]["amountDueMinorUnits"], cents,
+            "{invoice}"
+        );
+    }
+    assert_eq!(
+        closed.iter().filter(|i| i["total"] == "50.00").count(),
+        6,
+        "six Pro invoices of 50.00"
+    );
     for customer in &free_customers {
         assert!(
             stripe.payment_intents(customer).await.is_empty(),

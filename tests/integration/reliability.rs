@@ -23,7 +23,7 @@ use billing::usage::{EventInput, EventRecord, MessageNonce, UsageEvent};
 use billing_aws::dynamodb::DynamoStore;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use futures::future::join_all;
-use integration_tests::{TestApp, unique, unique_code};
+use integration_tests::{Pollers, TestApp, unique, unique_code};
 use serde_json::{Value, json};
 
 use crate::catalog::guide_catalog;
@@ -201,88 +201,9 @@ async fn matcher_with(wrap: impl FnOnce(Arc<DynamoStore>) -> Arc<dyn UsageStore>
 
 // --- 1. Concurrent ingestion, repeated keys, competing pollers ----------------------------------
 
-/// Matchers of the test's own, polling a queue beside the dev server's poller (each through
-/// `dev_server::sqs::poll_once`, the real handler included); stopped when the test ends.
-struct Pollers {
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-    received: Arc<AtomicUsize>,
-    errors: Arc<Mutex<Vec<String>>>,
-}
-
-impl Pollers {
-    async fn start(queue_url: &str, count: usize) -> Self {
-        let config = billing_aws::aws_config().await;
-        let client = aws_sdk_sqs::Client::new(&config);
-        let arn = client
-            .get_queue_attributes()
-            .queue_url(queue_url)
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .expect("queue attributes")
-            .attributes
-            .and_then(|mut a| a.remove(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
-            .expect("queue arn");
-        let received = Arc::new(AtomicUsize::new(0));
-        let errors = Arc::new(Mutex::new(Vec::new()));
-        let mut tasks = Vec::new();
-        for _ in 0..count {
-            let matcher = integration_tests::startup().await.matcher();
-            let (client, url, arn) = (client.clone(), queue_url.to_owned(), arn.clone());
-            let (received, errors) = (received.clone(), errors.clone());
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    match dev_server::sqs::poll_once(&client, &url, &arn, &matcher).await {
-                        Ok(n) => {
-                            received.fetch_add(n, Ordering::SeqCst);
-                        }
-                        Err(e) => {
-                            errors.lock().unwrap().push(e);
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                        }
-                    }
-                }
-            }));
-        }
-        Self {
-            tasks,
-            received,
-            errors,
-        }
-    }
-}
-
-impl Drop for Pollers {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
-}
-
-/// `ApproximateNumberOfMessages` and `…NotVisible` of a queue, for failure messages.
-async fn queue_depth(queue_url: &str) -> String {
-    use aws_sdk_sqs::types::QueueAttributeName as A;
-    let config = billing_aws::aws_config().await;
-    let attrs = aws_sdk_sqs::Client::new(&config)
-        .get_queue_attributes()
-        .queue_url(queue_url)
-        .attribute_names(A::ApproximateNumberOfMessages)
-        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .ok()
-        .and_then(|o| o.attributes)
-        .unwrap_or_default();
-    format!(
-        "{} visible, {} in flight",
-        attrs
-            .get(&A::ApproximateNumberOfMessages)
-            .map_or("?", String::as_str),
-        attrs
-            .get(&A::ApproximateNumberOfMessagesNotVisible)
-            .map_or("?", String::as_str)
-    )
+/// A queue's depth for failure messages.
+async fn depth(queue_url: &str) -> String {
+    format!("{:?}", integration_tests::queue_depth(queue_url).await)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -363,7 +284,7 @@ async fn ten_thousand_events_with_a_fifth_repeated_keys_sent_concurrently_count_
                 "only {n} of {DISTINCT} events counted after {} s; queue: {}; our pollers \
                  received {} messages, errors {:?}",
                 DEADLINE.as_secs(),
-                queue_depth(&queue).await,
+                depth(&queue).await,
                 pollers.received.load(Ordering::SeqCst),
                 pollers.errors.lock().unwrap()
             );
@@ -371,8 +292,16 @@ async fn ten_thousand_events_with_a_fifth_repeated_keys_sent_concurrently_count_
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let matched = started.elapsed();
+    // Settled: the queue is empty and no poller holds a message (each deletes its batch only
+    // after the matcher returned), so every repeat has been processed too; only then is the
+    // count final.
+    integration_tests::wait_until_settled(&queue).await;
     let received = pollers.received.load(Ordering::SeqCst);
-    drop(pollers);
+    assert!(
+        pollers.errors.lock().unwrap().is_empty(),
+        "{:?}",
+        pollers.errors.lock().unwrap()
+    );
 
     let listed = app
         .events(&format!("customerId={customer}&status=matched"))
@@ -389,14 +318,15 @@ async fn ten_thousand_events_with_a_fifth_repeated_keys_sent_concurrently_count_
         DISTINCT,
         "no other outcome recorded"
     );
-    // Still exact once everything has settled.
+    // Still exact now that everything has settled (checked above, before these reads).
     assert_eq!(quantity(&app, &invoice, &usage_price).await, "8000");
+    drop(pollers);
     eprintln!(
         "10,000 events: ingested in {:.1} s, all counted after {:.1} s; the test's two pollers \
          received {received} messages; queue now {}",
         ingested.as_secs_f64(),
         matched.as_secs_f64(),
-        queue_depth(&queue).await
+        depth(&queue).await
     );
 }
 

@@ -4,10 +4,11 @@
 use std::sync::Arc;
 
 use chrono::{Datelike, Duration, Months, NaiveDate, Utc};
-use integration_tests::{TestApp, close_invoice, unique, unique_code};
+use integration_tests::{TestApp, unique, unique_code};
 use serde_json::{Value, json};
 
 use crate::catalog::guide_catalog;
+use crate::payments::{invoice, run_billing};
 
 fn first_of_month() -> NaiveDate {
     Utc::now().date_naive().with_day(1).unwrap()
@@ -67,6 +68,9 @@ async fn the_guide_s_free_and_pro_customers_are_billed_for_their_calls() {
     app.wait_for_events(&format!("customerId={alice}"), 7).await;
     app.wait_for_events(&format!("customerId={bob}&status=matched"), 12)
         .await;
+    // Every message sent so far, the resend's included, has been processed: only now does
+    // "no second record" below say something.
+    app.wait_until_settled().await;
 
     let free_invoice = current_invoice(&app, &free_contract).await;
     assert_eq!(free_invoice["status"], "IN_PROGRESS");
@@ -385,47 +389,72 @@ async fn every_event_that_cannot_be_billed_is_recorded_with_its_reason() {
 }
 
 #[tokio::test]
-async fn late_usage_lands_on_its_period_within_grace_and_on_a_late_line_after_closing() {
-    let app = TestApp::spawn_with_matcher().await;
+async fn an_invoice_takes_usage_until_its_end_plus_grace_and_later_usage_goes_to_a_late_line() {
+    // A table of its own: the billing run closes every due invoice of the table it runs on.
+    let app = TestApp::spawn_with_own_table().await;
     let (meter, _, _) = guide_catalog(&app).await;
     let plan = app
         .plan(json!({"name": "Grace", "gracePeriodDays": 3,
                      "prices": [{"model": "USAGE", "meterId": meter["id"], "unitAmount": "0.10"}]}))
         .await;
     let customer = app.customer("Late").await;
-    let previous = first_of_month().checked_sub_months(Months::new(1)).unwrap();
+    let end = first_of_month();
+    let previous = end.checked_sub_months(Months::new(1)).unwrap();
     let contract = subscribe(&app, &customer, &plan, previous).await;
     let invoices = app
         .contract_invoices(contract["id"].as_str().unwrap())
         .await;
     let (last_month, this_month) = (&invoices[0], &invoices[1]);
+    let id = last_month["id"].as_str().unwrap();
     // Twelve hours before this period began: the previous period, at most 31.5 days ago.
-    let then = (first_of_month().and_hms_opt(0, 0, 0).unwrap().and_utc() - Duration::hours(12))
-        .to_rfc3339();
-    let event = |key: &str| json!({"customerId": customer, "eventName": meter["eventName"], "idempotencyKey": key, "timestamp": then});
-
-    // Within the grace period the invoice is still open: the event lands on its own period.
-    app.send_event(event("in-grace")).await;
+    let then = (end.and_hms_opt(0, 0, 0).unwrap().and_utc() - Duration::hours(12)).to_rfc3339();
+    let send = |key: String| {
+        let event = json!({"customerId": customer, "eventName": meter["eventName"], "idempotencyKey": key, "timestamp": then});
+        let app = &app;
+        async move {
+            app.send_event(event).await;
+        }
+    };
+    send("before-end".to_owned()).await;
     app.wait_for_events(&format!("customerId={customer}&status=matched"), 1)
         .await;
-    let id = last_month["id"].as_str().unwrap();
-    let reread = app.get(&format!("/v1/invoices/{id}")).await;
-    assert_eq!(reread.expect(200)["lineItems"][0]["quantity"], "1");
 
-    // Once closed (the billing run's job), late usage goes to a labelled line of the next one.
-    close_invoice(id).await;
-    app.send_event(event("after-close")).await;
+    // The run on the period end, and on end + grace - 1, leaves the invoice open: usage of its
+    // period still lands on it.
+    for (i, day) in [end, end + chrono::Days::new(2)].into_iter().enumerate() {
+        let report = run_billing(&app, day).await;
+        assert_eq!(report["sent"], 0, "{day}: {report}");
+        let open = invoice(&app, id).await;
+        assert_eq!(open["status"], "IN_PROGRESS", "{day}");
+        assert!(open["invoiceNumber"].is_null());
+        send(format!("in-grace-{i}")).await;
+        app.wait_for_events(&format!("customerId={customer}&status=matched"), i + 2)
+            .await;
+    }
+    assert_eq!(invoice(&app, id).await["lineItems"][0]["quantity"], "3");
+
+    // The run on end + grace closes it, with the grace days' usage on it.
+    let report = run_billing(&app, end + chrono::Days::new(3)).await;
+    assert_eq!(report["sent"], 1, "{report}");
+    let closed = invoice(&app, id).await;
+    assert_eq!(closed["status"], "SENT");
+    assert_eq!(closed["invoiceNumber"], "INV-000001");
+    assert_eq!(closed["lineItems"][0]["quantity"], "3");
+    assert_eq!(
+        (
+            closed["total"].as_str(),
+            closed["payment"]["amountDueMinorUnits"].as_i64()
+        ),
+        (Some("0.30"), Some(30))
+    );
+
+    // Usage of that period arriving later goes to a labelled line of the next invoice.
+    send("after-close".to_owned()).await;
     let late = app
         .wait_for_events(&format!("customerId={customer}&status=late"), 1)
         .await;
     assert_eq!(late[0]["matches"][0]["invoiceId"], this_month["id"]);
-    let current = app
-        .get(&format!(
-            "/v1/invoices/{}",
-            this_month["id"].as_str().unwrap()
-        ))
-        .await;
-    let current = current.expect(200);
+    let current = invoice(&app, this_month["id"].as_str().unwrap()).await;
     let late_line = current["lineItems"]
         .as_array()
         .unwrap()
@@ -439,12 +468,81 @@ async fn late_usage_lands_on_its_period_within_grace_and_on_a_late_line_after_cl
         last_month["periodStart"]
     );
     assert_eq!(late_line["servicePeriod"]["end"], last_month["periodEnd"]);
-    let closed = app.get(&format!("/v1/invoices/{id}")).await;
+    app.wait_until_settled().await;
     assert_eq!(
-        closed.expect(200)["lineItems"][0]["quantity"],
-        "1",
-        "a closed invoice never changes"
+        invoice(&app, id).await,
+        closed,
+        "a sent invoice never changes"
     );
+}
+
+#[tokio::test]
+async fn usage_at_a_period_boundary_belongs_to_the_period_its_utc_instant_falls_in() {
+    let app = TestApp::spawn_with_matcher().await;
+    let (meter, _, _) = guide_catalog(&app).await;
+    let plan = app
+        .plan(json!({"name": "Boundary",
+                     "prices": [{"model": "USAGE", "meterId": meter["id"], "unitAmount": "1"}]}))
+        .await;
+    let customer = app.customer("Boundary").await;
+    let boundary = first_of_month();
+    let previous = boundary.checked_sub_months(Months::new(1)).unwrap();
+    let contract = subscribe(&app, &customer, &plan, previous).await;
+    let invoices = app
+        .contract_invoices(contract["id"].as_str().unwrap())
+        .await;
+    let (last_month, this_month) = (&invoices[0], &invoices[1]);
+    assert_eq!(last_month["periodEnd"], format!("{boundary}T00:00:00Z"));
+    let eve = boundary.pred_opt().unwrap();
+    // (key, timestamp as sent, the period it belongs to)
+    let cases = [
+        ("at-period-end", format!("{boundary}T00:00:00Z"), this_month),
+        ("one-ms-before", format!("{eve}T23:59:59.999Z"), last_month),
+        (
+            "one-ms-after",
+            format!("{boundary}T00:00:00.001Z"),
+            this_month,
+        ),
+        // Local times whose date differs from the UTC date: the UTC instant decides.
+        (
+            "plus-one-hour",
+            format!("{boundary}T00:30:00+01:00"),
+            last_month,
+        ),
+        (
+            "minus-one-hour",
+            format!("{eve}T23:30:00-01:00"),
+            this_month,
+        ),
+    ];
+    let events: Vec<Value> = cases
+        .iter()
+        .map(|(key, at, _)| json!({"customerId": customer, "eventName": meter["eventName"], "idempotencyKey": key, "timestamp": at}))
+        .collect();
+    app.post("/v1/events/batch", json!({ "events": events }))
+        .await
+        .expect(202);
+    let records = app
+        .wait_for_events(
+            &format!("customerId={customer}&status=matched"),
+            cases.len(),
+        )
+        .await;
+    for (key, at, period) in &cases {
+        let record = records
+            .iter()
+            .find(|r| r["idempotencyKey"] == *key)
+            .unwrap_or_else(|| panic!("no record {key}"));
+        assert_eq!(
+            record["matches"][0]["invoiceId"], period["id"],
+            "{key} ({at}) belongs to the period starting {}",
+            period["periodStart"]
+        );
+    }
+    for (period, count) in [(last_month, "2"), (this_month, "3")] {
+        let read = invoice(&app, period["id"].as_str().unwrap()).await;
+        assert_eq!(read["lineItems"][0]["quantity"], count, "{read}");
+    }
 }
 
 #[tokio::test]

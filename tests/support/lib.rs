@@ -15,6 +15,8 @@ pub struct TestApp {
     pub url: String,
     /// A key with scope `*`, seeded for this test.
     pub admin_key: String,
+    /// The usage queue it sends events to, when it is the test's own (see [`usage_queue`]).
+    pub queue: Option<String>,
     client: reqwest::Client,
     _server: dev_server::Running,
 }
@@ -139,7 +141,7 @@ impl TestApp {
             dev_server::Options {
                 seed_api_key: Some(admin_key.clone()),
                 poll_usage_queue: poll,
-                usage_queue_url: queue,
+                usage_queue_url: queue.clone(),
             },
         )
         .await
@@ -147,6 +149,7 @@ impl TestApp {
         Self {
             url: server.url(),
             admin_key,
+            queue,
             client: reqwest::Client::new(),
             _server: server,
         }
@@ -386,5 +389,140 @@ impl TestApp {
             uuid::Uuid::new_v4().simple()
         );
         Self::start(false, Some(missing)).await
+    }
+}
+
+/// How many messages a queue holds: waiting to be received, received and not yet deleted (a
+/// poller is working on them, or failed them and they come back after the visibility timeout),
+/// and delayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// Waiting for a poller.
+    pub visible: u64,
+    /// Received and not deleted.
+    pub in_flight: u64,
+    /// Not deliverable yet.
+    pub delayed: u64,
+}
+
+/// A queue's depth, as SQS counts it (moto's counts are exact).
+pub async fn queue_depth(queue_url: &str) -> QueueDepth {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let config = billing_aws::aws_config().await;
+    let attrs = aws_sdk_sqs::Client::new(&config)
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .attribute_names(A::ApproximateNumberOfMessagesDelayed)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes
+        .unwrap_or_default();
+    let count = |name: A| {
+        attrs
+            .get(&name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name:?} of {queue_url}: {attrs:?}"))
+    };
+    QueueDepth {
+        visible: count(A::ApproximateNumberOfMessages),
+        in_flight: count(A::ApproximateNumberOfMessagesNotVisible),
+        delayed: count(A::ApproximateNumberOfMessagesDelayed),
+    }
+}
+
+/// Waits until `queue_url` is settled: empty, and no message held by a poller. A poller deletes
+/// a message only after the matcher returned for it, so an empty queue with nothing in flight
+/// means every event sent before the call has been processed and no poller is mid-batch (a
+/// failed batch would come back and show). Fails after 90 s.
+pub async fn wait_until_settled(queue_url: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let depth = queue_depth(queue_url).await;
+        if depth.visible == 0 && depth.in_flight == 0 && depth.delayed == 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{queue_url} not settled after 90 s: {depth:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+impl TestApp {
+    /// Waits until the app's own usage queue is settled (see [`wait_until_settled`]): every
+    /// event it accepted so far has been processed by the matcher.
+    pub async fn wait_until_settled(&self) {
+        let queue = self
+            .queue
+            .as_deref()
+            .expect("an app with a usage queue of its own (spawn_with_matcher and the like)");
+        wait_until_settled(queue).await;
+    }
+}
+
+/// Matchers of a test's own, polling a queue beside the dev server's poller (each through
+/// `dev_server::sqs::poll_once`, the real handler included); stopped when dropped.
+pub struct Pollers {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Messages received so far.
+    pub received: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Poll errors so far.
+    pub errors: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Pollers {
+    /// `count` matchers polling `queue_url`.
+    pub async fn start(queue_url: &str, count: usize) -> Self {
+        use std::sync::atomic::Ordering;
+        let config = billing_aws::aws_config().await;
+        let client = aws_sdk_sqs::Client::new(&config);
+        let arn = client
+            .get_queue_attributes()
+            .queue_url(queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .expect("queue attributes")
+            .attributes
+            .and_then(|mut a| a.remove(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+            .expect("queue arn");
+        let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let errors = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for _ in 0..count {
+            let matcher = startup().await.matcher();
+            let (client, url, arn) = (client.clone(), queue_url.to_owned(), arn.clone());
+            let (received, errors) = (received.clone(), errors.clone());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    match dev_server::sqs::poll_once(&client, &url, &arn, &matcher).await {
+                        Ok(n) => {
+                            received.fetch_add(n, Ordering::SeqCst);
+                        }
+                        Err(e) => {
+                            errors.lock().unwrap_or_else(|p| p.into_inner()).push(e);
+                            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        }
+                    }
+                }
+            }));
+        }
+        Self {
+            tasks,
+            received,
+            errors,
+        }
+    }
+}
+
+impl Drop for Pollers {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
     }
 }

@@ -355,6 +355,77 @@ pub async fn mails_sent() -> u64 {
     answer[start..end].trim().parse::<f64>().expect("a number") as u64
 }
 
+/// One mail the local SES sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentMail {
+    /// Its `To` addresses.
+    pub to: Vec<String>,
+    /// Its subject.
+    pub subject: String,
+}
+
+/// Every mail the local SES has sent to any of `recipients`, oldest first: moto's record of
+/// sent messages (`/moto-api/data.json`), or LocalStack's (`/_aws/ses`). Other tests' mail
+/// is left out, so a test using addresses of its own counts exactly its own.
+pub async fn mails_to(recipients: &[String]) -> Vec<SentMail> {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL");
+    let client = reqwest::Client::new();
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let moto = client
+        .get(format!("{endpoint}/moto-api/data.json"))
+        .send()
+        .await
+        .expect("the local AWS endpoint answers");
+    let all: Vec<SentMail> = if moto.status().is_success() {
+        let data: Value = moto.json().await.expect("moto's model data");
+        data["ses"]["Message"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|m| SentMail {
+                to: strings(&m["destinations"]["ToAddresses"]),
+                subject: m["subject"].as_str().unwrap_or_default().to_owned(),
+            })
+            .collect()
+    } else {
+        let data: Value = client
+            .get(format!("{endpoint}/_aws/ses"))
+            .send()
+            .await
+            .expect("LocalStack answers")
+            .json()
+            .await
+            .expect("LocalStack's sent mail");
+        data["messages"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|m| SentMail {
+                to: strings(&m["Destination"]["ToAddresses"]),
+                subject: m["Subject"].as_str().unwrap_or_default().to_owned(),
+            })
+            .collect()
+    };
+    all.into_iter()
+        .filter(|m| m.to.iter().any(|a| recipients.contains(a)))
+        .collect()
+}
+
+/// An address no other test uses, for counting a test's own mail: `who-<uuid>@example.com`.
+pub fn own_address(who: &str) -> String {
+    format!("{who}-{}@example.com", uuid::Uuid::new_v4().simple())
+}
+
 /// The webhook signing secret every payments test uses with its own fake.
 pub const WEBHOOK_SECRET: &str = "whsec_integration_tests";
 
@@ -365,6 +436,19 @@ impl TestApp {
     ///
     /// Sets process environment variables: nextest runs every test in its own process.
     pub async fn spawn_with_payments(stripe: &TestStripe) -> Self {
+        Self::spawn_with_own_table_and(Some(stripe)).await
+    }
+
+    /// An app with a table and usage queue of its own (matched by the poller) and no payment
+    /// provider, for tests that run the billing run: it closes every due invoice of its table,
+    /// so it must see only the test's own.
+    ///
+    /// Sets process environment variables: each test runs in a process of its own.
+    pub async fn spawn_with_own_table() -> Self {
+        Self::spawn_with_own_table_and(None).await
+    }
+
+    async fn spawn_with_own_table_and(stripe: Option<&TestStripe>) -> Self {
         require_local_stack();
         let table = own_table().await;
         let queue = usage_queue(5).await;
@@ -376,10 +460,8 @@ impl TestApp {
         verify_sender(sender).await;
         let mut key = [0u8; 32];
         key.iter_mut().for_each(|b| *b = rand_byte());
-        let vars = [
+        let mut vars = vec![
             ("TABLE_NAME", table),
-            ("STRIPE_SECRET_KEY", stripe.key().to_owned()),
-            ("STRIPE_API_BASE", stripe.base.clone()),
             ("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET.to_owned()),
             (
                 "PORTAL_SIGNING_KEY",
@@ -388,13 +470,25 @@ impl TestApp {
             ("PUBLIC_BASE_URL", url.clone()),
             ("MAIL_FROM", sender.to_owned()),
         ];
+        if let Some(stripe) = stripe {
+            vars.push(("STRIPE_SECRET_KEY", stripe.key().to_owned()));
+            vars.push(("STRIPE_API_BASE", stripe.base.clone()));
+        } else {
+            for name in ["STRIPE_SECRET_KEY", "STRIPE_API_BASE"] {
+                // SAFETY: before the server (and any other thread reading the environment)
+                // starts; each test runs in a process of its own.
+                unsafe { std::env::remove_var(name) };
+            }
+        }
         for (name, value) in vars {
             // SAFETY: set before the server (and any other thread reading the environment)
             // starts; nextest gives each test a process of its own.
             unsafe { std::env::set_var(name, value) };
         }
         // Stripe itself cannot reach a loopback URL; webhook tests there sign their own events.
-        if stripe.fake.is_some() {
+        if let Some(stripe) = stripe
+            && stripe.fake.is_some()
+        {
             stripe
                 .send_webhooks_to("app", &format!("{url}/webhooks/stripe"), WEBHOOK_SECRET)
                 .await;

@@ -582,6 +582,70 @@ pub(crate) mod tests {
         );
     }
 
+    /// Four tiers with a fractional edge and two flat fees, priced by hand below.
+    fn four_tiers() -> Vec<Tier> {
+        vec![
+            tier(Some("10"), "1.00", Some("5")),
+            tier(Some("20.5"), "0.50", None),
+            tier(Some("100"), "0.25", Some("2")),
+            tier(None, "0.10", None),
+        ]
+    }
+
+    #[test]
+    fn graduated_matches_amounts_computed_by_hand() {
+        let rate = UsageRate::graduated(four_tiers()).unwrap();
+        assert_amounts(
+            &rate,
+            &[
+                ("0", "0"),
+                ("0.5", "5.50"),      // 0.5 × 1 + 5
+                ("10", "15.00"),      // 10 × 1 + 5
+                ("10.5", "15.25"),    // 15 + 0.5 × 0.50
+                ("20.5", "20.25"),    // 15 + 10.5 × 0.50
+                ("21", "22.375"),     // 20.25 + 0.5 × 0.25 + 2
+                ("100", "42.125"),    // 20.25 + 79.5 × 0.25 + 2
+                ("100.01", "42.126"), // 42.125 + 0.01 × 0.10
+                ("1000", "132.125"),  // 42.125 + 900 × 0.10
+            ],
+        );
+        let readme = UsageRate::graduated(three_tiers()).unwrap();
+        assert_amounts(&readme, &[("250", "22.00"), ("5000", "282.00")]);
+        let sub_cent = UsageRate::graduated(vec![
+            tier(Some("1000"), "0.0001", None),
+            tier(None, "0.00005", None),
+        ])
+        .unwrap();
+        assert_amounts(&sub_cent, &[("1500", "0.125")]); // 0.1 + 500 × 0.00005
+    }
+
+    #[test]
+    fn volume_matches_amounts_computed_by_hand() {
+        let rate = UsageRate::volume(four_tiers()).unwrap();
+        assert_amounts(
+            &rate,
+            &[
+                ("0", "0"),
+                ("0.5", "5.50"),      // 0.5 × 1 + 5
+                ("10", "15.00"),      // 10 × 1 + 5
+                ("10.5", "5.25"),     // 10.5 × 0.50
+                ("20.5", "10.25"),    // 20.5 × 0.50
+                ("21", "7.25"),       // 21 × 0.25 + 2
+                ("100", "27.00"),     // 100 × 0.25 + 2
+                ("100.01", "10.001"), // 100.01 × 0.10
+                ("1000", "100.00"),   // 1000 × 0.10
+            ],
+        );
+        let readme = UsageRate::volume(three_tiers()).unwrap();
+        assert_amounts(&readme, &[("250", "20.00"), ("5000", "250.00")]);
+        let sub_cent = UsageRate::volume(vec![
+            tier(Some("1000"), "0.0001", None),
+            tier(None, "0.00005", None),
+        ])
+        .unwrap();
+        assert_amounts(&sub_cent, &[("1000", "0.1"), ("1500", "0.075")]);
+    }
+
     // ---- property tests -------------------------------------------------------------------
 
     /// A small non-negative price with up to 4 decimals.
@@ -632,32 +696,92 @@ pub(crate) mod tests {
 
     proptest! {
         #[test]
-        fn graduated_equals_the_sum_of_its_tier_slices(tiers in tiers(), q in quantity()) {
-            let mut expected = Decimal::ZERO;
-            let mut lower = Decimal::ZERO;
-            for tier in &tiers {
-                let upper = tier.up_to.as_ref().map_or(Decimal::MAX, |u| u.value());
-                let slice = (q.min(upper) - lower).max(Decimal::ZERO);
-                expected += UsageRate::per_unit(tier.unit_amount.clone()).amount(slice);
-                if slice > Decimal::ZERO {
-                    expected += tier.flat_amount.as_ref().map_or(Decimal::ZERO, |f| f.value());
-                }
-                lower = upper;
-            }
-            let rate = UsageRate::graduated(tiers).unwrap();
-            prop_assert_eq!(rate.amount(q), expected);
+        fn graduated_and_volume_agree_within_the_first_tier(
+            tiers in tiers(),
+            share in 1u32..=100,
+        ) {
+            // A quantity inside tier 0 (or anywhere, with one open-ended tier): both models
+            // price it as that tier's units plus its flat, so they must agree.
+            let first = &tiers[0];
+            let q = match &first.up_to {
+                Some(bound) => bound.value() * Decimal::new(i64::from(share), 2),
+                None => Decimal::from(share),
+            };
+            let per_unit_and_flat = q * first.unit_amount.value()
+                + first.flat_amount.as_ref().map_or(Decimal::ZERO, |f| f.value());
+            prop_assert_eq!(UsageRate::graduated(tiers.clone()).unwrap().amount(q), per_unit_and_flat);
+            prop_assert_eq!(UsageRate::volume(tiers).unwrap().amount(q), per_unit_and_flat);
         }
 
         #[test]
-        fn volume_prices_every_unit_at_one_tiers_rate(tiers in tiers(), q in quantity()) {
+        fn graduated_crosses_each_tier_edge_at_the_next_tiers_rate(tiers in tiers()) {
+            // Widths are at least 0.01, so a step of 0.001 stays between two edges.
+            let step = Decimal::new(1, 3);
+            let rate = UsageRate::graduated(tiers.clone()).unwrap();
+            for pair in tiers.windows(2) {
+                let edge = pair[0].up_to.as_ref().unwrap().value();
+                let below = rate.amount(edge) - rate.amount(edge - step);
+                prop_assert_eq!(below, step * pair[0].unit_amount.value(), "just below {}", edge);
+                let above = rate.amount(edge + step) - rate.amount(edge);
+                let flat = pair[1].flat_amount.as_ref().map_or(Decimal::ZERO, |f| f.value());
+                prop_assert_eq!(above, step * pair[1].unit_amount.value() + flat, "just above {}", edge);
+            }
+        }
+
+        #[test]
+        fn graduated_is_its_first_tier_in_full_plus_the_other_tiers_on_the_rest(
+            tiers in tiers(),
+            q in quantity(),
+        ) {
+            prop_assume!(tiers.len() > 1);
+            let edge = tiers[0].up_to.as_ref().unwrap().value();
+            prop_assume!(q > edge);
+            let rest: Vec<Tier> = tiers[1..]
+                .iter()
+                .map(|t| Tier {
+                    up_to: t.up_to.as_ref().map(|u| Quantity::from_decimal(u.value() - edge).unwrap()),
+                    ..t.clone()
+                })
+                .collect();
+            let whole = UsageRate::graduated(tiers).unwrap();
+            let rest = UsageRate::graduated(rest).unwrap();
+            prop_assert_eq!(whole.amount(q), whole.amount(edge) + rest.amount(q - edge));
+        }
+
+        #[test]
+        fn volume_inside_one_tier_is_that_tiers_unit_price_times_the_quantity_plus_its_flat(
+            tiers in tiers(),
+            pick in any::<prop::sample::Index>(),
+            share in 1u32..=100,
+        ) {
+            // A quantity in (lower, upTo] of tier i, the last tier's span taken as 1,000 wide.
+            let i = pick.index(tiers.len());
+            let lower = if i == 0 { Decimal::ZERO } else { tiers[i - 1].up_to.as_ref().unwrap().value() };
+            let upper = tiers[i].up_to.as_ref().map_or(lower + Decimal::from(1000), |u| u.value());
+            let q = lower + (upper - lower) * Decimal::new(i64::from(share), 2);
+            let tier = &tiers[i];
+            let flat = tier.flat_amount.as_ref().map_or(Decimal::ZERO, |f| f.value());
             let rate = UsageRate::volume(tiers.clone()).unwrap();
-            // The last tier has no upTo, so some tier always holds the total.
-            let landed = tiers.iter().find(|t| t.up_to.as_ref().is_none_or(|u| q <= u.value())).unwrap();
-            let unit = landed.unit_amount.value();
-            prop_assert_eq!(rate.unit_amount_for_display(q), Some(unit));
-            let flat = landed.flat_amount.as_ref().map_or(Decimal::ZERO, |f| f.value());
-            let expected = if q.is_zero() { Decimal::ZERO } else { q * unit + flat };
-            prop_assert_eq!(rate.amount(q), expected);
+            prop_assert_eq!(rate.amount(q), q * tier.unit_amount.value() + flat);
+            prop_assert_eq!(rate.unit_amount_for_display(q), Some(tier.unit_amount.value()));
+        }
+
+        #[test]
+        fn one_tier_or_one_rate_for_every_tier_prices_like_per_unit(
+            unit in price(),
+            tiers in tiers(),
+            q in quantity(),
+        ) {
+            let per_unit = UsageRate::per_unit(unit.clone()).amount(q);
+            let same_rate: Vec<Tier> = tiers
+                .into_iter()
+                .map(|t| Tier { unit_amount: unit.clone(), flat_amount: None, ..t })
+                .collect();
+            prop_assert_eq!(UsageRate::graduated(same_rate.clone()).unwrap().amount(q), per_unit);
+            prop_assert_eq!(UsageRate::volume(same_rate).unwrap().amount(q), per_unit);
+            let one = vec![Tier { up_to: None, unit_amount: unit, flat_amount: None }];
+            prop_assert_eq!(UsageRate::graduated(one.clone()).unwrap().amount(q), per_unit);
+            prop_assert_eq!(UsageRate::volume(one).unwrap().amount(q), per_unit);
         }
 
         #[test]

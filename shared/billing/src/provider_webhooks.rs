@@ -368,3 +368,7 @@ impl Webhooks {
         .await
     }
 }
+
+#[cfg(test)]
+#[path = "provider_webhooks/tests.rs"]
+mod tests;

@@ -19,6 +19,8 @@ mod close;
 mod collect;
 mod mail;
 mod roll_forward;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 

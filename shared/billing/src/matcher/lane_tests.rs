@@ -281,19 +281,20 @@ async fn a_share_sealed_between_landing_and_writing_sends_the_usage_late() {
     let w = World::new().await;
     let id = w.invoice_id();
     let batch = vec![message_in(5, vec![w.event("racing", 2, "z")])];
-    // Seal by closing right after the records are written (the third write of a clean pass:
-    // record, status mark... the share comes after): crash the first pass after the record,
-    // close, then heal and let the retry find the seal.
+    // The first delivery dies right after writing its record (before the status mark and the
+    // share); the invoice closes; the redelivery finds the seal.
     w.store.crash_after_writes(Some(1));
     assert!(w.matcher().process(batch.clone()).await.is_err());
     w.store.crash_after_writes(None);
     let state = w.store.invoice_state(&id).await.unwrap().unwrap();
     let mut closed = state.invoice.clone();
     closed.status = InvoiceStatus::Sent;
-    w.store
+    let closing = w
+        .store
         .transition(&state, &closed, None, &[])
         .await
         .unwrap();
+    assert_eq!(closing, crate::concurrency::Write::Done);
     let report = w.matcher().process(batch).await.unwrap();
     assert_eq!(report.relabels, 1, "{report:?}");
     assert_eq!(w.quantities().await, (dec(0), dec(0), dec(0)));

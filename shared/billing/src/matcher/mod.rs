@@ -39,6 +39,8 @@ mod landing;
 #[cfg(test)]
 mod lane_tests;
 mod reading;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

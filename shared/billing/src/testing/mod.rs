@@ -1,12 +1,14 @@
 //! The in-memory implementation of every port (feature `testing`): the storage ports with the
 //! DynamoDB adapter's conditions ([`MemoryStore`]), the payment provider ([`FakeGateway`]),
 //! mail ([`RecordingMailer`]), retry schedules ([`RecordingScheduler`]), provider webhooks
-//! ([`FakeVerifier`]), the usage queue ([`MemoryQueue`]) and time ([`ManualClock`]). Unit tests
+//! ([`FakeVerifier`]), the usage queue ([`MemoryQueue`]) and time ([`ManualClock`]), and
+//! [`World`], all of them wired to the use cases as a Lambda wires the real ports. Unit tests
 //! of the matcher, the billing run and the webhook handling run on them in milliseconds; the
 //! benchmarks and the reliability tests use them too. Never compiled into a deployed function.
 
 mod payments;
 mod store;
+mod world;
 
 use std::sync::Mutex;
 
@@ -17,10 +19,17 @@ pub use payments::{
     FakeGateway, FakePayment, FakeVerifier, GOOD_SIGNATURE, RecordingMailer, RecordingScheduler,
 };
 pub use store::MemoryStore;
+pub use world::{World, usage_event};
 
 use crate::matcher::LaneMessage;
 use crate::ports::{Clock, EventQueue};
 use crate::usage::{OutgoingMessage, QueuedEvents};
+
+/// One message carrying `events`, as the ingestion sends it (a fresh nonce, its lane): what
+/// a test hands [`crate::matcher::Matcher::process`].
+pub fn message(events: Vec<crate::usage::UsageEvent>) -> Vec<LaneMessage> {
+    vec![LaneMessage::new(events)]
+}
 
 /// A clock that moves only when told.
 #[derive(Debug)]

@@ -3,11 +3,12 @@
 //! that record what they were asked, and a webhook verifier for events made in the test.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use super::MemoryStore;
 use crate::customer::{PaymentMethodId, ProviderCustomerId};
 use crate::error::{Error, Result};
 use crate::ids::InvoiceId;
@@ -48,6 +49,8 @@ struct Provider {
     /// How many charge calls reached the provider (retries of one attempt included).
     charge_calls: usize,
     unavailable: bool,
+    /// Charge calls still answered before the caller "dies" (see [`FakeGateway::die_after_charges`]).
+    answers_left: Option<usize>,
 }
 
 /// The payment provider in memory. Charges are idempotent per invoice and attempt, as the port
@@ -55,6 +58,8 @@ struct Provider {
 #[derive(Default)]
 pub struct FakeGateway {
     provider: Mutex<Provider>,
+    /// Unreachable once this store has crashed (see [`FakeGateway::dies_with`]).
+    life: Mutex<Option<Arc<MemoryStore>>>,
 }
 
 impl FakeGateway {
@@ -80,6 +85,20 @@ impl FakeGateway {
     /// Makes every call fail as an outage (503) while `down`.
     pub fn set_unavailable(&self, down: bool) {
         lock(&self.provider).unavailable = down;
+    }
+
+    /// After `n` more charge calls are answered, the next one is made (the money is taken, or
+    /// the decline recorded) but its answer never arrives, and the provider is unreachable from
+    /// then on: what the caller sees of a process that died between the provider's answer and
+    /// its own record. `set_unavailable(false)` heals it; `None` takes the hook away.
+    pub fn die_after_charges(&self, n: Option<usize>) {
+        lock(&self.provider).answers_left = n;
+    }
+
+    /// Unreachable (every call an outage) once `store` has crashed
+    /// ([`MemoryStore::crash_after_writes`]): the process that died calls nobody any more.
+    pub fn dies_with(&self, store: Arc<MemoryStore>) {
+        *lock(&self.life) = Some(store);
     }
 
     /// Every payment made so far, in order.
@@ -121,6 +140,12 @@ impl FakeGateway {
     }
 
     fn up(&self) -> Result<()> {
+        if lock(&self.life)
+            .as_ref()
+            .is_some_and(|store| store.crashed())
+        {
+            return Err(Error::unavailable("injected: the caller died"));
+        }
         if lock(&self.provider).unavailable {
             Err(Error::unavailable("the fake provider is down"))
         } else {
@@ -244,6 +269,17 @@ impl PaymentGateway for FakeGateway {
                 payment
             }
         };
+        match &mut p.answers_left {
+            Some(0) => {
+                p.answers_left = None;
+                p.unavailable = true;
+                return Err(Error::unavailable(
+                    "injected: the caller died before the provider's answer reached it",
+                ));
+            }
+            Some(n) => *n -= 1,
+            None => {}
+        }
         Ok(if payment.succeeded {
             ChargeOutcome::Succeeded {
                 payment_intent: payment.id,
@@ -263,6 +299,8 @@ impl PaymentGateway for FakeGateway {
 pub struct RecordingMailer {
     sent: Mutex<Vec<Mail>>,
     refusing: Mutex<bool>,
+    /// Sends nothing once this store has crashed (see [`RecordingMailer::dies_with`]).
+    life: Mutex<Option<Arc<MemoryStore>>>,
 }
 
 impl RecordingMailer {
@@ -280,11 +318,23 @@ impl RecordingMailer {
     pub fn refuse(&self, refusing: bool) {
         *lock(&self.refusing) = refusing;
     }
+
+    /// Sends nothing once `store` has crashed ([`MemoryStore::crash_after_writes`]): the
+    /// process that died sends no more mail.
+    pub fn dies_with(&self, store: Arc<MemoryStore>) {
+        *lock(&self.life) = Some(store);
+    }
 }
 
 #[async_trait]
 impl Mailer for RecordingMailer {
     async fn send(&self, mail: &Mail) -> Result<()> {
+        if lock(&self.life)
+            .as_ref()
+            .is_some_and(|store| store.crashed())
+        {
+            return Err(Error::unavailable("injected: the sender died"));
+        }
         if *lock(&self.refusing) {
             return Err(Error::unavailable("the mail service refused: injected"));
         }

@@ -64,6 +64,8 @@ pub struct MemoryStore {
 struct Writes {
     done: usize,
     crash_after: Option<usize>,
+    /// A write was refused since the crash point was set: the process is dead.
+    refused: bool,
 }
 
 const EXTERNAL_ID: &str = "externalCustomerId";
@@ -108,6 +110,17 @@ impl MemoryStore {
     pub fn crash_after_writes(&self, n: Option<usize>) {
         let mut writes = self.writes.lock().unwrap_or_else(|p| p.into_inner());
         writes.crash_after = n.map(|n| writes.done + n);
+        writes.refused = false;
+    }
+
+    /// Whether a write has been refused since the crash point was set: the process has died,
+    /// and the fakes of its other side effects ([`super::FakeGateway::dies_with`],
+    /// [`super::RecordingMailer::dies_with`]) stop with it.
+    pub fn crashed(&self) -> bool {
+        self.writes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .refused
     }
 
     /// Writes that succeeded so far.
@@ -119,6 +132,7 @@ impl MemoryStore {
     fn write(&self) -> Result<()> {
         let mut writes = self.writes.lock().unwrap_or_else(|p| p.into_inner());
         if writes.crash_after.is_some_and(|limit| writes.done >= limit) {
+            writes.refused = true;
             return Err(Error::unavailable("injected crash: the process died here"));
         }
         writes.done += 1;
