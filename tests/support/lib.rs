@@ -326,31 +326,6 @@ impl TestApp {
     }
 }
 
-/// Closes one invoice (SENT, its usage frozen and its lanes sealed) through the store, without
-/// the billing run, which would close every due invoice of the shared table; no number, no
-/// mail.
-pub async fn close_invoice(invoice_id: &str) {
-    use billing::ports::LedgerStore;
-    let store = startup().await.store();
-    let id = billing::ids::InvoiceId::parse(invoice_id).expect("an invoice id");
-    let state = store
-        .invoice_state(&id)
-        .await
-        .expect("read the invoice")
-        .expect("the invoice exists");
-    let mut next = state.invoice.clone();
-    next.status = billing::invoice::InvoiceStatus::Sent;
-    let written = store
-        .transition(&state, &next, None, &[])
-        .await
-        .expect("close the invoice");
-    assert_eq!(
-        written,
-        billing::concurrency::Write::Done,
-        "close the invoice"
-    );
-}
-
 /// Creates a usage queue for one test (FIFO, as template.yaml's), its messages coming back
 /// `visibility_timeout` seconds after a poller received them without deleting them.
 pub async fn usage_queue(visibility_timeout: u32) -> String {
