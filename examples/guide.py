@@ -5,6 +5,10 @@ Stripe link -> meter API_CALL on call_count -> Free and Pro plans -> contracts -
 invoices in progress -> billing run on the period end -> sent with payment link and email ->
 portal payment with "save" (Free customer) -> auto-pay on the next period (Pro customer) -> PAID.
 
+Two months pass in seconds on the dev server's test clock (`/_local/clock`): January's usage,
+the run on February 1, February's usage, the run on March 1. The clock goes back to real time
+at the end.
+
 Standard library only. Usage: guide.py --url http://127.0.0.1:3000 --key sk_local_dev
 (`STRIPE_API_BASE` must point at the fake Stripe for the portal payment step).
 """
@@ -46,12 +50,35 @@ def step(text):
     print(f"\n== {text}")
 
 
+# The months the guide bills, on the test clock: contracts start on START, January's usage is
+# sent on its last day, the runs are at 00:15 UTC on February 1 and March 1 (the schedule's time).
+START = dt.date(2027, 1, 1)
+
+
+def set_clock(api, when):
+    """Moves the dev server's test clock: everything it hosts now reads `when`."""
+    answer = api.call("POST", "/_local/clock", {"now": when.isoformat().replace("+00:00", "Z")})
+    print(f"  (test clock: {answer['now']})")
+
+
+def utc(day, hour, minute=0):
+    return dt.datetime.combine(day, dt.time(hour, minute), tzinfo=dt.timezone.utc)
+
+
+def next_month(day):
+    return (day.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
+
+
 def billing_run(api, date):
-    """Runs the daily billing for `date`, printing its report. A report with errors fails the guide,
-    and so does one that sent invoices but no mail (every customer here has a billing contact):
-    the run leaves failed steps for the next run, so nothing else would show that mail is broken."""
-    report = api.call("POST", f"/_local/run/billing?date={date}")
+    """Moves the clock to 00:15 UTC on `date` and runs the daily billing for the clock's day,
+    printing its report. A report with errors fails the guide, and so does one that sent invoices
+    but no mail (every customer here has a billing contact): the run leaves failed steps for the
+    next run, so nothing else would show that mail is broken."""
+    set_clock(api, utc(date, 0, 15))
+    report = api.call("POST", "/_local/run/billing")
     print("  " + json.dumps(report))
+    if report.get("date") != date.isoformat():
+        raise SystemExit(f"the billing run did not follow the clock: {report}")
     if report.get("errors"):
         raise SystemExit(f"the billing run on {date} reported errors: {report['errors']}")
     if report.get("sent") and not report.get("mailsSent"):
@@ -60,9 +87,25 @@ def billing_run(api, date):
     return report
 
 
-def previous_month():
-    this = dt.date.today().replace(day=1)
-    return (this - dt.timedelta(days=1)).replace(day=1), this
+def send_usage(api, event, counts, at):
+    """Sends `counts` ([(customer, calls)]) dated `at`; the matcher counts them asynchronously."""
+    events = [{"customerId": customer["id"], "eventName": event, "idempotencyKey": f"{customer['id']}-{at:%m%d}-{i}",
+               "timestamp": at.isoformat()}
+              for customer, calls in counts for i in range(calls)]
+    api.call("POST", "/v1/events/batch", {"events": events})
+
+
+def wait_totals(api, contracts, index, totals):
+    """Waits until invoice `index` (0: the first period) of each contract has its total."""
+    deadline = time.monotonic() + 60
+    while True:
+        invoices = {who: api.call("GET", f"/v1/invoices?contractId={c['id']}")["data"][index]
+                    for who, c in contracts.items()}
+        if all(invoices[who]["total"] == total for who, total in totals.items()):
+            return invoices
+        if time.monotonic() > deadline:
+            raise SystemExit(f"usage not matched after 60 s: {invoices}")
+        time.sleep(0.3)
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -73,6 +116,8 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
 def to_sent(api):
     """Everything up to sent invoices; returns what later steps need."""
     tag = uuid.uuid4().hex[:8]
+    step(f"Test clock: {START}, the day the contracts start")
+    set_clock(api, utc(START, 9))
     step("Customers: Alice gets a Stripe customer made for her, Bob brings a card")
     alice = api.call("POST", "/v1/customers", {"name": "Alice (Free)", "externalCustomerId": f"alice-{tag}",
                                                 "contacts": [{"email": "alice@example.com", "roles": ["billing"]}]})
@@ -92,7 +137,7 @@ def to_sent(api):
                                          "prices": [{"model": "FLAT", "flatAmount": "50.00", "description": "Pro plan"},
                                                     {"model": "USAGE", "meterId": meter["id"], "unitAmount": "0.08"}]})
 
-    start, end = previous_month()
+    start, end = START, next_month(START)
     step(f"Contracts from {start} (monthly)")
     contracts = {}
     for who, customer, plan in (("alice", alice, free), ("bob", bob, pro)):
@@ -100,21 +145,10 @@ def to_sent(api):
                                                             "startDate": start.isoformat()})
 
     step("Usage: 7 calls for Alice, 12 for Bob (last day of the period)")
-    at = dt.datetime.combine(end - dt.timedelta(days=1), dt.time(12), tzinfo=dt.timezone.utc).isoformat()
-    events = [{"customerId": alice["id"], "eventName": event, "idempotencyKey": f"a{i}-{tag}", "timestamp": at}
-              for i in range(7)]
-    events += [{"customerId": bob["id"], "eventName": event, "idempotencyKey": f"b{i}-{tag}", "timestamp": at}
-               for i in range(12)]
-    api.call("POST", "/v1/events/batch", {"events": events})
-    invoices = {}
-    deadline = time.monotonic() + 60
-    while True:
-        invoices = {who: api.call("GET", f"/v1/invoices?contractId={c['id']}")["data"][0] for who, c in contracts.items()}
-        if invoices["alice"]["total"] == "0.70" and invoices["bob"]["total"] == "50.96":
-            break
-        if time.monotonic() > deadline:
-            raise SystemExit(f"usage not matched after 60 s: {invoices}")
-        time.sleep(0.3)
+    at = utc(end - dt.timedelta(days=1), 12)
+    set_clock(api, at)
+    send_usage(api, event, [(alice, 7), (bob, 12)], at)
+    invoices = wait_totals(api, contracts, 0, {"alice": "0.70", "bob": "50.96"})
     for who, inv in invoices.items():
         print(f"  {who}: {inv['status']} total {inv['total']} {inv['currency']}")
 
@@ -126,7 +160,8 @@ def to_sent(api):
         print(f"  {who}: {inv['invoiceNumber']} {inv['status']} {inv['total']} link {inv['paymentLink']}")
     assert invoices["alice"]["status"] == "SENT", invoices["alice"]
     assert invoices["bob"]["status"] == "PAID", invoices["bob"]
-    return {"alice": alice, "bob": bob, "contracts": contracts, "invoices": invoices, "end": end}
+    return {"alice": alice, "bob": bob, "contracts": contracts, "invoices": invoices, "end": end,
+            "event": event}
 
 
 def wait_paid(api, invoice_id):
@@ -168,8 +203,13 @@ def pay_through_portal(api, state):
 
 
 def next_period(api, state):
-    date = (state["end"] + dt.timedelta(days=32)).replace(day=1)
-    step(f"Next period: billing run on {date}")
+    step("Next period: 6 calls for Alice, 5 for Bob in mid-February")
+    at = utc(state["end"] + dt.timedelta(days=13), 12)
+    set_clock(api, at)
+    send_usage(api, state["event"], [(state["alice"], 6), (state["bob"], 5)], at)
+    wait_totals(api, state["contracts"], 1, {"alice": "0.60", "bob": "50.40"})
+    date = next_month(state["end"])
+    step(f"Billing run on {date}: both pay automatically (Alice saved her card)")
     billing_run(api, date)
     for who, contract in state["contracts"].items():
         inv = api.call("GET", f"/v1/invoices?contractId={contract['id']}")["data"][1]
@@ -183,10 +223,13 @@ def main():
     parser.add_argument("--key", default=os.environ.get("LOCAL_API_KEY", "sk_local_dev"))
     args = parser.parse_args()
     api = Api(args.url, args.key)
-    state = to_sent(api)
-    pay_through_portal(api, state)
-    next_period(api, state)
-    print("\nThe guide ran end to end.")
+    try:
+        state = to_sent(api)
+        pay_through_portal(api, state)
+        next_period(api, state)
+    finally:
+        api.call("DELETE", "/_local/clock")
+    print("\nThe guide ran end to end: two months billed in seconds on the test clock.")
     return 0
 
 

@@ -7,7 +7,8 @@
 #      instead, otherwise infra/test-stripe.sh runs them once more against a stand-in
 #      external Stripe), schemathesis fuzzing of the API against functions/api/openapi.json
 #      (infra/fuzz.sh), and the payment portal in headless Chromium (tests/browser/portal.py)
-#   3. the deployable build: `cargo lambda build --release` for x86_64
+#   3. the deployable build: `cargo lambda build --release` for x86_64, and no bootstrap carries
+#      the dev server's /_local/ routes (infra/check-deployed.sh)
 # Set SKIP_LAMBDA_BUILD=1 to skip step 3 while iterating. STACK_ENGINE=localstack runs the stacks
 # on LocalStack instead of moto + DynamoDB Local (see infra/stack.sh).
 set -euo pipefail
@@ -73,4 +74,6 @@ if [[ "${SKIP_LAMBDA_BUILD:-0}" != 1 ]]; then
     PATH="$VENV/bin:$PATH" cargo lambda build --release --locked --x86-64
     ls -la target/lambda/*/bootstrap >&2
 fi
+step "no deployed function carries the dev server's /_local/ routes (infra/check-deployed.sh)"
+infra/check-deployed.sh
 step "all checks passed"

@@ -11,5 +11,6 @@ mod local_stack;
 mod payments;
 mod reliability;
 mod stripe_adapter;
+mod test_clock;
 mod tiers;
 mod usage;

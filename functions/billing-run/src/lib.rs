@@ -40,12 +40,12 @@ pub async fn handle(
 ) -> Result<RunReport, Error> {
     let report = match event.payload {
         ScheduledRun::Daily { time } => {
-            run.run_daily(time.date_naive(), Utc::now().max(time))
+            run.run_daily(time.date_naive(), run.now().max(time))
                 .await?
         }
         ScheduledRun::Retry { invoice_id, time } => {
             let id = InvoiceId::parse(&invoice_id)?;
-            run.retry(&id, Utc::now().max(time)).await?
+            run.retry(&id, run.now().max(time)).await?
         }
     };
     tracing::info!(report = ?report, "billing run finished");

@@ -60,8 +60,15 @@ async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Byt
     let signature = headers
         .get("stripe-signature")
         .and_then(|v| v.to_str().ok());
+    // The signature's age is judged by the real time (Stripe signed it with its clock); the
+    // delivery's effects are dated by the platform's clock (simulated on the local stack).
+    let signed_now = chrono::Utc::now();
     let now = receiver.clock.now();
-    match receiver.webhooks.receive(payload, signature, now).await {
+    match receiver
+        .webhooks
+        .receive_at(payload, signature, signed_now, now)
+        .await
+    {
         Ok(Delivery::Handled { kind }) => {
             axum::Json(serde_json::json!({ "received": true, "handled": kind })).into_response()
         }

@@ -1,7 +1,9 @@
 //! The local dev server: one process standing in for API Gateway (serving the `api` and
 //! `stripe-webhook` handlers through real payload-format-2.0 events), the SQS event source of
-//! `usage-matcher`, and EventBridge Scheduler for `billing-run` (on demand). Never deployed.
+//! `usage-matcher`, EventBridge Scheduler for `billing-run` (on demand), and a test clock
+//! ([`clock`]) for everything it hosts. Never deployed.
 
+pub mod clock;
 pub mod gateway;
 pub mod sqs;
 
@@ -19,6 +21,8 @@ use lambda_http::{Context, LambdaEvent};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::clock::SimulatedClock;
+
 /// How the dev server is set up.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -35,6 +39,8 @@ pub struct Options {
 pub struct Running {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// The test clock every hosted handler reads (real time until set).
+    pub clock: std::sync::Arc<SimulatedClock>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -66,7 +72,8 @@ pub async fn start(
     listener: tokio::net::TcpListener,
     options: Options,
 ) -> Result<Running, billing::Error> {
-    let startup = Startup::from_env().await?;
+    let clock = std::sync::Arc::new(SimulatedClock::default());
+    let startup = Startup::from_env().await?.with_clock(clock.clone());
     let mut billing = startup.billing()?;
     if let Some(url) = &options.usage_queue_url {
         billing = billing.with_queue(std::sync::Arc::new(startup.queue(url)));
@@ -84,6 +91,7 @@ pub async fn start(
     };
     let run = std::sync::Arc::new(startup.billing_run()?);
     let app = Router::new()
+        .merge(clock::routes(clock.clone()))
         .route(
             "/_local/run/billing",
             post(move |query: Query<RunQuery>| run_billing(run.clone(), query)),
@@ -122,7 +130,7 @@ pub async fn start(
         let matcher = startup.matcher();
         tasks.push(tokio::spawn(sqs::poll(client, queue_url, matcher)));
     }
-    Ok(Running { addr, tasks })
+    Ok(Running { addr, clock, tasks })
 }
 
 /// `?date=YYYY-MM-DD` of the billing-run trigger.
@@ -132,23 +140,25 @@ struct RunQuery {
 }
 
 /// `POST /_local/run/billing?date=YYYY-MM-DD`: invokes `billing-run` with the payload the
-/// daily schedule sends, scheduled at 00:15 UTC of that date (template.yaml's cron).
+/// daily schedule sends, scheduled at 00:15 UTC of that date (template.yaml's cron). Without
+/// `date`, the run is for the clock's day, as of the clock's "now" (the test clock when set).
 async fn run_billing(
     run: std::sync::Arc<billing::billing_run::BillingRun>,
     Query(query): Query<RunQuery>,
 ) -> Response {
-    let Some(date) = query
-        .date
-        .as_deref()
-        .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
-    else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_date",
-            "pass ?date=YYYY-MM-DD (the run date)",
-        );
+    let time = match query.date.as_deref() {
+        None => Some(run.now()),
+        Some(date) => match chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d") {
+            Ok(date) => date.and_hms_opt(0, 15, 0).map(|t| t.and_utc()),
+            Err(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_date",
+                    "pass ?date=YYYY-MM-DD (the run date), or no date for the clock's day",
+                );
+            }
+        },
     };
-    let time = date.and_hms_opt(0, 15, 0).map(|t| t.and_utc());
     let payload = json!({ "kind": "daily", "time": time });
     let event = match serde_json::from_value(payload) {
         Ok(event) => event,
@@ -167,7 +177,7 @@ async fn run_billing(
     }
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
+pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response {
     let body = json!({ "error": { "type": "api_error", "code": code, "message": message } });
     Response::builder()
         .status(status)

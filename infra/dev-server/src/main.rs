@@ -26,7 +26,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
          Try:\n  curl -s -X POST {url}/v1/customers -H 'Authorization: Bearer {key}' \
          -H 'Content-Type: application/json' -d '{{\"name\": \"Acme\", \"externalCustomerId\": \"acme-1\"}}'\n  \
          curl -s {url}/v1/customers -H 'Authorization: Bearer {key}'\n\
-         Billing run: curl -s -X POST '{url}/_local/run/billing?date=2026-12-01'\n"
+         Test clock: curl -s -X POST {url}/_local/clock -H 'Content-Type: application/json' \
+         -d '{{\"now\": \"2027-01-01T00:15:00Z\"}}'   (GET reads it, DELETE returns to real time)\n\
+         Billing run for the clock's day: curl -s -X POST {url}/_local/run/billing   (or ?date=YYYY-MM-DD)\n"
     );
     running.wait().await;
     Ok(())

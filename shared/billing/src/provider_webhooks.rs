@@ -66,14 +66,27 @@ impl Webhooks {
     /// Verifies and handles one delivery. A bad signature is an `Invalid` error (400) and
     /// nothing is read or written; a failure while handling releases the event id so the
     /// provider's redelivery is handled again.
-    #[tracing::instrument(skip_all, fields(event = tracing::field::Empty))]
     pub async fn receive(
         &self,
         payload: &str,
         signature: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<Delivery> {
-        let event = self.verifier.verify(payload, signature, now)?;
+        self.receive_at(payload, signature, now, now).await
+    }
+
+    /// [`Self::receive`], with the signature's age judged against `signed_now` (the real
+    /// time: the provider signed with its clock) and the delivery's effects dated `now` (the
+    /// platform's clock, simulated on the local stack).
+    #[tracing::instrument(skip_all, fields(event = tracing::field::Empty))]
+    pub async fn receive_at(
+        &self,
+        payload: &str,
+        signature: Option<&str>,
+        signed_now: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Delivery> {
+        let event = self.verifier.verify(payload, signature, signed_now)?;
         tracing::Span::current().record("event", event.id.as_str());
         if !self.ledger.claim_provider_event(&event.id, now).await? {
             return Ok(Delivery::Duplicate);

@@ -116,7 +116,7 @@ impl Startup {
     /// links as configured (each optional, so a deployment without Stripe still closes
     /// invoices).
     pub fn billing_run(&self) -> Result<BillingRun> {
-        let mut run = BillingRun::new(self.store());
+        let mut run = BillingRun::new(self.store()).with_clock(self.clock());
         if let Some(gateway) = self.gateway()? {
             run = run.with_gateway(gateway);
         }

@@ -34,8 +34,8 @@ use crate::ids::InvoiceId;
 use crate::invoice::Invoice;
 use crate::pagination::PageRequest;
 use crate::ports::{
-    AgendaKind, CatalogStore, ContractStore, CustomerStore, LedgerStore, Mailer, PaymentGateway,
-    PaymentLinks, RetryScheduler, UsageStore,
+    AgendaKind, CatalogStore, Clock, ContractStore, CustomerStore, LedgerStore, Mailer,
+    PaymentGateway, PaymentLinks, RetryScheduler, SystemClock, UsageStore,
 };
 
 /// Days between a failed auto-pay attempt and the next: after the first failure 1 day, then 3,
@@ -89,6 +89,7 @@ pub struct BillingRun {
     mailer: Option<Arc<dyn Mailer>>,
     scheduler: Option<Arc<dyn RetryScheduler>>,
     links: Option<Arc<dyn PaymentLinks>>,
+    clock: Arc<dyn Clock>,
 }
 
 impl BillingRun {
@@ -108,7 +109,19 @@ impl BillingRun {
             mailer: None,
             scheduler: None,
             links: None,
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// Reads "now" from `clock` (the local stack's simulated clock) instead of the system's.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The current time, as the run sees it.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
     }
 
     /// Charges through this provider.

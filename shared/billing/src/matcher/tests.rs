@@ -331,6 +331,46 @@ async fn usage_of_a_closed_period_goes_to_a_late_line_on_the_next_open_invoice()
     );
 }
 
+/// Found by a new user: the billing run triggered ahead of the period end (the dev server's
+/// `?date=` after today) closes the current invoice; usage dated today then belongs on the next
+/// period's draft, which exists though the period has not started by the clock.
+#[tokio::test]
+async fn usage_after_a_run_ahead_of_the_period_end_lands_on_the_next_draft() {
+    let world = World::at(t("2026-02-20T09:00:00Z"));
+    let c = catalog(&world, json!({})).await;
+    let alice = customer(&world, "Alice").await;
+    let contract = world.subscribe(&alice, &c.plan, d("2026-02-01")).await;
+    let report = world.run_daily(d("2026-03-01")).await.expect("the run");
+    assert_eq!(report.paid_without_charge, 1, "February closed: {report:?}");
+    let march = Invoice::id_for(&contract.id, d("2026-03-01"));
+
+    world
+        .matcher()
+        .process(crate::testing::message(vec![call(
+            &alice,
+            "today",
+            "2026-02-20T09:00:00Z",
+            "5",
+        )]))
+        .await
+        .expect("matched");
+
+    let record = &records_of(&world, &alice.id)["today"];
+    assert_eq!(record.status, EventStatus::Late, "{record:?}");
+    assert!(
+        record
+            .matches
+            .iter()
+            .all(|m| m.invoice_id.as_ref() == Some(&march)),
+        "{record:?}"
+    );
+    assert_eq!(
+        line(&priced(&world, &march).await, &c.calls_price).0,
+        dec("0"),
+        "the late call is on its own line for February's service period"
+    );
+}
+
 #[tokio::test]
 async fn an_event_that_cannot_be_billed_is_recorded_with_its_reason() {
     let world = World::at(t("2026-03-01T00:15:00Z"));
