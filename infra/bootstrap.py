@@ -610,6 +610,9 @@ def main() -> int:
         # Without credentials from the environment the SDKs would probe the EC2 metadata
         # service, which costs seconds of timeouts off AWS.
         "AWS_EC2_METADATA_DISABLED": "true",
+        # Webhook endpoints may be http:// on loopback here (a receiver on this machine); never
+        # set in template.yaml, so deployed endpoints are https to public addresses only.
+        "WEBHOOK_ALLOW_LOOPBACK_HTTP": "1",
     }
     for name, value in function_vars.items():
         if name in env and env[name] != value:

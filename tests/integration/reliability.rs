@@ -557,8 +557,12 @@ impl UsageStore for Faulty {
         self.inner.invoice_statuses(ids).await
     }
 
-    async fn ensure_invoice(&self, invoice: &Invoice) -> billing::Result<()> {
-        self.item(false, (), self.inner.ensure_invoice(invoice))
+    async fn ensure_invoice(
+        &self,
+        invoice: &Invoice,
+        events: &[billing::webhooks::OutgoingEvent],
+    ) -> billing::Result<()> {
+        self.item(false, (), self.inner.ensure_invoice(invoice, events))
             .await
     }
 

@@ -126,7 +126,7 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a loopback port");
-        Self::start_on(listener, poll, queue).await
+        Self::start_on(listener, poll, queue, false).await
     }
 
     /// [`TestApp::start`] on a listener bound by the caller (who needed its address first).
@@ -134,6 +134,7 @@ impl TestApp {
         listener: tokio::net::TcpListener,
         poll: bool,
         queue: Option<String>,
+        dispatch_webhooks: bool,
     ) -> Self {
         let admin_key = format!("sk_test_{}", uuid::Uuid::new_v4().simple());
         let server = dev_server::start(
@@ -142,6 +143,7 @@ impl TestApp {
                 seed_api_key: Some(admin_key.clone()),
                 poll_usage_queue: poll,
                 usage_queue_url: queue.clone(),
+                dispatch_webhooks,
             },
         )
         .await
@@ -341,6 +343,22 @@ pub async fn usage_queue(visibility_timeout: u32) -> String {
         .send()
         .await
         .expect("create a test queue")
+        .queue_url
+        .expect("queue url")
+}
+
+/// Creates a webhook dispatcher queue for one test (standard, as template.yaml's), so its
+/// server's dispatcher sees only its own jobs.
+pub async fn webhook_queue() -> String {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let config = billing_aws::aws_config().await;
+    aws_sdk_sqs::Client::new(&config)
+        .create_queue()
+        .queue_name(format!("webhooks-{}", uuid::Uuid::new_v4().simple()))
+        .attributes(A::VisibilityTimeout, "30")
+        .send()
+        .await
+        .expect("create a test webhook queue")
         .queue_url
         .expect("queue url")
 }

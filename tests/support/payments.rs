@@ -448,7 +448,27 @@ impl TestApp {
         Self::spawn_with_own_table_and(None).await
     }
 
+    /// [`TestApp::spawn_with_payments`] (or without payments when `stripe` is `None`) with
+    /// the webhook dispatcher running on a queue of its own, retrying on `schedule` (e.g.
+    /// `1s,1s` compresses the day into seconds).
+    pub async fn spawn_with_webhooks(stripe: Option<&TestStripe>, schedule: &str) -> Self {
+        let queue = crate::webhook_queue().await;
+        for (name, value) in [
+            ("WEBHOOK_QUEUE_URL", queue.as_str()),
+            ("WEBHOOK_RETRY_SCHEDULE", schedule),
+        ] {
+            // SAFETY: before the server (and any other thread reading the environment)
+            // starts; nextest gives each test a process of its own.
+            unsafe { std::env::set_var(name, value) };
+        }
+        Self::spawn_own(stripe, true).await
+    }
+
     async fn spawn_with_own_table_and(stripe: Option<&TestStripe>) -> Self {
+        Self::spawn_own(stripe, false).await
+    }
+
+    async fn spawn_own(stripe: Option<&TestStripe>, dispatch_webhooks: bool) -> Self {
         require_local_stack();
         let table = own_table().await;
         let queue = usage_queue(5).await;
@@ -493,7 +513,7 @@ impl TestApp {
                 .send_webhooks_to("app", &format!("{url}/webhooks/stripe"), WEBHOOK_SECRET)
                 .await;
         }
-        Self::start_on(listener, true, Some(queue)).await
+        Self::start_on(listener, true, Some(queue), dispatch_webhooks).await
     }
 }
 

@@ -45,6 +45,34 @@ pub fn app(billing: Billing) -> Router {
         .route("/v1/invoices", get(routes::invoices::list))
         .route("/v1/invoices/upcoming", get(routes::invoices::upcoming))
         .route("/v1/invoices/{id}", get(routes::invoices::get))
+        .route("/v1/invoices/{id}/void", post(routes::invoices::void))
+        .route(
+            "/v1/invoices/{id}/mark-paid",
+            post(routes::invoices::mark_paid),
+        )
+        .route("/v1/invoices/{id}/send", post(routes::invoices::send))
+        .route(
+            "/v1/webhook-endpoints",
+            get(routes::webhook_endpoints::list).post(routes::webhook_endpoints::create),
+        )
+        .route(
+            "/v1/webhook-endpoints/{id}",
+            get(routes::webhook_endpoints::get)
+                .patch(routes::webhook_endpoints::update)
+                .delete(routes::webhook_endpoints::delete),
+        )
+        .route(
+            "/v1/webhook-endpoints/{id}/rotate-secret",
+            post(routes::webhook_endpoints::rotate_secret),
+        )
+        .route(
+            "/v1/webhook-endpoints/{id}/deliveries",
+            get(routes::webhook_endpoints::deliveries),
+        )
+        .route(
+            "/v1/webhook-endpoints/{id}/deliveries/{delivery_id}/retry",
+            post(routes::webhook_endpoints::retry),
+        )
         .route("/v1/customers/{id}/usage", get(routes::customers::usage))
         .route(
             "/v1/customers/{id}/setup-intents",

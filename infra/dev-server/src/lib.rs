@@ -33,7 +33,13 @@ pub struct Options {
     /// The usage queue to send to and poll; `USAGE_QUEUE_URL` when `None`. Tests give each
     /// server a queue of its own, so a test that ends cannot strand another test's messages.
     pub usage_queue_url: Option<String>,
+    /// Whether to run the webhook dispatcher: poll `WEBHOOK_QUEUE_URL` and sweep every few
+    /// seconds (tests that use it give each server a queue of its own).
+    pub dispatch_webhooks: bool,
 }
+
+/// How often the dev server sweeps for webhook jobs that were lost (deployed: every minute).
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A running dev server.
 pub struct Running {
@@ -129,6 +135,28 @@ pub async fn start(
         let client = aws_sdk_sqs::Client::new(startup.aws());
         let matcher = startup.matcher();
         tasks.push(tokio::spawn(sqs::poll(client, queue_url, matcher)));
+    }
+    if options.dispatch_webhooks {
+        let queue_url = startup.config().webhooks.queue_url.clone().ok_or_else(|| {
+            billing::Error::internal("WEBHOOK_QUEUE_URL: is not set (see template.yaml)")
+        })?;
+        let sqs = aws_sdk_sqs::Client::new(startup.aws());
+        let dispatcher = startup.dispatcher()?;
+        let sweeper = dispatcher.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(SWEEP_EVERY).await;
+                if let Err(e) = sweeper.sweep().await {
+                    tracing::warn!(error = %e, "webhook sweep failed");
+                }
+            }
+        }));
+        let runtime = webhook_dispatcher::Runtime {
+            dispatcher,
+            sqs: sqs.clone(),
+            queue_url: queue_url.clone(),
+        };
+        tasks.push(tokio::spawn(sqs::poll(sqs, queue_url, runtime)));
     }
     Ok(Running { addr, clock, tasks })
 }

@@ -17,6 +17,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             seed_api_key: Some(key.clone()),
             poll_usage_queue: true,
             usage_queue_url: None,
+            dispatch_webhooks: true,
         },
     )
     .await?;

@@ -1,10 +1,12 @@
-//! The SQS event source mapping in miniature: long-poll the queue, hand the usage matcher a real
-//! `SqsEvent` batch, delete what it processed and leave what it reported as failed (partial batch
-//! response) for redelivery after the visibility timeout, as Lambda does.
+//! The SQS event source mapping in miniature: long-poll a queue, hand its function (the usage
+//! matcher, the webhook dispatcher) a real `SqsEvent` batch, delete what it processed and leave
+//! what it reported as failed (partial batch response) for redelivery after the visibility
+//! timeout (or the one the function set), as Lambda does.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{
@@ -17,11 +19,50 @@ use serde_json::{Value, json};
 /// Messages per batch: SQS's maximum for one receive call.
 const BATCH_SIZE: i32 = 10;
 
-/// Polls `queue_url` until the task is dropped, invoking the usage matcher per batch.
-pub async fn poll(client: Client, queue_url: String, matcher: Matcher) {
+/// A function an SQS queue invokes.
+#[async_trait]
+pub trait Consumer: Send + Sync {
+    /// Its name, for logs.
+    fn name(&self) -> &'static str;
+
+    /// Handles a batch as its Lambda handler does.
+    async fn invoke(&self, event: SqsEvent) -> Result<SqsBatchResponse, String>;
+}
+
+#[async_trait]
+impl Consumer for Matcher {
+    fn name(&self) -> &'static str {
+        "usage-matcher"
+    }
+
+    async fn invoke(&self, event: SqsEvent) -> Result<SqsBatchResponse, String> {
+        usage_matcher::handle(self, LambdaEvent::new(event, Context::default()))
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[async_trait]
+impl Consumer for webhook_dispatcher::Runtime {
+    fn name(&self) -> &'static str {
+        "webhook-dispatcher"
+    }
+
+    async fn invoke(&self, event: SqsEvent) -> Result<SqsBatchResponse, String> {
+        let invocation = webhook_dispatcher::Invocation::Queue(event);
+        let answer =
+            webhook_dispatcher::handle(self, LambdaEvent::new(invocation, Context::default()))
+                .await
+                .map_err(|e| e.to_string())?;
+        serde_json::from_value(answer).map_err(|e| format!("not a batch response: {e}"))
+    }
+}
+
+/// Polls `queue_url` until the task is dropped, invoking `consumer` per batch.
+pub async fn poll<C: Consumer>(client: Client, queue_url: String, consumer: C) {
     let arn = queue_arn(&client, &queue_url).await;
     loop {
-        match poll_once(&client, &queue_url, &arn, &matcher).await {
+        match poll_once(&client, &queue_url, &arn, &consumer).await {
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!(error = %e, queue = %queue_url, "SQS poll failed; retrying");
@@ -45,11 +86,11 @@ async fn queue_arn(client: &Client, queue_url: &str) -> String {
 }
 
 /// One receive → invoke → delete cycle. Returns how many messages were received.
-pub async fn poll_once(
+pub async fn poll_once<C: Consumer>(
     client: &Client,
     queue_url: &str,
     arn: &str,
-    matcher: &Matcher,
+    consumer: &C,
 ) -> Result<usize, String> {
     let received = client
         .receive_message()
@@ -91,12 +132,7 @@ pub async fn poll_once(
         .collect();
     let event: SqsEvent = serde_json::from_value(json!({ "Records": records }))
         .map_err(|e| format!("cannot build SqsEvent: {e}"))?;
-    let processed: Vec<_> = match usage_matcher::handle(
-        matcher,
-        LambdaEvent::new(event, Context::default()),
-    )
-    .await
-    {
+    let processed: Vec<_> = match consumer.invoke(event).await {
         Ok(SqsBatchResponse {
             batch_item_failures,
             ..
@@ -112,7 +148,7 @@ pub async fn poll_once(
         }
         Err(e) => {
             // Like Lambda: a failed invocation acknowledges nothing; the batch comes back.
-            tracing::error!(error = %e, messages = messages.len(), "usage-matcher failed the batch");
+            tracing::error!(error = %e, messages = messages.len(), function = consumer.name(), "the function failed the batch");
             Vec::new()
         }
     };

@@ -34,6 +34,12 @@ pub enum Scope {
     ContractsWrite,
     /// `invoices:read`
     InvoicesRead,
+    /// `invoices:write`: void, mark paid, send again.
+    InvoicesWrite,
+    /// `webhooks:read`: endpoints and their deliveries.
+    WebhooksRead,
+    /// `webhooks:write`: create, change, delete endpoints; rotate secrets; retry deliveries.
+    WebhooksWrite,
     /// `usage:write`: sending usage events.
     UsageWrite,
     /// `usage:read`
@@ -43,7 +49,7 @@ pub enum Scope {
 }
 
 impl Scope {
-    const ALL: [(Scope, &'static str); 10] = [
+    const ALL: [(Scope, &'static str); 13] = [
         (Scope::CustomersRead, "customers:read"),
         (Scope::CustomersWrite, "customers:write"),
         (Scope::PricingRead, "pricing:read"),
@@ -51,6 +57,9 @@ impl Scope {
         (Scope::ContractsRead, "contracts:read"),
         (Scope::ContractsWrite, "contracts:write"),
         (Scope::InvoicesRead, "invoices:read"),
+        (Scope::InvoicesWrite, "invoices:write"),
+        (Scope::WebhooksRead, "webhooks:read"),
+        (Scope::WebhooksWrite, "webhooks:write"),
         (Scope::UsageWrite, "usage:write"),
         (Scope::UsageRead, "usage:read"),
         (Scope::All, "*"),

@@ -45,10 +45,15 @@ pub fn usage_event(
     resolved: Option<&CustomerId>,
     key: &IdempotencyKey,
 ) -> String {
-    let who = match (resolved, reference) {
+    format!("{}#{}", usage_owner(reference, resolved), key.as_str())
+}
+
+/// Whose usage an event is: the customer it resolved to, else the reference as sent (`ref:` or
+/// `ext:`), so an unknown customer's events are kept apart from every real customer's.
+pub fn usage_owner(reference: &CustomerRef, resolved: Option<&CustomerId>) -> String {
+    match (resolved, reference) {
         (Some(id), _) => id.to_string(),
         (None, CustomerRef::Id(id)) => format!("ref:{id}"),
         (None, CustomerRef::External(x)) => format!("ext:{x}"),
-    };
-    format!("{who}#{}", key.as_str())
+    }
 }

@@ -115,6 +115,18 @@ prefixed_id!(
     LineId,
     "li"
 );
+prefixed_id!(
+    /// Identifies an endpoint the platform sends webhooks to.
+    WebhookEndpointId,
+    "we"
+);
+prefixed_id!(
+    /// Identifies one outgoing webhook event: the Standard Webhooks `webhook-id`, the same on
+    /// every attempt and every endpoint, so receivers de-duplicate by it. Time-ordered, so an
+    /// endpoint's deliveries list newest first by it.
+    WebhookEventId,
+    "msg"
+);
 
 #[cfg(test)]
 mod tests {

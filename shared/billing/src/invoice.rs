@@ -212,6 +212,13 @@ pub struct InvoicePayment {
     /// When it was paid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paid_at: Option<DateTime<Utc>>,
+    /// The reference of a payment made outside the provider (a bank transfer), when it was
+    /// marked paid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_reference: Option<String>,
+    /// When it was last sent again (`POST /v1/invoices/{id}/send`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resent_at: Option<DateTime<Utc>>,
     /// When it was refunded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refunded_at: Option<DateTime<Utc>>,

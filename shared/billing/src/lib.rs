@@ -1,6 +1,6 @@
 //! The billing domain: customers, API keys, meters, plans, contracts, invoices, usage matching
 //! ([`matcher`]), the billing run ([`billing_run`]), the payment provider's webhooks
-//! ([`provider_webhooks`]) and the payment portal ([`portal`]).
+//! ([`provider_webhooks`]), the payment portal ([`portal`]) and outgoing webhooks ([`webhooks`]).
 //!
 //! Rooms: domain types and their rules at the top level (`customer`, `plan`, `invoice`, ...);
 //! the use cases the API calls in [`use_cases`], one file per resource; the ports to the
@@ -21,6 +21,7 @@ pub mod idempotency;
 pub mod ids;
 pub mod invoice;
 pub mod lanes;
+pub mod mail;
 pub mod matcher;
 pub mod meter;
 pub mod money;
@@ -37,6 +38,7 @@ pub mod testing;
 mod text;
 pub mod usage;
 pub mod use_cases;
+pub mod webhooks;
 
 pub use error::{Error, ErrorKind, Result};
 pub use use_cases::Billing;

@@ -21,6 +21,7 @@ use crate::ports::{
 };
 use crate::ports::{PaymentGateway, ProviderEvent, ProviderEventKind, WebhookVerifier};
 use crate::refunds;
+use crate::webhooks::events::{customer_changed, customer_created, invoice_changed};
 
 /// What became of a delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,7 +118,7 @@ impl Webhooks {
                         &self.gateway,
                     ) && let Some(method) = gateway.payment_method_of(pi).await?
                     {
-                        self.save_on_contract(&contract, method).await?;
+                        self.save_on_contract(&contract, method, now).await?;
                     }
                 }
                 Ok("checkout.session.completed")
@@ -214,7 +215,11 @@ impl Webhooks {
                 invoice_id: id.clone(),
                 kind: MailKind::PaymentReceived,
             }];
-            let write = self.ledger.transition(&state, &next, None, &mail).await?;
+            let events = invoice_changed(invoice, &next, now);
+            let write = self
+                .ledger
+                .transition(&state, &next, None, &mail, &events)
+                .await?;
             Ok(match write.into_attempt(()) {
                 Attempt::Done(()) => Attempt::Done(self.contract_of(invoice).await?),
                 Attempt::Conflict => Attempt::Conflict,
@@ -252,7 +257,7 @@ impl Webhooks {
         payment_intent: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        transition_invoice_with(self.ledger.as_ref(), id, |invoice| {
+        transition_invoice_with(self.ledger.as_ref(), id, now, |invoice| {
             let paid_by = invoice.payment.payment_intent.as_deref();
             if invoice.status != InvoiceStatus::Paid
                 || payment_intent.is_some_and(|pi| paid_by != Some(pi))
@@ -269,8 +274,13 @@ impl Webhooks {
     }
 
     /// The customer opted in on the portal: this contract's invoices are charged to the method.
-    async fn save_on_contract(&self, contract: &Contract, method: PaymentMethodId) -> Result<()> {
-        update_contract_with(self.contracts.as_ref(), &contract.id, |current| {
+    async fn save_on_contract(
+        &self,
+        contract: &Contract,
+        method: PaymentMethodId,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        update_contract_with(self.contracts.as_ref(), &contract.id, now, |current| {
             let saved = current.auto_pay && current.payment_method.as_ref() == Some(&method);
             (!saved).then(|| Contract {
                 auto_pay: true,
@@ -301,9 +311,10 @@ impl Webhooks {
                 kind: PaymentMethodType::Card,
             });
             next.updated_at = now;
+            let events = customer_changed(&current.value, &next, now);
             Ok(self
                 .customers
-                .update(&current, &next)
+                .update(&current, &next, &events)
                 .await?
                 .into_attempt(()))
         })
@@ -336,9 +347,10 @@ impl Webhooks {
                 let mut next = current.value.clone();
                 next.name = name.clone();
                 next.updated_at = now;
+                let events = customer_changed(&current.value, &next, now);
                 return Ok(self
                     .customers
-                    .update(&current, &next)
+                    .update(&current, &next, &events)
                     .await?
                     .into_attempt(()));
             }
@@ -371,7 +383,11 @@ impl Webhooks {
                 created_at: now,
                 updated_at: now,
             };
-            match self.customers.insert(&new).await {
+            match self
+                .customers
+                .insert(&new, &customer_created(&new, now))
+                .await
+            {
                 Ok(()) => Ok(Attempt::Done(())),
                 // Linked meanwhile (by the API or a concurrent delivery): re-read and update.
                 Err(e) if e.kind == ErrorKind::Conflict => Ok(Attempt::Conflict),

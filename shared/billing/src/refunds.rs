@@ -30,7 +30,7 @@ pub async fn refund_unneeded(
 ) -> Result<()> {
     tracing::warn!(invoice = %id, payment, "refunding a payment the invoice did not need");
     gateway.refund_unneeded(payment, id).await?;
-    transition_invoice_with(ledger, id, |invoice| {
+    transition_invoice_with(ledger, id, now, |invoice| {
         if invoice
             .payment
             .refunded_duplicates

@@ -385,7 +385,7 @@ pub fn pack(events: &[UsageEvent]) -> Result<Vec<OutgoingMessage>> {
 }
 
 /// Why an event was or was not billed. Every event gets exactly one record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventStatus {
     /// Counted on the invoice of its period.
@@ -509,6 +509,11 @@ impl EventRecord {
             self.customer_id.as_ref(),
             &self.event.idempotency_key,
         )
+    }
+
+    /// Whose usage it is ([`crate::idempotency::usage_owner`]).
+    pub fn owner(&self) -> String {
+        crate::idempotency::usage_owner(&self.event.customer, self.customer_id.as_ref())
     }
 }
 

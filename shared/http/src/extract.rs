@@ -138,3 +138,24 @@ impl<S: Send + Sync> FromRequestParts<S> for PathId {
             })
     }
 }
+
+/// The `{id}` and the child's id of a nested route (`/v1/…/{id}/…/{child}`), with the same 404
+/// as [`PathId`].
+pub struct PathIds(pub String, pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathIds {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path((id, child))| PathIds(id, child))
+            .map_err(|_| {
+                ApiError(Error::new(
+                    ErrorKind::NotFound,
+                    "resource_missing",
+                    "no resource with that id",
+                ))
+            })
+    }
+}

@@ -3,6 +3,8 @@
 //! malformed one stops startup with an error that names it. An empty value counts as unset, as
 //! CloudFormation passes an unset optional parameter as `''`.
 
+use billing::customer::Email;
+use billing::webhooks::{RetrySchedule, UrlPolicy};
 use std::fmt;
 
 use billing::api_key::SecretDigest;
@@ -46,6 +48,24 @@ pub struct Config {
     /// `BILLING_RUN_FUNCTION_ARN`, `SCHEDULER_ROLE_ARN`, `SCHEDULE_GROUP_NAME`: one-time
     /// auto-pay retries (absent: retries wait for the daily run).
     pub retry_schedules: Option<ScheduleConfig>,
+    /// Outgoing webhooks.
+    pub webhooks: WebhookConfig,
+}
+
+/// Outgoing webhooks' settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookConfig {
+    /// `WEBHOOK_QUEUE_URL`: the dispatcher's queue (absent: the sweep alone finds outbox
+    /// entries, and manual retries answer 503).
+    pub queue_url: Option<String>,
+    /// `WEBHOOK_ALLOW_LOOPBACK_HTTP=1`: endpoints may be `http://` on loopback (the local stack
+    /// only; never set in template.yaml).
+    pub url_policy: UrlPolicy,
+    /// `WEBHOOK_RETRY_SCHEDULE` (`5s,5m,30m,...`): the waits between attempts (the tests
+    /// compress the day; the default spans 27.5 hours).
+    pub retry_schedule: RetrySchedule,
+    /// `OPERATOR_EMAIL`: who is told when an endpoint is disabled (comma-separated).
+    pub operator_email: Vec<Email>,
 }
 
 /// The Stripe account to use.
@@ -108,8 +128,47 @@ impl Config {
             portal: portal(&vars)?,
             mail_from: vars.optional("MAIL_FROM"),
             retry_schedules: schedules(&vars)?,
+            webhooks: webhooks(&vars)?,
         })
     }
+}
+
+fn webhooks(vars: &Vars<'_>) -> Result<WebhookConfig, ConfigError> {
+    let url_policy = match vars.optional("WEBHOOK_ALLOW_LOOPBACK_HTTP").as_deref() {
+        None | Some("0") => UrlPolicy::PublicHttps,
+        Some("1") => UrlPolicy::AllowLoopbackHttp,
+        Some(_) => return Err(invalid("WEBHOOK_ALLOW_LOOPBACK_HTTP", "is not 0 or 1")),
+    };
+    let retry_schedule = match vars.optional("WEBHOOK_RETRY_SCHEDULE") {
+        None => RetrySchedule::default(),
+        Some(raw) => RetrySchedule::parse(&raw).ok_or_else(|| {
+            invalid(
+                "WEBHOOK_RETRY_SCHEDULE",
+                "is not a list of waits such as 5s,5m,30m,2h (each at most 12h)",
+            )
+        })?,
+    };
+    let operator_email = vars
+        .optional("OPERATOR_EMAIL")
+        .map(|raw| {
+            raw.split(',')
+                .map(|a| Email::parse(a.trim()))
+                .collect::<billing::Result<Vec<_>>>()
+                .map_err(|_| {
+                    invalid(
+                        "OPERATOR_EMAIL",
+                        "is not a comma-separated list of addresses",
+                    )
+                })
+        })
+        .transpose()?
+        .unwrap_or_default();
+    Ok(WebhookConfig {
+        queue_url: vars.url("WEBHOOK_QUEUE_URL")?,
+        url_policy,
+        retry_schedule,
+        operator_email,
+    })
 }
 
 /// Payment links need both the key and the base URL; a key alone is no use, so it is ignored
@@ -203,6 +262,7 @@ impl fmt::Debug for Config {
             .field("portal", &self.portal.as_ref().map(|p| &p.public_base_url))
             .field("mail_from", &self.mail_from)
             .field("retry_schedules", &self.retry_schedules)
+            .field("webhooks", &self.webhooks)
             .finish()
     }
 }

@@ -7,19 +7,23 @@ mod config;
 
 use std::sync::Arc;
 
-pub use config::{Config, ConfigError, PortalConfig, ScheduleConfig, StripeConfig};
+pub use config::{Config, ConfigError, PortalConfig, ScheduleConfig, StripeConfig, WebhookConfig};
 
 use billing::billing_run::BillingRun;
 use billing::matcher::Matcher;
 use billing::portal::PortalLinks;
 use billing::ports::{Clock, PaymentGateway, SystemClock};
 use billing::provider_webhooks::Webhooks;
+use billing::webhooks::Dispatcher;
 use billing::{Billing, Error, Result};
 use billing_aws::dynamodb::DynamoStore;
 use billing_aws::scheduler::EventBridgeRetryScheduler;
 use billing_aws::ses::SesMailer;
 use billing_aws::sqs::SqsEventQueue;
+use billing_aws::webhook_queue::SqsWebhookQueue;
+use billing_http::views::JsonRepresentation;
 use billing_stripe::{StripeGateway, StripeWebhookVerifier};
+use billing_webhook_sender::HttpWebhookSender;
 
 /// The configuration and the AWS clients' settings, from which each function builds what it
 /// runs.
@@ -42,11 +46,12 @@ impl Startup {
 
     /// From a configuration and AWS settings read elsewhere.
     pub fn new(config: Config, aws: aws_config::SdkConfig) -> Self {
-        let store = Arc::new(DynamoStore::from_config(
-            &aws,
-            &config.table_name,
-            &config.usage_table_name,
-        ));
+        let mut store =
+            DynamoStore::from_config(&aws, &config.table_name, &config.usage_table_name);
+        if let Some(url) = &config.webhooks.queue_url {
+            store = store.with_webhook_queue(Arc::new(SqsWebhookQueue::new(&aws, url)));
+        }
+        let store = Arc::new(store);
         Self {
             config,
             aws,
@@ -98,7 +103,13 @@ impl Startup {
         if let Some(url) = &self.config.usage_queue_url {
             billing = billing.with_queue(Arc::new(self.queue(url)));
         }
-        Ok(billing)
+        if let Some(queue) = self.webhook_queue() {
+            billing = billing.with_webhook_queue(Arc::new(queue));
+        }
+        if let Some(from) = &self.config.mail_from {
+            billing = billing.with_mailer(Arc::new(SesMailer::new(&self.aws, from)));
+        }
+        Ok(billing.with_url_policy(self.config.webhooks.url_policy))
     }
 
     /// The usage queue at `url`.
@@ -109,7 +120,44 @@ impl Startup {
     /// The usage matcher over the table.
     pub fn matcher(&self) -> Matcher {
         let store = self.store();
-        Matcher::new(store.clone(), store, self.clock())
+        Matcher::new(store.clone(), store.clone(), self.clock()).with_webhooks(store)
+    }
+
+    /// The webhook dispatcher's queue, when configured.
+    pub fn webhook_queue(&self) -> Option<SqsWebhookQueue> {
+        self.config
+            .webhooks
+            .queue_url
+            .as_ref()
+            .map(|url| SqsWebhookQueue::new(&self.aws, url))
+    }
+
+    /// The webhook dispatcher: the table, the HTTP sender under the configured URL policy, its
+    /// queue (required), payment links, and SES for the operator's alerts.
+    pub fn dispatcher(&self) -> Result<Dispatcher> {
+        let queue = self
+            .webhook_queue()
+            .ok_or_else(|| Error::internal("WEBHOOK_QUEUE_URL: is not set (see template.yaml)"))?;
+        let sender =
+            HttpWebhookSender::new(self.config.webhooks.url_policy).map_err(Error::internal)?;
+        let mut dispatcher = Dispatcher::new(
+            self.store(),
+            Arc::new(JsonRepresentation),
+            Arc::new(sender),
+            Arc::new(queue),
+        )
+        .with_schedule(self.config.webhooks.retry_schedule.clone())
+        .with_clock(self.clock());
+        if let Some(links) = self.links() {
+            dispatcher = dispatcher.with_links(Arc::new(links));
+        }
+        if let Some(from) = &self.config.mail_from {
+            dispatcher = dispatcher.with_alerts(
+                Arc::new(SesMailer::new(&self.aws, from)),
+                self.config.webhooks.operator_email.clone(),
+            );
+        }
+        Ok(dispatcher)
     }
 
     /// The daily billing run: the table, plus Stripe, SES, EventBridge Scheduler and payment

@@ -1,132 +1,24 @@
-//! `/v1/invoices`: read and list (amounts computed when read), and the upcoming preview.
-
-use std::collections::BTreeMap;
+//! `/v1/invoices`: read and list (amounts computed when read), the upcoming preview, and the
+//! operator's actions: void, mark paid, send again.
 
 use axum::Json;
 use axum::extract::State;
 use billing::Billing;
 use billing::api_key::Scope;
-use billing::invoice::{InvoicePayment, InvoiceStatus, PricedInvoice, PricedLine};
+use billing::invoice::PricedInvoice;
 use billing::pagination::PageRequest;
-use billing::period::Period;
-use chrono::{DateTime, NaiveDate, Utc};
-use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
+use billing::use_cases::MarkPaid;
+use serde::Deserialize;
 
 use super::List;
 use billing_http::error::ApiError;
-use billing_http::extract::{Caller, PathId, QueryParams};
+use billing_http::extract::{Caller, JsonBody, PathId, QueryParams};
+use billing_http::views::InvoiceView;
 
-/// A period as two RFC 3339 instants, `[start, end)` at 00:00 UTC.
-#[derive(Serialize)]
-pub struct PeriodView {
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
-}
-
-impl From<Period> for PeriodView {
-    fn from(p: Period) -> Self {
-        Self {
-            start: p.start.and_time(chrono::NaiveTime::MIN).and_utc(),
-            end: p.end.and_time(chrono::NaiveTime::MIN).and_utc(),
-        }
-    }
-}
-
-/// One line as shown.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LineView {
-    id: String,
-    price_id: String,
-    description: String,
-    is_metered: bool,
-    quantity: String,
-    unit_amount: Option<String>,
-    amount: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    dimensions: Option<BTreeMap<String, String>>,
-    service_period: PeriodView,
-}
-
-/// An invoice as shown: money as decimal strings with the currency's minor units, plus
-/// `totalCents` (the total in minor units, whatever the currency).
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct InvoiceView {
-    id: String,
-    invoice_number: Option<String>,
-    customer_id: String,
-    contract_id: String,
-    status: InvoiceStatus,
-    period_start: DateTime<Utc>,
-    period_end: DateTime<Utc>,
-    invoice_date: NaiveDate,
-    due_date: NaiveDate,
-    currency: &'static str,
-    subtotal: String,
-    total: String,
-    total_cents: i64,
-    auto_pay: bool,
-    line_items: Vec<LineView>,
-    /// The customer's payment page; set once the invoice is sent (and links are configured).
-    payment_link: Option<String>,
-    payment: InvoicePayment,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-}
-
-fn money(amount: Decimal, minor_units: u32) -> String {
-    format!("{:.*}", minor_units as usize, amount)
-}
-
-impl InvoiceView {
-    /// The view with the invoice's payment link, when it has one.
-    fn linked(billing: &Billing, p: PricedInvoice) -> Self {
-        let link = billing.payment_link(&p.invoice);
-        let mut view = Self::from(p);
-        view.payment_link = link;
-        view
-    }
-}
-
-impl From<PricedInvoice> for InvoiceView {
-    fn from(p: PricedInvoice) -> Self {
-        let minor = p.invoice.currency.minor_units();
-        let period = PeriodView::from(p.invoice.period);
-        let line = |l: PricedLine| LineView {
-            is_metered: l.line.is_metered(),
-            id: l.line.id.into(),
-            price_id: l.line.price_id.into(),
-            description: l.line.description,
-            quantity: l.line.quantity.normalize().to_string(),
-            unit_amount: l.unit_amount.map(|u| u.to_string()),
-            amount: money(l.amount, minor),
-            dimensions: l.line.dimensions,
-            service_period: l.line.service_period.into(),
-        };
-        Self {
-            id: p.invoice.id.into(),
-            invoice_number: p.invoice.invoice_number,
-            customer_id: p.invoice.customer_id.into(),
-            contract_id: p.invoice.contract_id.into(),
-            status: p.invoice.status,
-            period_start: period.start,
-            period_end: period.end,
-            invoice_date: p.invoice.invoice_date,
-            due_date: p.invoice.due_date,
-            currency: p.invoice.currency.code(),
-            subtotal: money(p.subtotal, minor),
-            total: money(p.total, minor),
-            total_cents: p.total_minor_units,
-            auto_pay: p.invoice.auto_pay,
-            line_items: p.lines.into_iter().map(line).collect(),
-            payment_link: None,
-            payment: p.invoice.payment,
-            created_at: p.invoice.created_at,
-            updated_at: p.invoice.updated_at,
-        }
-    }
+/// The view of an invoice with its payment link.
+fn view(billing: &Billing, p: PricedInvoice) -> InvoiceView {
+    let link = billing.payment_link(&p.invoice);
+    InvoiceView::with_link(p, link)
 }
 
 /// `GET /v1/invoices/{id}`.
@@ -137,7 +29,7 @@ pub async fn get(
 ) -> Result<Json<InvoiceView>, ApiError> {
     caller.require(Scope::InvoicesRead)?;
     let invoice = billing.invoice(&id).await?;
-    Ok(Json(InvoiceView::linked(&billing, invoice)))
+    Ok(Json(view(&billing, invoice)))
 }
 
 /// Query parameters of `GET /v1/invoices`.
@@ -167,9 +59,7 @@ pub async fn list(
             query.status.as_deref(),
         )
         .await?;
-    Ok(Json(List::from_page(invoices, |p| {
-        InvoiceView::linked(&billing, p)
-    })))
+    Ok(Json(List::from_page(invoices, |p| view(&billing, p))))
 }
 
 /// Query parameters of `GET /v1/invoices/upcoming`.
@@ -190,4 +80,38 @@ pub async fn upcoming(
         billing::Error::invalid("missing_field", "contractId is required").at("contractId")
     })?;
     Ok(Json(billing.upcoming_invoice(&contract).await?.into()))
+}
+
+/// `POST /v1/invoices/{id}/void`: any invoice not yet paid; voiding again answers it as is.
+pub async fn void(
+    State(billing): State<Billing>,
+    Caller(caller): Caller,
+    PathId(id): PathId,
+) -> Result<Json<InvoiceView>, ApiError> {
+    caller.require(Scope::InvoicesWrite)?;
+    let invoice = billing.void_invoice(&id).await?;
+    Ok(Json(view(&billing, invoice)))
+}
+
+/// `POST /v1/invoices/{id}/mark-paid` with `{paidAt, reference}`: paid outside Stripe.
+pub async fn mark_paid(
+    State(billing): State<Billing>,
+    Caller(caller): Caller,
+    PathId(id): PathId,
+    JsonBody(body): JsonBody<MarkPaid>,
+) -> Result<Json<InvoiceView>, ApiError> {
+    caller.require(Scope::InvoicesWrite)?;
+    let invoice = billing.mark_invoice_paid(&id, body).await?;
+    Ok(Json(view(&billing, invoice)))
+}
+
+/// `POST /v1/invoices/{id}/send`: mails a sent invoice to the customer again.
+pub async fn send(
+    State(billing): State<Billing>,
+    Caller(caller): Caller,
+    PathId(id): PathId,
+) -> Result<Json<InvoiceView>, ApiError> {
+    caller.require(Scope::InvoicesWrite)?;
+    let invoice = billing.send_invoice(&id).await?;
+    Ok(Json(view(&billing, invoice)))
 }

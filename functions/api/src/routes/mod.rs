@@ -10,6 +10,7 @@ pub mod meters;
 pub mod openapi;
 pub mod plans;
 pub mod portal;
+pub mod webhook_endpoints;
 
 use serde::{Deserialize, Serialize};
 

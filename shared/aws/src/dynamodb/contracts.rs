@@ -15,6 +15,7 @@ use billing::error::{Error, Result};
 use billing::ids::{ContractId, CustomerId, InvoiceId};
 use billing::pagination::{Cursor, Page, PageRequest};
 use billing::ports::{ContractStore, Versioned};
+use billing::webhooks::OutgoingEvent;
 
 fn contract_item(contract: &Contract, version: u64) -> Result<Item> {
     let mut item = entity_item(
@@ -65,16 +66,24 @@ impl ContractStore for DynamoStore {
         &self,
         previous: &Versioned<Contract>,
         next: &Contract,
+        events: &[OutgoingEvent],
     ) -> Result<Write> {
-        let put = self.put(
+        let mut items = vec![self.put(
             contract_item(next, previous.version + 1)?,
             Some((
                 "version = :v",
                 HashMap::from([(":v".to_owned(), n(previous.version))]),
             )),
-        );
-        Ok(match self.transact(vec![put]).await? {
-            Ok(()) => Write::Done,
+        )];
+        let entry = self.outbox_put(events)?.map(|(item, key)| {
+            items.push(item);
+            key
+        });
+        Ok(match self.transact(items).await? {
+            Ok(()) => {
+                self.nudge(entry, chrono::TimeDelta::zero()).await;
+                Write::Done
+            }
             Err(_) => Write::Conflict,
         })
     }
@@ -102,6 +111,7 @@ impl ContractStore for DynamoStore {
         &self,
         new: &NewContract,
         index: &Versioned<Vec<ContractSummary>>,
+        events: &[OutgoingEvent],
     ) -> Result<Write> {
         let contract = &new.contract;
         let mut listed = index.value.clone();
@@ -125,8 +135,15 @@ impl ContractStore for DynamoStore {
                 Some(("attribute_not_exists(pk)", Item::new())),
             ));
         }
+        let entry = self.outbox_put(events)?.map(|(item, key)| {
+            items.push(item);
+            key
+        });
         match self.transact(items).await? {
-            Ok(()) => Ok(Write::Done),
+            Ok(()) => {
+                self.nudge(entry, chrono::TimeDelta::zero()).await;
+                Ok(Write::Done)
+            }
             Err(reasons)
                 if reasons.first().and_then(|r| r.code()) == Some("ConditionalCheckFailed") =>
             {
@@ -185,6 +202,7 @@ impl ContractStore for DynamoStore {
         index: &Versioned<Vec<ContractSummary>>,
         void: &[InvoiceId],
         seal: &[InvoiceId],
+        events: &[OutgoingEvent],
     ) -> Result<Write> {
         let mut items = vec![
             self.put(
@@ -219,8 +237,15 @@ impl ContractStore for DynamoStore {
         for id in seal {
             items.extend(self.seal_lanes(id, None)?);
         }
+        let entry = self.outbox_put(events)?.map(|(item, key)| {
+            items.push(item);
+            key
+        });
         match self.transact(items).await? {
-            Ok(()) => Ok(Write::Done),
+            Ok(()) => {
+                self.nudge(entry, chrono::TimeDelta::zero()).await;
+                Ok(Write::Done)
+            }
             Err(reasons) => {
                 let failed = |i: usize| {
                     reasons.get(i).and_then(|r| r.code()) == Some("ConditionalCheckFailed")

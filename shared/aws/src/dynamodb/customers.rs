@@ -11,6 +11,7 @@ use billing::error::Result;
 use billing::ids::CustomerId;
 use billing::pagination::{Page, PageRequest};
 use billing::ports::{CustomerStore, Versioned};
+use billing::webhooks::OutgoingEvent;
 
 fn external_id_claim(value: &str) -> Claim {
     Claim::new(
@@ -55,7 +56,7 @@ fn customer_item(customer: &Customer, version: u64) -> Result<Item> {
 
 #[async_trait]
 impl CustomerStore for DynamoStore {
-    async fn insert(&self, customer: &Customer) -> Result<()> {
+    async fn insert(&self, customer: &Customer, events: &[OutgoingEvent]) -> Result<()> {
         let mut items = vec![self.put(
             customer_item(customer, 1)?,
             Some(("attribute_not_exists(pk)", Item::new())),
@@ -68,8 +69,16 @@ impl CustomerStore for DynamoStore {
                 Some(("attribute_not_exists(pk)", Item::new())),
             ));
         }
+        let outbox = self.outbox_put(events)?;
+        let entry = outbox.map(|(item, key)| {
+            items.push(item);
+            key
+        });
         match self.transact(items).await? {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.nudge(entry, chrono::TimeDelta::zero()).await;
+                Ok(())
+            }
             Err(reasons) => Err(self.claim_conflict(&claims, &reasons).await?),
         }
     }
@@ -110,7 +119,12 @@ impl CustomerStore for DynamoStore {
         .await
     }
 
-    async fn update(&self, previous: &Versioned<Customer>, next: &Customer) -> Result<Write> {
+    async fn update(
+        &self,
+        previous: &Versioned<Customer>,
+        next: &Customer,
+        events: &[OutgoingEvent],
+    ) -> Result<Write> {
         let id = &previous.value.id;
         let mut items = vec![self.put(
             customer_item(next, previous.version + 1)?,
@@ -138,8 +152,16 @@ impl CustomerStore for DynamoStore {
                 Some(("attribute_not_exists(pk)", Item::new())),
             ));
         }
+        let outbox = self.outbox_put(events)?;
+        let entry = outbox.map(|(item, key)| {
+            items.push(item);
+            key
+        });
         match self.transact(items).await? {
-            Ok(()) => Ok(Write::Done),
+            Ok(()) => {
+                self.nudge(entry, chrono::TimeDelta::zero()).await;
+                Ok(Write::Done)
+            }
             Err(reasons) => {
                 if reasons.first().and_then(|r| r.code()) == Some("ConditionalCheckFailed") {
                     return Ok(Write::Conflict);

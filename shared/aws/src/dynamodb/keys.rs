@@ -2,7 +2,9 @@
 //! that list it. The layout is drawn in docs/ARCHITECTURE.md ("Tables"); nothing else in this
 //! crate spells a `pk`, `sk` or `gsi*` value.
 
-use billing::ids::{ApiKeyId, ContractId, CustomerId, InvoiceId, MeterId, PlanId};
+use billing::ids::{
+    ApiKeyId, ContractId, CustomerId, InvoiceId, MeterId, PlanId, WebhookEndpointId, WebhookEventId,
+};
 use billing::ports::{AgendaKind, MailTask};
 
 /// An item's primary key.
@@ -118,11 +120,7 @@ pub(crate) fn record_owner(
     customer: Option<&CustomerId>,
     reference: &billing::usage::CustomerRef,
 ) -> String {
-    match (customer, reference) {
-        (Some(id), _) => id.to_string(),
-        (None, billing::usage::CustomerRef::Id(id)) => format!("ref:{id}"),
-        (None, billing::usage::CustomerRef::External(x)) => format!("ext:{x}"),
-    }
+    billing::idempotency::usage_owner(reference, customer)
 }
 
 /// An invoice's usage share in one lane: in the invoice's partition, so one query reads the
@@ -159,6 +157,72 @@ pub(crate) fn outbox(task: &MailTask) -> Key {
         pk: OUTBOX.to_owned(),
         sk: billing::idempotency::mail(&task.invoice_id, task.kind),
     }
+}
+
+/// A webhook outbox entry (events written with the change that caused them).
+pub(crate) fn webhook_outbox(entry: &str) -> Key {
+    key(format!("WEBHOOK_OUTBOX#{entry}"), "ENTRY")
+}
+
+/// A webhook endpoint.
+pub(crate) fn webhook_endpoint(id: &WebhookEndpointId) -> Key {
+    key(webhook_endpoint_partition(id), "ENDPOINT")
+}
+
+/// An endpoint's partition: the endpoint and its deliveries.
+pub(crate) fn webhook_endpoint_partition(id: &WebhookEndpointId) -> String {
+    format!("WEBHOOK_ENDPOINT#{id}")
+}
+
+/// The sort key prefix of deliveries in their endpoint's partition.
+pub(crate) const DELIVERY_PREFIX: &str = "DELIVERY#";
+
+/// One event's delivery to one endpoint, in the endpoint's partition, newest first.
+pub(crate) fn webhook_delivery(endpoint: &WebhookEndpointId, event: &WebhookEventId) -> Key {
+    Key {
+        pk: webhook_endpoint_partition(endpoint),
+        sk: format!(
+            "{DELIVERY_PREFIX}{}",
+            billing::webhooks::delivery::newest_first(event)
+        ),
+    }
+}
+
+/// How many `gsi4` partitions the webhook sweep's lists spread over, so no one partition takes
+/// every outbox and delivery write.
+pub(crate) const WEBHOOK_SHARDS: u32 = 8;
+
+fn shard(text: &str) -> u32 {
+    text.bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
+        % WEBHOOK_SHARDS
+}
+
+/// `gsi4` partition of outbox entries (by the time they are due), for the sweep.
+pub(crate) fn outbox_agenda(shard_number: u32) -> String {
+    format!("AGENDA#WEBHOOK_OUTBOX#{shard_number}")
+}
+
+/// An outbox entry's `gsi4` keys.
+pub(crate) fn outbox_agenda_keys(entry: &str, due: &str) -> (String, String) {
+    (outbox_agenda(shard(entry)), format!("{due}#{entry}"))
+}
+
+/// `gsi4` partition of pending deliveries (by their next attempt), for the sweep.
+pub(crate) fn delivery_agenda(shard_number: u32) -> String {
+    format!("AGENDA#WEBHOOK_DELIVERY#{shard_number}")
+}
+
+/// A pending delivery's `gsi4` keys.
+pub(crate) fn delivery_agenda_keys(
+    endpoint: &WebhookEndpointId,
+    event: &WebhookEventId,
+    due: &str,
+) -> (String, String) {
+    (
+        delivery_agenda(shard(event.as_str())),
+        format!("{due}#{endpoint}#{event}"),
+    )
 }
 
 /// A payment provider's event id, claimed once.

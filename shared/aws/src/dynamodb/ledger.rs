@@ -28,6 +28,7 @@ use billing::lanes::UsageLane;
 use billing::pagination::{Cursor, Page, PageRequest};
 use billing::ports::{AgendaKind, InvoiceState, LedgerStore, MailKind, MailTask};
 use billing::usage::Lane;
+use billing::webhooks::OutgoingEvent;
 
 /// How long a provider event id is remembered (Stripe retries for 3 days).
 const PROVIDER_EVENT_RETENTION: chrono::Duration = chrono::Duration::days(30);
@@ -152,6 +153,7 @@ impl LedgerStore for DynamoStore {
         next: &Invoice,
         number: Option<u64>,
         mail: &[MailTask],
+        events: &[OutgoingEvent],
     ) -> Result<Write> {
         let mut item = invoice_item(next)?;
         item.insert("version".into(), n(previous.version + 1));
@@ -208,15 +210,23 @@ impl LedgerStore for DynamoStore {
                 None,
             ));
         }
-        let items_len = items.len();
+        // The invoice, its lanes and the counter come first: only they carry conditions.
+        let conditioned = items.len();
+        let entry = self.outbox_put(events)?.map(|(item, key)| {
+            items.push(item);
+            key
+        });
         match self.transact(items).await? {
-            Ok(()) => Ok(Write::Done),
+            Ok(()) => {
+                self.nudge(entry, chrono::TimeDelta::zero()).await;
+                Ok(Write::Done)
+            }
             Err(reasons) => {
                 let failed = |i: usize| {
                     reasons.get(i).and_then(|r| r.code()) == Some("ConditionalCheckFailed")
                 };
                 // The invoice or a lane moved, or another close took this number first.
-                let mail_start = items_len - mail.len();
+                let mail_start = conditioned - mail.len();
                 if (0..mail_start).any(failed) {
                     Ok(Write::Conflict)
                 } else {

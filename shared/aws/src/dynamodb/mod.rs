@@ -33,11 +33,12 @@ mod invoices;
 mod keys;
 mod ledger;
 mod usage;
+mod webhooks;
 
 pub(super) type Item = HashMap<String, AttributeValue>;
 
 /// The table adapter. Cheap to clone; one per Lambda instance.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct DynamoStore {
     client: Client,
     table: String,
@@ -45,6 +46,17 @@ pub struct DynamoStore {
     usage_table: String,
     /// Write actions sent in usage commits, for the cost benchmark.
     writes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Wakes the webhook dispatcher after an outbox entry commits.
+    webhook_queue: Option<std::sync::Arc<dyn billing::ports::WebhookQueue>>,
+}
+
+impl std::fmt::Debug for DynamoStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DynamoStore")
+            .field("table", &self.table)
+            .field("usage_table", &self.usage_table)
+            .finish_non_exhaustive()
+    }
 }
 
 impl DynamoStore {
@@ -55,6 +67,7 @@ impl DynamoStore {
             table: table.into(),
             usage_table: usage_table.into(),
             writes: Default::default(),
+            webhook_queue: None,
         }
     }
 

@@ -22,6 +22,7 @@ use billing::lanes::{LaneKey, LaneLine, UsageLane};
 use billing::pagination::{Cursor, Page, PageRequest};
 use billing::ports::{EventFilter, EventOwner, LaneWrite, RecordPut, UsageStore, ValueClaim};
 use billing::usage::{CustomerRef, EventRecord, EventStatus, Lane, MessageNonce, RECORD_RETENTION};
+use billing::webhooks::OutgoingEvent;
 
 /// Single-item writes (or bucket queries) in flight at once per call: enough to hide DynamoDB's
 /// latency (docs/SCALE.md), few enough to stay polite to one partition.
@@ -344,10 +345,20 @@ impl UsageStore for DynamoStore {
             .collect()
     }
 
-    async fn ensure_invoice(&self, invoice: &Invoice) -> Result<()> {
-        self.put_item(invoice_item(invoice)?, Some("attribute_not_exists(pk)"))
-            .await
-            .map(|_| ())
+    async fn ensure_invoice(&self, invoice: &Invoice, events: &[OutgoingEvent]) -> Result<()> {
+        let mut items = vec![self.put(
+            invoice_item(invoice)?,
+            Some(("attribute_not_exists(pk)", Item::new())),
+        )];
+        let entry = self.outbox_put(events)?.map(|(item, key)| {
+            items.push(item);
+            key
+        });
+        // Cancelled when the invoice exists: someone else wrote it (and its event).
+        if self.transact(items).await?.is_ok() {
+            self.nudge(entry, chrono::TimeDelta::zero()).await;
+        }
+        Ok(())
     }
 
     async fn mark_in_progress(&self, ids: &[InvoiceId]) -> Result<()> {

@@ -9,6 +9,7 @@ use crate::error::Result;
 use crate::ids::InvoiceId;
 use crate::invoice::{Invoice, InvoiceStatus};
 use crate::ports::{MailKind, MailTask};
+use crate::webhooks::events::invoice_changed;
 
 use super::{BillingRun, RunReport, format_number};
 
@@ -61,9 +62,10 @@ impl BillingRun {
             invoice_id: id.clone(),
             kind: MailKind::InvoiceSent,
         }];
+        let events = invoice_changed(invoice, &next, now);
         let write = self
             .ledger
-            .transition(&state, &next, Some(number), &mail)
+            .transition(&state, &next, Some(number), &mail, &events)
             .await?;
         Ok(write.into_attempt(closed))
     }

@@ -17,6 +17,7 @@ use crate::ports::{
     ChargeOutcome, ChargeRequest, MailKind, MailTask, below_minimum_charge, update_contract_with,
 };
 use crate::refunds;
+use crate::webhooks::events::invoice_changed;
 
 use super::{BillingRun, RETRY_DELAYS_DAYS, RunReport};
 
@@ -128,7 +129,11 @@ impl BillingRun {
                 next.updated_at = now;
                 next.payment.next_attempt_on = None;
                 next.payment.last_error = Some(reason.to_owned());
-                let write = self.ledger.transition(&state, &next, None, &[]).await?;
+                let events = invoice_changed(invoice, &next, now);
+                let write = self
+                    .ledger
+                    .transition(&state, &next, None, &[], &events)
+                    .await?;
                 return Ok(write.into_attempt(Collected::NotCollectable));
             }
         };
@@ -138,7 +143,12 @@ impl BillingRun {
             .ok_or_else(|| Error::internal("a charge request without a payment provider"))?;
         let outcome = gateway.charge(&request).await?;
         let (next, mail, collected) = charged_invoice(invoice, &outcome, contract, date, now);
-        match self.ledger.transition(&state, &next, None, &mail).await? {
+        let events = invoice_changed(invoice, &next, now);
+        match self
+            .ledger
+            .transition(&state, &next, None, &mail, &events)
+            .await?
+        {
             Write::Done => Ok(Attempt::Done(collected)),
             // Another writer came first: another run with this attempt (the idempotency key
             // made both calls one payment, and its write stands), the webhook of this payment,
@@ -190,12 +200,17 @@ impl BillingRun {
     }
 
     async fn disable_auto_pay(&self, contract: &Contract) -> Result<()> {
-        update_contract_with(self.contracts.as_ref(), &contract.id, |current| {
-            current.auto_pay.then(|| Contract {
-                auto_pay: false,
-                ..current.clone()
-            })
-        })
+        update_contract_with(
+            self.contracts.as_ref(),
+            &contract.id,
+            self.now(),
+            |current| {
+                current.auto_pay.then(|| Contract {
+                    auto_pay: false,
+                    ..current.clone()
+                })
+            },
+        )
         .await
     }
 }

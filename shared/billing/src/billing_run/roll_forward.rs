@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::ids::InvoiceId;
 use crate::invoice::Invoice;
 use crate::pagination::PageRequest;
+use crate::webhooks::events::invoice_created;
 
 use super::{BillingRun, RunReport};
 
@@ -68,8 +69,9 @@ impl BillingRun {
                 .get_plan(&contract.plan_id)
                 .await?
                 .ok_or_else(|| Error::internal(format!("plan {} is missing", contract.plan_id)))?;
+            let draft = Invoice::draft(contract, &plan, period, now);
             self.usage
-                .ensure_invoice(&Invoice::draft(contract, &plan, period, now))
+                .ensure_invoice(&draft, &invoice_created(&draft, now))
                 .await?;
             drafted += 1;
         }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use super::notify::Notices;
 use super::{BatchReport, Landing, LaneMessage, Matcher, Prepared, Reading, Target};
 use crate::aggregation::{Aggregate, Aggregation};
 use crate::error::{Error, ErrorKind, Result};
@@ -17,10 +18,12 @@ use crate::lanes::{LaneKey, LaneLine, UsageLane};
 use crate::ports::{LaneWrite, RecordPut, ValueClaim};
 use crate::usage::{EventRecord, EventStatus, Lane, MeterMatch};
 
-/// An owned event: its place in `pending` and its record as it stands.
+/// An owned event: its place in `pending`, its record as it stands, and whether this
+/// invocation wrote it (rather than an earlier delivery of its message).
 struct Owned {
     pending: usize,
     record: EventRecord,
+    written_now: bool,
 }
 
 /// One reading of an owned event, bound for a line of a lane's share.
@@ -43,7 +46,7 @@ impl Matcher {
         pending: &[Prepared],
         report: &mut BatchReport,
         known: &mut HashMap<String, RecordPut>,
-    ) -> Result<BatchReport> {
+    ) -> Result<(BatchReport, Notices)> {
         let now = self.clock.now();
         let mut statuses = self.statuses(pending, now).await?;
         let landings = self.land(pending, &mut statuses, now).await?;
@@ -138,6 +141,17 @@ impl Matcher {
             // The next pass reads this record as it now stands.
             known.insert(record.key(), RecordPut::Exists(Box::new(record.clone())));
         }
+        let mut notices = Notices::default();
+        for o in &owned {
+            let record = relabelled
+                .iter()
+                .find(|r| {
+                    r.event.idempotency_key == o.record.event.idempotency_key
+                        && r.key() == o.record.key()
+                })
+                .unwrap_or(&o.record);
+            notices.add(record, o.written_now);
+        }
         let fresh: BTreeSet<LaneKey> = contributions
             .iter()
             .map(|c| key(&c.landing.invoice_id, lane))
@@ -159,7 +173,7 @@ impl Matcher {
             })
             .collect();
         if writes.is_empty() {
-            return Ok(found);
+            return Ok((found, notices));
         }
         // An invoice receiving its first usage shows it: Drafted becomes In Progress (once;
         // its usage itself stays in the lanes).
@@ -184,7 +198,7 @@ impl Matcher {
                 "an invoice's usage share moved or was sealed while matching; re-reading",
             ));
         }
-        Ok(found)
+        Ok((found, notices))
     }
 
     /// Writes the records of the batch; returns the events this batch owns (those written now,
@@ -272,13 +286,18 @@ impl Matcher {
                 }
                 None => return Err(Error::internal(format!("record {key} was not put"))),
             };
-            if matches!(known.get(&key), Some(RecordPut::Written)) {
+            let written_now = matches!(known.get(&key), Some(RecordPut::Written));
+            if written_now {
                 found.recorded += 1;
                 *found.by_status.entry(record.status.as_str()).or_default() += 1;
             } else {
                 found.redelivered += 1;
             }
-            owned.push(Owned { pending: i, record });
+            owned.push(Owned {
+                pending: i,
+                record,
+                written_now,
+            });
         }
         Ok((owned, found))
     }

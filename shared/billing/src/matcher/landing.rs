@@ -13,6 +13,7 @@ use crate::ids::{InvoiceId, LineId};
 use crate::invoice::{Invoice, InvoiceLine, InvoiceStatus, LineKind};
 use crate::period::Period;
 use crate::plan::{PriceKind, RateCard};
+use crate::webhooks::events::invoice_created;
 
 /// Lines already built, by invoice, price index (in the invoice's plan), combination and late
 /// period: a line is derived (and hashed) once per warm instance, not once per event.
@@ -54,8 +55,9 @@ impl Matcher {
             .collect();
         if !missing.is_empty() {
             for t in &missing {
+                let draft = Invoice::draft(&t.contract, &t.plan, t.period, now);
                 self.usage
-                    .ensure_invoice(&Invoice::draft(&t.contract, &t.plan, t.period, now))
+                    .ensure_invoice(&draft, &invoice_created(&draft, now))
                     .await?;
             }
             let ids: Vec<InvoiceId> = missing.iter().map(|t| t.invoice_id()).collect();
@@ -134,8 +136,9 @@ impl Matcher {
                     .invoice_statuses(std::slice::from_ref(&id))
                     .await?;
                 if found.is_empty() && period.start <= today {
+                    let draft = Invoice::draft(&t.contract, &t.plan, period, now);
                     self.usage
-                        .ensure_invoice(&Invoice::draft(&t.contract, &t.plan, period, now))
+                        .ensure_invoice(&draft, &invoice_created(&draft, now))
                         .await?;
                     found = self
                         .usage

@@ -243,7 +243,7 @@ async fn an_invoice_closed_while_usage_is_in_flight_sends_it_late_and_the_record
     closed.status = InvoiceStatus::Sent;
     assert_eq!(
         w.store
-            .transition(&state, &closed, None, &[])
+            .transition(&state, &closed, None, &[], &[])
             .await
             .unwrap(),
         crate::concurrency::Write::Done
@@ -291,7 +291,7 @@ async fn a_share_sealed_between_landing_and_writing_sends_the_usage_late() {
     closed.status = InvoiceStatus::Sent;
     let closing = w
         .store
-        .transition(&state, &closed, None, &[])
+        .transition(&state, &closed, None, &[], &[])
         .await
         .unwrap();
     assert_eq!(closing, crate::concurrency::Write::Done);

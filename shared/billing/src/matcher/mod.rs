@@ -38,6 +38,7 @@ mod cache;
 mod landing;
 #[cfg(test)]
 mod lane_tests;
+mod notify;
 mod reading;
 #[cfg(test)]
 mod tests;
@@ -56,7 +57,7 @@ use crate::invoice::InvoiceLine;
 use crate::meter::Meter;
 use crate::period::Period;
 use crate::plan::{Plan, Price};
-use crate::ports::{CatalogStore, Clock, ContractStore, CustomerStore, UsageStore};
+use crate::ports::{CatalogStore, Clock, ContractStore, CustomerStore, UsageStore, WebhookStore};
 use crate::usage::{EventStatus, Lane, MessageNonce, MeterMatch, UsageEvent};
 use crate::use_cases::Store;
 
@@ -205,6 +206,7 @@ pub struct Matcher {
     catalog: Arc<dyn CatalogStore>,
     contracts: Arc<dyn ContractStore>,
     usage: Arc<dyn UsageStore>,
+    webhooks: Option<Arc<dyn WebhookStore>>,
     clock: Arc<dyn Clock>,
     cache: Cache,
 }
@@ -218,9 +220,17 @@ impl Matcher {
             catalog: store.clone(),
             contracts: store,
             usage,
+            webhooks: None,
             clock,
             cache: Cache::default(),
         }
+    }
+
+    /// Writes the coalesced `invoice.updated` and `usage.unbillable` events of each batch.
+    #[must_use]
+    pub fn with_webhooks(mut self, webhooks: Arc<dyn WebhookStore>) -> Self {
+        self.webhooks = Some(webhooks);
+        self
     }
 
     /// Matches a batch of messages, lane by lane in delivery order. `Ok` means every event
@@ -264,10 +274,16 @@ impl Matcher {
         let mut known = HashMap::new();
         let mut failures = 0;
         loop {
-            match self
+            let applied = match self
                 .apply(lane, batch, &prepared, &mut report, &mut known)
                 .await
             {
+                Ok((found, notices)) => {
+                    self.notify(notices, self.clock.now()).await.map(|()| found)
+                }
+                Err(e) => Err(e),
+            };
+            match applied {
                 Ok(found) => {
                     report.recorded = found.recorded;
                     report.duplicates = found.duplicates;

@@ -21,6 +21,8 @@ use crate::meter::{Meter, MeterCode};
 use crate::pagination::{Page, PageRequest};
 use crate::plan::Plan;
 use crate::usage::{CustomerRef, EventRecord, EventStatus, MessageNonce};
+use crate::webhooks::OutgoingEvent;
+use crate::webhooks::events::{contract_changed, invoice_changed};
 
 /// A stored value with the version it was read at, for optimistic concurrency: a write based on
 /// a stale read is refused instead of silently overwriting someone else's change.
@@ -33,11 +35,16 @@ pub struct Versioned<T> {
 }
 
 /// Customers and their unique fields (`externalCustomerId`, provider customer id).
+///
+/// Every write that changes a resource takes the webhook events it causes (`events`, decided by
+/// [`crate::webhooks::events`]) and writes them as one outbox entry in the same transaction
+/// ([`crate::webhooks::OutboxEntry::for_events`]; nothing when there are none), so an event is
+/// never lost and never sent for a change that did not happen.
 #[async_trait]
 pub trait CustomerStore: Send + Sync {
     /// Inserts a new customer and claims its unique fields atomically. A unique value held by
     /// another customer fails with 409 (`Conflict`) naming the holder in `existing_id`.
-    async fn insert(&self, customer: &Customer) -> Result<()>;
+    async fn insert(&self, customer: &Customer, events: &[OutgoingEvent]) -> Result<()>;
 
     /// Reads one customer, strongly consistent.
     async fn get(&self, id: &CustomerId) -> Result<Option<Versioned<Customer>>>;
@@ -54,7 +61,12 @@ pub trait CustomerStore: Send + Sync {
     /// Replaces `previous` with `next`, moving unique claims that changed, atomically.
     /// `Conflict` when the stored version is no longer `previous.version`; a unique value held
     /// by another customer is a 409 error naming the holder.
-    async fn update(&self, previous: &Versioned<Customer>, next: &Customer) -> Result<Write>;
+    async fn update(
+        &self,
+        previous: &Versioned<Customer>,
+        next: &Customer,
+        events: &[OutgoingEvent],
+    ) -> Result<Write>;
 
     /// Finds the customer linked to a payment provider customer (the webhook's way in).
     async fn get_by_provider_id(
@@ -136,6 +148,7 @@ pub trait ContractStore: Send + Sync {
         &self,
         new: &NewContract,
         index: &Versioned<Vec<ContractSummary>>,
+        events: &[OutgoingEvent],
     ) -> Result<Write>;
 
     /// Reads a contract.
@@ -154,6 +167,7 @@ pub trait ContractStore: Send + Sync {
         &self,
         previous: &Versioned<Contract>,
         next: &Contract,
+        events: &[OutgoingEvent],
     ) -> Result<Write>;
 
     /// Writes a cancellation: the contract, the customer's index, and `void` invoices set to
@@ -168,14 +182,17 @@ pub trait ContractStore: Send + Sync {
         index: &Versioned<Vec<ContractSummary>>,
         void: &[InvoiceId],
         seal: &[InvoiceId],
+        events: &[OutgoingEvent],
     ) -> Result<Write>;
 }
 
 /// Re-reads and re-applies `change` to a contract until the write sticks (another writer may
-/// move its version in between); `change` returns `None` when there is nothing to do.
+/// move its version in between), with the webhook events the change causes; `change` returns
+/// `None` when there is nothing to do.
 pub async fn update_contract_with(
     store: &dyn ContractStore,
     id: &ContractId,
+    now: DateTime<Utc>,
     change: impl Fn(&Contract) -> Option<Contract> + Send + Sync,
 ) -> Result<()> {
     retry_on_conflict("this contract", || async {
@@ -185,8 +202,9 @@ pub async fn update_contract_with(
         let Some(next) = change(&current.value) else {
             return Ok(Attempt::Done(()));
         };
+        let events = contract_changed(&current.value, &next, now);
         Ok(store
-            .update_contract(&current, &next)
+            .update_contract(&current, &next, &events)
             .await?
             .into_attempt(()))
     })
@@ -194,11 +212,13 @@ pub async fn update_contract_with(
 }
 
 /// Re-reads and re-applies `change` to an invoice until its transition sticks (another writer
-/// may move its version in between); `change` returns the next invoice with its mail tasks, or
-/// `None` when there is nothing to do. For changes that need no number and no other read.
+/// may move its version in between), with the webhook events it causes; `change` returns the
+/// next invoice with its mail tasks, or `None` when there is nothing to do. For changes that
+/// need no number and no other read.
 pub async fn transition_invoice_with(
     ledger: &dyn LedgerStore,
     id: &InvoiceId,
+    now: DateTime<Utc>,
     change: impl Fn(&Invoice) -> Option<(Invoice, Vec<MailTask>)> + Send + Sync,
 ) -> Result<()> {
     retry_on_conflict("this invoice", || async {
@@ -208,8 +228,9 @@ pub async fn transition_invoice_with(
         let Some((next, mail)) = change(&state.invoice) else {
             return Ok(Attempt::Done(()));
         };
+        let events = invoice_changed(&state.invoice, &next, now);
         Ok(ledger
-            .transition(&state, &next, None, &mail)
+            .transition(&state, &next, None, &mail, &events)
             .await?
             .into_attempt(()))
     })
@@ -381,6 +402,7 @@ pub trait LedgerStore: Send + Sync {
         next: &Invoice,
         number: Option<u64>,
         mail: &[MailTask],
+        events: &[OutgoingEvent],
     ) -> Result<Write>;
 
     /// Mail not sent yet, oldest first.
@@ -424,8 +446,9 @@ pub trait UsageStore: Send + Sync {
         ids: &[InvoiceId],
     ) -> Result<HashMap<InvoiceId, InvoiceStatus>>;
 
-    /// Writes an invoice unless it exists (a period the contract had not pre-generated yet).
-    async fn ensure_invoice(&self, invoice: &Invoice) -> Result<()>;
+    /// Writes an invoice unless it exists (a period the contract had not pre-generated yet),
+    /// with its `invoice.created` event.
+    async fn ensure_invoice(&self, invoice: &Invoice, events: &[OutgoingEvent]) -> Result<()>;
 
     /// Marks invoices that are still `DRAFTED` as `IN_PROGRESS` (their first usage arrived);
     /// any other status is left as it is.

@@ -1,13 +1,15 @@
 //! The in-memory implementation of every port (feature `testing`): the storage ports with the
 //! DynamoDB adapter's conditions ([`MemoryStore`]), the payment provider ([`FakeGateway`]),
 //! mail ([`RecordingMailer`]), retry schedules ([`RecordingScheduler`]), provider webhooks
-//! ([`FakeVerifier`]), the usage queue ([`MemoryQueue`]) and time ([`ManualClock`]), and
+//! ([`FakeVerifier`]), outgoing webhooks ([`FakeReceiver`], [`RecordingWebhookQueue`]), the
+//! usage queue ([`MemoryQueue`]) and time ([`ManualClock`]), and
 //! [`World`], all of them wired to the use cases as a Lambda wires the real ports. Unit tests
 //! of the matcher, the billing run and the webhook handling run on them in milliseconds; the
 //! benchmarks and the reliability tests use them too. Never compiled into a deployed function.
 
 mod payments;
 mod store;
+mod webhooks;
 mod world;
 
 use std::sync::Mutex;
@@ -19,6 +21,7 @@ pub use payments::{
     FakeGateway, FakePayment, FakeVerifier, GOOD_SIGNATURE, RecordingMailer, RecordingScheduler,
 };
 pub use store::MemoryStore;
+pub use webhooks::{FakeReceiver, IdRepresentation, Received, RecordingWebhookQueue};
 pub use world::{World, usage_event};
 
 use crate::matcher::LaneMessage;

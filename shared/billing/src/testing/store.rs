@@ -16,6 +16,7 @@ use crate::contract::{Contract, ContractSummary, NewContract};
 use crate::customer::{Customer, ExternalCustomerId, ProviderCustomerId};
 use crate::error::{Error, Result};
 use crate::ids::{ApiKeyId, ContractId, CustomerId, InvoiceId, MeterId, PlanId};
+use crate::ids::{WebhookEndpointId, WebhookEventId};
 use crate::invoice::{Invoice, InvoiceStatus};
 use crate::lanes::{LaneKey, UsageLane, merge};
 use crate::meter::{Meter, MeterCode};
@@ -27,6 +28,9 @@ use crate::ports::{
     StoredSecret, UsageStore, ValueClaim, Versioned,
 };
 use crate::usage::{EventRecord, Lane, MessageNonce};
+use crate::webhooks::{Delivery, OutboxEntry, OutgoingEvent, WebhookEndpoint};
+
+mod webhooks;
 
 /// A unique value's holder, by what is unique and the value.
 type Claims = HashMap<(&'static str, String), String>;
@@ -51,6 +55,9 @@ struct Tables {
     counter: u64,
     outbox: BTreeMap<String, MailTask>,
     provider_events: HashSet<String>,
+    webhook_outbox: BTreeMap<String, OutboxEntry>,
+    endpoints: BTreeMap<WebhookEndpointId, Versioned<WebhookEndpoint>>,
+    deliveries: BTreeMap<(WebhookEndpointId, WebhookEventId), Versioned<Delivery>>,
 }
 
 /// Every storage port, in memory.
@@ -180,6 +187,14 @@ impl MemoryStore {
 }
 
 impl Tables {
+    /// Writes a change's webhook events as one outbox entry (with the change, as a
+    /// transaction would).
+    fn add_events(&mut self, events: &[OutgoingEvent]) {
+        if let Some(entry) = OutboxEntry::for_events(events) {
+            self.webhook_outbox.insert(entry.key.clone(), entry);
+        }
+    }
+
     fn lanes_of(&self, invoice: &InvoiceId) -> Vec<UsageLane> {
         self.lanes
             .range(lane_range(invoice))
@@ -245,7 +260,7 @@ fn page_of<T>(mut items: Vec<T>, page: &PageRequest, key: impl Fn(&T) -> String 
 
 #[async_trait]
 impl CustomerStore for MemoryStore {
-    async fn insert(&self, customer: &Customer) -> Result<()> {
+    async fn insert(&self, customer: &Customer, events: &[OutgoingEvent]) -> Result<()> {
         let mut t = self.tables();
         for claim in claims_of(customer) {
             if let Some(holder) = t.claims.get(&claim) {
@@ -262,6 +277,7 @@ impl CustomerStore for MemoryStore {
         for claim in claims_of(customer) {
             t.claims.insert(claim, customer.id.to_string());
         }
+        t.add_events(events);
         t.customers.insert(
             customer.id.clone(),
             Versioned {
@@ -298,7 +314,12 @@ impl CustomerStore for MemoryStore {
         Ok(page_of(items, page, |c: &Customer| c.id.to_string()))
     }
 
-    async fn update(&self, previous: &Versioned<Customer>, next: &Customer) -> Result<Write> {
+    async fn update(
+        &self,
+        previous: &Versioned<Customer>,
+        next: &Customer,
+        events: &[OutgoingEvent],
+    ) -> Result<Write> {
         let mut t = self.tables();
         let id = previous.value.id.to_string();
         if t.customers.get(&previous.value.id).map(|v| v.version) != Some(previous.version) {
@@ -318,6 +339,7 @@ impl CustomerStore for MemoryStore {
         for claim in new.into_iter().filter(|c| !old.contains(c)) {
             t.claims.insert(claim, id.clone());
         }
+        t.add_events(events);
         t.customers.insert(
             next.id.clone(),
             Versioned {
@@ -481,6 +503,7 @@ impl ContractStore for MemoryStore {
         &self,
         new: &NewContract,
         index: &Versioned<Vec<ContractSummary>>,
+        events: &[OutgoingEvent],
     ) -> Result<Write> {
         let mut t = self.tables();
         let customer = new.contract.customer_id.clone();
@@ -488,6 +511,7 @@ impl ContractStore for MemoryStore {
             return Ok(Write::Conflict);
         }
         self.write()?;
+        t.add_events(events);
         let mut summaries = index.value.clone();
         summaries.push(new.contract.summary());
         t.indexes.insert(
@@ -533,12 +557,14 @@ impl ContractStore for MemoryStore {
         &self,
         previous: &Versioned<Contract>,
         next: &Contract,
+        events: &[OutgoingEvent],
     ) -> Result<Write> {
         let mut t = self.tables();
         if t.contracts.get(&next.id).map(|v| v.version) != Some(previous.version) {
             return Ok(Write::Conflict);
         }
         self.write()?;
+        t.add_events(events);
         t.contracts.insert(
             next.id.clone(),
             Versioned {
@@ -556,6 +582,7 @@ impl ContractStore for MemoryStore {
         index: &Versioned<Vec<ContractSummary>>,
         void: &[InvoiceId],
         seal: &[InvoiceId],
+        events: &[OutgoingEvent],
     ) -> Result<Write> {
         let mut t = self.tables();
         if t.contracts.get(&next.id).map(|v| v.version) != Some(previous.version)
@@ -595,6 +622,7 @@ impl ContractStore for MemoryStore {
         for id in seal {
             t.seal(id);
         }
+        t.add_events(events);
         Ok(Write::Done)
     }
 }
@@ -692,6 +720,7 @@ impl LedgerStore for MemoryStore {
         next: &Invoice,
         number: Option<u64>,
         mail: &[MailTask],
+        events: &[OutgoingEvent],
     ) -> Result<Write> {
         let mut t = self.tables();
         let current = t.invoices.get(&next.id);
@@ -711,6 +740,7 @@ impl LedgerStore for MemoryStore {
         if let Some(n) = number {
             t.counter = n;
         }
+        t.add_events(events);
         for task in mail {
             t.outbox.insert(
                 crate::idempotency::mail(&task.invoice_id, task.kind),
@@ -765,13 +795,14 @@ impl UsageStore for MemoryStore {
             .collect())
     }
 
-    async fn ensure_invoice(&self, invoice: &Invoice) -> Result<()> {
+    async fn ensure_invoice(&self, invoice: &Invoice, events: &[OutgoingEvent]) -> Result<()> {
         let mut t = self.tables();
         if t.invoices.contains_key(&invoice.id) {
             return Ok(());
         }
         self.write()?;
         t.invoices.insert(invoice.id.clone(), fresh(invoice));
+        t.add_events(events);
         Ok(())
     }
 

@@ -10,7 +10,10 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::de::DeserializeOwned;
 
-use super::{FakeGateway, ManualClock, MemoryStore, RecordingMailer, RecordingScheduler};
+use super::{
+    FakeGateway, FakeReceiver, IdRepresentation, ManualClock, MemoryStore, RecordingMailer,
+    RecordingScheduler, RecordingWebhookQueue,
+};
 use crate::aggregation::UsageValue;
 use crate::billing_run::BillingRun;
 use crate::contract::{Contract, CreateContract};
@@ -22,6 +25,7 @@ use crate::meter::{CreateMeter, EventName, Meter};
 use crate::plan::{CreatePlan, Plan};
 use crate::ports::{Clock, InvoiceStore};
 use crate::usage::{CustomerRef, IdempotencyKey, UsageEvent};
+use crate::webhooks::{Dispatcher, UrlPolicy};
 use crate::{Billing, Result};
 
 /// Every port in memory, and the use cases over them. The provider and the mailer die with the
@@ -38,6 +42,10 @@ pub struct World {
     pub mailer: Arc<RecordingMailer>,
     /// Auto-pay retries scheduled by the billing run.
     pub scheduler: Arc<RecordingScheduler>,
+    /// Where webhooks go.
+    pub receiver: Arc<FakeReceiver>,
+    /// The webhook dispatcher's jobs.
+    pub webhook_queue: Arc<RecordingWebhookQueue>,
     /// The API's use cases, linked to the payment provider.
     pub billing: Billing,
 }
@@ -55,14 +63,22 @@ impl World {
         gateway.dies_with(store.clone());
         let mailer = Arc::new(RecordingMailer::new());
         mailer.dies_with(store.clone());
-        let billing =
-            Billing::new(store.clone(), clock.clone(), None).with_gateway(gateway.clone());
+        let receiver = Arc::new(FakeReceiver::new());
+        receiver.dies_with(store.clone());
+        let webhook_queue = Arc::new(RecordingWebhookQueue::new());
+        let billing = Billing::new(store.clone(), clock.clone(), None)
+            .with_gateway(gateway.clone())
+            .with_webhook_queue(webhook_queue.clone())
+            .with_url_policy(UrlPolicy::AllowLoopbackHttp)
+            .with_mailer(mailer.clone());
         Self {
             store,
             clock,
             gateway,
             mailer,
             scheduler: Arc::new(RecordingScheduler::new()),
+            receiver,
+            webhook_queue,
             billing,
         }
     }
@@ -117,14 +133,33 @@ impl World {
         .await
     }
 
-    /// A fresh matcher (an empty cache, as in a cold Lambda) over the store and the clock.
+    /// A fresh matcher (an empty cache, as in a cold Lambda) over the store and the clock,
+    /// writing its coalesced webhook events.
     pub fn matcher(&self) -> Matcher {
         Matcher::new(self.store.clone(), self.store.clone(), self.clock.clone())
+            .with_webhooks(self.store.clone())
+    }
+
+    /// The webhook dispatcher: the fake receiver, the recording queue and mailer (alerts to
+    /// `ops@example.com`), the store's clock.
+    pub fn dispatcher(&self) -> Dispatcher {
+        Dispatcher::new(
+            self.store.clone(),
+            Arc::new(IdRepresentation),
+            self.receiver.clone(),
+            self.webhook_queue.clone(),
+        )
+        .with_alerts(
+            self.mailer.clone(),
+            vec![crate::customer::Email::parse("ops@example.com").expect("an address")],
+        )
+        .with_clock(self.clock.clone())
     }
 
     /// The billing run with the fake provider, the recording mailer and scheduler.
     pub fn billing_run(&self) -> BillingRun {
         BillingRun::new(self.store.clone())
+            .with_clock(self.clock.clone())
             .with_gateway(self.gateway.clone())
             .with_mailer(self.mailer.clone())
             .with_scheduler(self.scheduler.clone())

@@ -7,6 +7,8 @@ use crate::ids::{ContractId, CustomerId, InvoiceId};
 use crate::invoice::Invoice;
 use crate::pagination::{Page, PageRequest};
 use crate::ports::Versioned;
+use crate::webhooks::events::{contract_changed, contract_created};
+use crate::webhooks::{EventType, OutgoingEvent, Subject};
 
 use super::Billing;
 
@@ -34,9 +36,10 @@ impl Billing {
                 .customer_contracts(&contract.customer_id)
                 .await?;
             let new = contract::prepare(contract.clone(), &plan, &index.value, now)?;
+            let events = contract_created(&new, now);
             Ok(self
                 .contracts
-                .insert_contract(&new, &index)
+                .insert_contract(&new, &index, &events)
                 .await?
                 .into_attempt(new.contract))
         })
@@ -111,9 +114,17 @@ impl Billing {
             let summary = next.summary();
             index.value.retain(|c| c.id != id);
             index.value.push(summary);
+            let mut events = contract_changed(&current.value, &next, now);
+            events.extend(void.iter().map(|id| {
+                OutgoingEvent::new(
+                    EventType::InvoiceVoided,
+                    Subject::Invoice { id: id.clone() },
+                    now,
+                )
+            }));
             let write = self
                 .contracts
-                .cancel_contract(&current, &next, &index, &void, &seal)
+                .cancel_contract(&current, &next, &index, &void, &seal, &events)
                 .await?;
             Ok(write.into_attempt(next))
         })

@@ -13,6 +13,7 @@ use crate::money::Currency;
 use crate::pagination::{Page, PageRequest};
 use crate::period::Period;
 use crate::ports::{NewProviderCustomer, PaymentGateway, SetupIntent};
+use crate::webhooks::events::{customer_changed, customer_created};
 
 use super::{Billing, no_gateway};
 
@@ -47,7 +48,8 @@ impl Billing {
         let mut customer = request.parse(self.clock.now())?;
         tracing::Span::current().record("customer", customer.id.as_str());
         let Some(gateway) = &self.gateway else {
-            self.customers.insert(&customer).await?;
+            let events = customer_created(&customer, customer.created_at);
+            self.customers.insert(&customer, &events).await?;
             return Ok(customer);
         };
         let created = match &customer.payment_provider {
@@ -101,7 +103,8 @@ impl Billing {
                 .await
                 .map_err(|e| Written::No(e.at("paymentMethodId")))?;
         }
-        self.customers.insert(customer).await.map_err(|e| {
+        let events = customer_created(customer, customer.created_at);
+        self.customers.insert(customer, &events).await.map_err(|e| {
             // A refusal (a taken unique field) wrote nothing; an outage may have written it.
             if matches!(e.kind, ErrorKind::Conflict | ErrorKind::Unprocessable) {
                 Written::No(e)
@@ -168,11 +171,13 @@ impl Billing {
                 .get(&id)
                 .await?
                 .ok_or_else(|| Error::not_found("customer", id.as_str()))?;
-            let mut next = patch.apply(&current.value, self.clock.now());
+            let now = self.clock.now();
+            let mut next = patch.apply(&current.value, now);
             self.sync_provider(&current.value, &mut next).await?;
+            let events = customer_changed(&current.value, &next, now);
             Ok(self
                 .customers
-                .update(&current, &next)
+                .update(&current, &next, &events)
                 .await?
                 .into_attempt(next))
         })

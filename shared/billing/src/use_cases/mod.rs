@@ -10,6 +10,7 @@ mod invoices;
 mod meters;
 mod plans;
 mod portal;
+mod webhook_endpoints;
 
 use std::sync::Arc;
 
@@ -17,15 +18,18 @@ use chrono::{DateTime, Utc};
 
 pub use api_keys::{CreatedApiKey, Keys, missing_credentials};
 pub use customers::UsageLine;
+pub use invoices::MarkPaid;
 pub use portal::{PortalOutcome, PortalPage, PortalRefusal};
+pub use webhook_endpoints::CreatedEndpoint;
 
 use crate::api_key::SecretDigest;
 use crate::error::{Error, ErrorKind};
 use crate::portal::PortalLinks;
 use crate::ports::{
     ApiKeyStore, CatalogStore, Clock, ContractStore, CustomerStore, EventQueue, InvoiceStore,
-    LedgerStore, PaymentGateway, UsageStore,
+    LedgerStore, Mailer, PaymentGateway, UsageStore, WebhookQueue, WebhookStore,
 };
+use crate::webhooks::UrlPolicy;
 
 /// Every storage port the use cases need, implemented by one adapter.
 pub trait Store:
@@ -36,6 +40,7 @@ pub trait Store:
     + InvoiceStore
     + UsageStore
     + LedgerStore
+    + WebhookStore
     + 'static
 {
 }
@@ -48,6 +53,7 @@ impl<T> Store for T where
         + InvoiceStore
         + UsageStore
         + LedgerStore
+        + WebhookStore
         + 'static
 {
 }
@@ -60,8 +66,13 @@ pub struct Billing {
     contracts: Arc<dyn ContractStore>,
     invoices: Arc<dyn InvoiceStore>,
     usage: Arc<dyn UsageStore>,
+    ledger: Arc<dyn LedgerStore>,
+    webhooks: Arc<dyn WebhookStore>,
     queue: Option<Arc<dyn EventQueue>>,
+    webhook_queue: Option<Arc<dyn WebhookQueue>>,
+    url_policy: UrlPolicy,
     gateway: Option<Arc<dyn PaymentGateway>>,
+    mailer: Option<Arc<dyn Mailer>>,
     links: Option<Arc<PortalLinks>>,
     keys: Keys,
     clock: Arc<dyn Clock>,
@@ -82,8 +93,13 @@ impl Billing {
             contracts: store.clone(),
             invoices: store.clone(),
             usage: store.clone(),
+            ledger: store.clone(),
+            webhooks: store.clone(),
             queue: None,
+            webhook_queue: None,
+            url_policy: UrlPolicy::PublicHttps,
             gateway: None,
+            mailer: None,
             links: None,
             keys: Keys::new(store, clock.clone(), bootstrap_key),
             clock,
@@ -94,6 +110,28 @@ impl Billing {
     #[must_use]
     pub fn with_queue(mut self, queue: Arc<dyn EventQueue>) -> Self {
         self.queue = Some(queue);
+        self
+    }
+
+    /// Wakes the webhook dispatcher for manual delivery retries.
+    #[must_use]
+    pub fn with_webhook_queue(mut self, queue: Arc<dyn WebhookQueue>) -> Self {
+        self.webhook_queue = Some(queue);
+        self
+    }
+
+    /// Accepts webhook endpoint URLs under `policy` (deployed: public `https` only).
+    #[must_use]
+    pub fn with_url_policy(mut self, policy: UrlPolicy) -> Self {
+        self.url_policy = policy;
+        self
+    }
+
+    /// Sends an invoice's mail at once when an operator sends it again (otherwise the next
+    /// billing run sends it).
+    #[must_use]
+    pub fn with_mailer(mut self, mailer: Arc<dyn Mailer>) -> Self {
+        self.mailer = Some(mailer);
         self
     }
 
