@@ -34,6 +34,7 @@ pub mod refunds;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod text;
+pub mod totals;
 pub mod usage;
 pub mod use_cases;
 

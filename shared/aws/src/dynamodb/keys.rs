@@ -86,6 +86,16 @@ pub(crate) fn event_record(record_key: &str) -> Key {
     key(format!("EVENT#{record_key}"), "EVENT")
 }
 
+/// A customer's running totals ([`billing::totals`]), beside the customer.
+pub(crate) fn customer_totals(customer: &CustomerId) -> Key {
+    key(customer_partition(customer), "TOTALS")
+}
+
+/// A month's running totals (`month` is `YYYY-MM`).
+pub(crate) fn month_totals(month: &str) -> Key {
+    key(format!("TOTALS#{month}"), "TOTALS")
+}
+
 /// The invoice number counter.
 pub(crate) fn invoice_counter() -> Key {
     key("COUNTER".to_owned(), "INVOICE_NUMBER")
@@ -168,5 +178,6 @@ pub(crate) fn agenda(kind: AgendaKind) -> &'static str {
     match kind {
         AgendaKind::Close => "AGENDA#CLOSE",
         AgendaKind::Collect => "AGENDA#COLLECT",
+        AgendaKind::Due => "AGENDA#DUE",
     }
 }

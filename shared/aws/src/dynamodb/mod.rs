@@ -134,6 +134,42 @@ impl DynamoStore {
         }
     }
 
+    /// Reads up to 100 items by key (strongly consistent), retrying unprocessed keys; missing
+    /// items are absent from the answer.
+    pub(super) async fn batch_get(&self, keys: &[Key]) -> Result<Vec<Item>> {
+        let mut pending: Vec<Item> = keys
+            .iter()
+            .map(|k| HashMap::from([("pk".to_owned(), s(&k.pk)), ("sk".to_owned(), s(&k.sk))]))
+            .collect();
+        let mut found = Vec::with_capacity(keys.len());
+        let mut attempt = 0;
+        while !pending.is_empty() {
+            let request = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+                .set_keys(Some(std::mem::take(&mut pending)))
+                .consistent_read(true)
+                .build()
+                .map_err(|e| Error::internal(e.to_string()))?;
+            let out = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, request)
+                .send()
+                .await
+                .map_err(sdk_error)?;
+            found.extend(
+                out.responses
+                    .and_then(|mut r| r.remove(&self.table))
+                    .unwrap_or_default(),
+            );
+            if let Some(left) = out.unprocessed_keys.and_then(|mut u| u.remove(&self.table)) {
+                pending = left.keys;
+                attempt += 1;
+                tokio::time::sleep(concurrency::backoff(attempt)).await;
+            }
+        }
+        Ok(found)
+    }
+
     /// Deletes one item outside a transaction (deleting a missing item is fine).
     pub(super) async fn delete_item(&self, key: &Key) -> Result<()> {
         self.client

@@ -25,6 +25,7 @@ use crate::ports::{
     EventFilter, EventOwner, InvoiceFilter, InvoiceState, InvoiceStore, InvoiceUsage, LedgerStore,
     MailTask, StoredSecret, UsageCommit, UsageStore, Versioned,
 };
+use crate::totals::{Month, Totals};
 use crate::usage::EventRecord;
 
 /// A unique value's holder, by what is unique and the value.
@@ -45,6 +46,8 @@ struct Tables {
     counter: u64,
     outbox: BTreeMap<String, MailTask>,
     provider_events: HashSet<String>,
+    customer_totals: HashMap<CustomerId, Totals>,
+    month_totals: HashMap<Month, Totals>,
 }
 
 /// Every storage port, in memory.
@@ -296,6 +299,16 @@ impl ApiKeyStore for MemoryStore {
 
     async fn get(&self, id: &ApiKeyId) -> Result<Option<ApiKey>> {
         Ok(self.tables().api_keys.get(id).map(|(k, _)| k.clone()))
+    }
+
+    async fn list(&self, page: &PageRequest) -> Result<Page<ApiKey>> {
+        let items = self
+            .tables()
+            .api_keys
+            .values()
+            .map(|(k, _)| k.clone())
+            .collect();
+        Ok(page_of(items, page, |k: &ApiKey| k.id.to_string()))
     }
 
     async fn revoke(&self, id: &ApiKeyId, at: DateTime<Utc>) -> Result<Option<ApiKey>> {
@@ -561,6 +574,10 @@ fn agenda_of(invoice: &Invoice) -> Option<(AgendaKind, String)> {
         (InvoiceStatus::Sent, Some(date)) if invoice.auto_pay => {
             Some((AgendaKind::Collect, format!("{date}#{}", invoice.id)))
         }
+        (InvoiceStatus::Sent, _) => Some((
+            AgendaKind::Due,
+            format!("{}#{}", invoice.due_date, invoice.id),
+        )),
         _ => None,
     }
 }
@@ -631,6 +648,14 @@ impl LedgerStore for MemoryStore {
                 task.clone(),
             );
         }
+        if let Some(change) = crate::totals::change(&previous.invoice, next) {
+            let customer = t.customer_totals.entry(change.customer.clone());
+            customer.or_default().apply(&change);
+            t.month_totals
+                .entry(change.month)
+                .or_default()
+                .apply(&change);
+        }
         if let Some(state) = t.invoices.get_mut(&next.id) {
             state.invoice = next.clone();
             state.version = previous.version + 1;
@@ -663,6 +688,25 @@ impl LedgerStore for MemoryStore {
         self.write()?;
         self.tables().provider_events.remove(id);
         Ok(())
+    }
+
+    async fn customer_totals(
+        &self,
+        customers: &[CustomerId],
+    ) -> Result<HashMap<CustomerId, Totals>> {
+        let t = self.tables();
+        Ok(customers
+            .iter()
+            .filter_map(|c| t.customer_totals.get(c).map(|v| (c.clone(), v.clone())))
+            .collect())
+    }
+
+    async fn month_totals(&self, months: &[Month]) -> Result<HashMap<Month, Totals>> {
+        let t = self.tables();
+        Ok(months
+            .iter()
+            .filter_map(|m| t.month_totals.get(m).map(|v| (*m, v.clone())))
+            .collect())
     }
 }
 

@@ -8,6 +8,7 @@ mod customers;
 mod events;
 mod invoices;
 mod meters;
+mod overview;
 mod plans;
 mod portal;
 
@@ -15,8 +16,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-pub use api_keys::{CreatedApiKey, Keys, missing_credentials};
-pub use customers::UsageLine;
+pub use api_keys::{CreatedApiKey, KeyHandle, Keys, missing_credentials};
+pub use customers::{DailyUsage, UsageLine};
+pub use overview::{CappedCount, OVERVIEW_CAP, Overview, UNBILLABLE};
 pub use portal::{PortalOutcome, PortalPage, PortalRefusal};
 
 use crate::api_key::SecretDigest;
@@ -59,6 +61,7 @@ pub struct Billing {
     catalog: Arc<dyn CatalogStore>,
     contracts: Arc<dyn ContractStore>,
     invoices: Arc<dyn InvoiceStore>,
+    ledger: Arc<dyn LedgerStore>,
     usage: Arc<dyn UsageStore>,
     queue: Option<Arc<dyn EventQueue>>,
     gateway: Option<Arc<dyn PaymentGateway>>,
@@ -81,6 +84,7 @@ impl Billing {
             catalog: store.clone(),
             contracts: store.clone(),
             invoices: store.clone(),
+            ledger: store.clone(),
             usage: store.clone(),
             queue: None,
             gateway: None,
