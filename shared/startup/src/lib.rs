@@ -7,7 +7,7 @@ mod config;
 
 use std::sync::Arc;
 
-pub use config::{Config, ConfigError, PortalConfig, ScheduleConfig, StripeConfig};
+pub use config::{Config, ConfigError, PortalConfig, ScheduleConfig, SessionSecret, StripeConfig};
 
 use billing::billing_run::BillingRun;
 use billing::matcher::Matcher;
