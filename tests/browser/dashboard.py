@@ -263,6 +263,12 @@ def main():
         events += [{"customerId": bob_id, "eventName": "call_count", "idempotencyKey": f"b{i}", "timestamp": at}
                    for i in range(12)]
         events.append({"customerId": bob_id, "eventName": "call_cuont", "idempotencyKey": "typo"})
+        # Alice keeps calling this month: her page charts it per day.
+        now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        for day in range(min(now.day - 1, 13) + 1):
+            for n in range(2 + (day * 7) % 9):
+                events.append({"customerId": alice_id, "eventName": "call_count", "idempotencyKey": f"now{day}-{n}",
+                               "timestamp": (now - dt.timedelta(days=day, minutes=n)).isoformat()})
         api.call("POST", "/v1/events/batch", {"events": events})
         deadline = time.monotonic() + 60
         for who, want in (("alice", "USD 0.70"), ("bob", "USD 50.96")):
@@ -289,6 +295,13 @@ def main():
         screens.capture(page, "events-matched")
         page.goto(f"{url}/dashboard/customers/{bob_id}")
         screens.capture(page, "customer-bob")
+        page.goto(f"{url}/dashboard/customers/{alice_id}")
+        deadline = time.monotonic() + 30
+        while page.locator("figure.chart").count() == 0:
+            check(time.monotonic() < deadline, "Alice's usage chart never appeared")
+            time.sleep(0.5)
+            page.reload()
+        screens.capture(page, "customer-alice")
 
         guide.step(f"7. Billing run on {end}: Sent with a payment link, and Paid")
         guide.billing_run(api, end)

@@ -188,15 +188,40 @@ impl FormState {
             values,
             ..Self::default()
         };
+        let message = for_people(&error.message);
         match error.param.as_deref() {
             Some(param) if fields.iter().any(|f| f == param) => {
-                state.errors.insert(param.to_owned(), error.message.clone());
+                state.errors.insert(param.to_owned(), message);
             }
-            Some(param) => state.general = Some(format!("{param}: {}", error.message)),
-            None => state.general = Some(error.message.clone()),
+            Some(param) => state.general = Some(format!("{param}: {message}")),
+            None => state.general = Some(message),
         }
         state
     }
+}
+
+/// A decoder's message as people read it: without the JSON position the form's reader cannot
+/// see (`… at line 1 column 228`) and without a leading error code (`invalid_amount: …`).
+pub fn for_people(message: &str) -> String {
+    let mut text = message;
+    if let Some(at) = text.rfind(" at line ")
+        && text[at + 9..]
+            .split(" column ")
+            .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    {
+        text = &text[..at];
+    }
+    if let Some((code, rest)) = text.split_once(": ")
+        && !code.is_empty()
+        && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+    {
+        text = rest;
+    }
+    let mut out = text.to_owned();
+    if let Some(first) = out.get(..1) {
+        out.replace_range(..1, &first.to_uppercase());
+    }
+    out
 }
 
 /// Money as people read it: the currency code, then the amount with exactly the currency's
@@ -292,6 +317,16 @@ mod tests {
 
     fn dec(s: &str) -> Decimal {
         Decimal::from_str_exact(s).unwrap()
+    }
+
+    #[test]
+    fn decoder_messages_read_as_sentences() {
+        assert_eq!(
+            for_people("invalid_amount: amount 'abc' must be a plain decimal at line 1 column 228"),
+            "Amount 'abc' must be a plain decimal"
+        );
+        assert_eq!(for_people("'x' is not valid"), "'x' is not valid");
+        assert_eq!(for_people("at line 5"), "At line 5");
     }
 
     #[test]

@@ -21,7 +21,9 @@ struct Show {
     page: Page,
     id: String,
     customer: String,
+    customer_name: String,
     plan: String,
+    plan_name: String,
     span: String,
     status: String,
     active: bool,
@@ -71,14 +73,31 @@ pub async fn show(
         None
     };
     let base = format!("/dashboard/contracts/{}", contract.id);
+    let (customers, plans) = tokio::join!(
+        super::customer_names(&state, [contract.customer_id.as_str()]),
+        super::plan_names(&state, [contract.plan_id.as_str()]),
+    );
     page::render(&Show {
         page: Page {
-            title: format!("Contract {}", contract.id),
+            title: format!(
+                "Contract of {}",
+                customers
+                    .get(contract.customer_id.as_str())
+                    .map_or(contract.customer_id.as_str(), String::as_str)
+            ),
             ..page
         },
         id: contract.id.to_string(),
         customer: contract.customer_id.to_string(),
+        customer_name: customers
+            .get(contract.customer_id.as_str())
+            .cloned()
+            .unwrap_or_default(),
         plan: contract.plan_id.to_string(),
+        plan_name: plans
+            .get(contract.plan_id.as_str())
+            .cloned()
+            .unwrap_or_default(),
         span: span(&contract),
         status: contract_status(&contract),
         active: contract.status == ContractStatus::Active,

@@ -24,8 +24,12 @@ pub struct Row {
     pub id: String,
     /// The customer's id.
     pub customer: String,
+    /// The customer's name.
+    pub customer_name: String,
     /// The plan's id.
     pub plan: String,
+    /// The plan's name.
+    pub plan_name: String,
     /// Its term.
     pub span: String,
     /// Active or canceled.
@@ -39,12 +43,31 @@ impl Row {
         Self {
             id: c.id.to_string(),
             customer: c.customer_id.to_string(),
+            customer_name: c.customer_id.to_string(),
             plan: c.plan_id.to_string(),
+            plan_name: c.plan_id.to_string(),
             span: span(c),
             status: contract_status(c),
             auto_pay: c.auto_pay,
         }
     }
+}
+
+/// Puts the customers' and plans' names on the rows (one concurrent read per distinct id).
+async fn named(state: &AppState, mut rows: Vec<Row>) -> Vec<Row> {
+    let (customers, plans) = tokio::join!(
+        super::customer_names(state, rows.iter().map(|r| r.customer.as_str())),
+        super::plan_names(state, rows.iter().map(|r| r.plan.as_str())),
+    );
+    for row in &mut rows {
+        if let Some(name) = customers.get(&row.customer) {
+            row.customer_name = name.clone();
+        }
+        if let Some(name) = plans.get(&row.plan) {
+            row.plan_name = name.clone();
+        }
+    }
+    rows
 }
 
 #[derive(Template)]
@@ -80,7 +103,7 @@ pub async fn list(
     {
         Ok(found) => page::render(&List {
             page,
-            rows: found.items.iter().map(Row::of).collect(),
+            rows: named(&state, found.items.iter().map(Row::of).collect()).await,
             next: next_link("/dashboard/contracts", &[], found.next.as_ref()),
         }),
         Err(e) => page::error(Some(page), e),

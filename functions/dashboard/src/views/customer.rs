@@ -21,6 +21,8 @@ pub struct ContractRow {
     pub id: String,
     /// Its plan's id.
     pub plan: String,
+    /// Its plan's name.
+    pub plan_name: String,
     /// `1 Nov 2026 – rolling`.
     pub span: String,
     /// Active or canceled.
@@ -45,6 +47,10 @@ pub struct InvoiceRow {
     pub due: String,
     /// The total with currency.
     pub total: String,
+    /// The customer's id (the invoices list links it).
+    pub customer: String,
+    /// The customer's name, where a list shows it.
+    pub customer_name: String,
 }
 
 impl InvoiceRow {
@@ -53,12 +59,17 @@ impl InvoiceRow {
         let i = &p.invoice;
         Self {
             id: i.id.to_string(),
-            number: i.invoice_number.clone().unwrap_or_else(|| "Draft".into()),
+            number: i
+                .invoice_number
+                .clone()
+                .unwrap_or_else(|| format!("Draft of {}", page::date(i.period.start))),
             status: page::status_label(i.status),
             class: page::status_class(i.status),
             period: page::period(i.period),
             due: page::date(i.due_date),
             total: page::money(p.total, i.currency),
+            customer: i.customer_id.to_string(),
+            customer_name: String::new(),
         }
     }
 }
@@ -219,6 +230,7 @@ pub async fn show(
             Err(e) => return page::error(Some(page), e),
         }
     }
+    let plans = super::plan_names(&state, contracts.iter().map(|c| c.plan_id.as_str())).await;
     let t = totals.get(&customer.id).cloned().unwrap_or_default();
     let sum = |m: &std::collections::BTreeMap<billing::money::Currency, i64>| {
         let parts: Vec<String> = m
@@ -285,6 +297,10 @@ pub async fn show(
             .map(|c| ContractRow {
                 id: c.id.to_string(),
                 plan: c.plan_id.to_string(),
+                plan_name: plans
+                    .get(c.plan_id.as_str())
+                    .cloned()
+                    .unwrap_or_else(|| c.plan_id.to_string()),
                 span: span(c),
                 status: contract_status(c),
                 auto_pay: c.auto_pay,

@@ -110,8 +110,8 @@ struct ListQuery {
     cursor: Option<String>,
 }
 
-/// `GET /dashboard/events[?customer=…&status=…]`. With no status, or "unbillable", the
-/// newest unbillable events of every reason.
+/// `GET /dashboard/events[?customer=…&status=…]`. With no status, or "unbillable", the first
+/// unbillable events of every reason (lists run oldest first), most recently processed on top.
 pub async fn list(
     State(state): State<AppState>,
     signed: Signed,

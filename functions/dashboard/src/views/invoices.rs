@@ -43,6 +43,15 @@ struct ListQuery {
     cursor: Option<String>,
 }
 
+/// Puts the customers' names on the rows (one concurrent read per distinct customer).
+async fn with_names(state: &AppState, mut rows: Vec<InvoiceRow>) -> Vec<InvoiceRow> {
+    let names = super::customer_names(state, rows.iter().map(|r| r.customer.as_str())).await;
+    for row in &mut rows {
+        row.customer_name = names.get(&row.customer).cloned().unwrap_or_default();
+    }
+    rows
+}
+
 /// `GET /dashboard/invoices[?status=…&customer=…]`.
 pub async fn list(
     State(state): State<AppState>,
@@ -66,7 +75,7 @@ pub async fn list(
         .await;
     let (invoices, next, error) = match found {
         Ok(p) => (
-            p.items.iter().map(InvoiceRow::of).collect(),
+            with_names(&state, p.items.iter().map(InvoiceRow::of).collect()).await,
             next_link(
                 "/dashboard/invoices",
                 &[

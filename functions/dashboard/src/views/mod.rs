@@ -59,3 +59,58 @@ pub fn next_link(
     let query = serde_urlencoded::to_string(&pairs).ok()?;
     Some(format!("{base}?{query}"))
 }
+
+/// Names for ids shown in a table (customers', plans'), read concurrently, each id once. An id
+/// whose read fails is shown as itself: a name is a nicety, not a reason to fail the screen.
+pub async fn names<'a, F, Fut>(
+    ids: impl IntoIterator<Item = &'a str>,
+    read: F,
+) -> std::collections::HashMap<String, String>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = billing::Result<String>>,
+{
+    let unique: std::collections::BTreeSet<&str> = ids.into_iter().collect();
+    let reads = unique.into_iter().map(|id| {
+        let read = read(id.to_owned());
+        async move { (id.to_owned(), read.await) }
+    });
+    futures_util::future::join_all(reads)
+        .await
+        .into_iter()
+        .map(|(id, name)| {
+            let name = name.unwrap_or_else(|_| id.clone());
+            (id, name)
+        })
+        .collect()
+}
+
+/// The names of these customers.
+pub async fn customer_names<'a>(
+    state: &crate::AppState,
+    ids: impl IntoIterator<Item = &'a str>,
+) -> std::collections::HashMap<String, String> {
+    names(ids, |id| async move {
+        state
+            .billing
+            .customer(&id)
+            .await
+            .map(|c| c.name.as_str().to_owned())
+    })
+    .await
+}
+
+/// The names of these plans.
+pub async fn plan_names<'a>(
+    state: &crate::AppState,
+    ids: impl IntoIterator<Item = &'a str>,
+) -> std::collections::HashMap<String, String> {
+    names(ids, |id| async move {
+        state
+            .billing
+            .plan(&id)
+            .await
+            .map(|p| p.name.as_str().to_owned())
+    })
+    .await
+}

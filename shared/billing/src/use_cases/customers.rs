@@ -307,8 +307,9 @@ impl Billing {
         self.ledger.customer_totals(customers).await
     }
 
-    /// Billed events per meter per day of `period`, read through the event records (newest
-    /// first, at most [`DAILY_USAGE_MAX_EVENTS`]); the flag says whether the cap was reached.
+    /// Billed events per meter per day of `period`, read through the customer's event records
+    /// (listed by event time, oldest first), reading at most [`DAILY_USAGE_MAX_EVENTS`] of
+    /// them; the flag says whether that cap stopped the reading before the period's end.
     pub async fn customer_daily_usage(
         &self,
         customer: &str,
@@ -321,16 +322,14 @@ impl Billing {
             after: None,
         };
         let mut read = 0;
-        let capped = loop {
+        let capped = 'pages: loop {
             let records = self.events(&page, Some(customer), None, None).await?;
-            let mut older = false;
             for record in &records.items {
                 let day = record.event.timestamp.date_naive();
-                if day < period.start {
-                    older = true;
-                    continue;
+                if day >= period.end {
+                    break 'pages false;
                 }
-                if !period.contains(day) {
+                if day < period.start {
                     continue;
                 }
                 for m in record.matches.iter().filter(|m| m.status.is_billed()) {
@@ -343,9 +342,9 @@ impl Billing {
             }
             read += records.items.len();
             match records.next {
-                Some(next) if !older && read < DAILY_USAGE_MAX_EVENTS => page.after = Some(next),
-                Some(_) if !older => break true,
-                _ => break false,
+                Some(_) if read >= DAILY_USAGE_MAX_EVENTS => break true,
+                Some(next) => page.after = Some(next),
+                None => break false,
             }
         };
         let days: Vec<chrono::NaiveDate> = period
