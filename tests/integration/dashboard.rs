@@ -350,3 +350,134 @@ async fn the_customer_list_shows_totals_moved_by_the_billing_run() {
     );
     assert!(page.body.contains("<dd id=\"total-paid\">—</dd>"));
 }
+
+#[tokio::test]
+async fn the_plan_form_builds_tiers_packages_and_dimensional_rates_as_the_api_takes_them() {
+    let app = TestApp::spawn().await;
+    let [code, dimensional, packaged] = ["TOKENS", "REGIONS", "PACKS"].map(unique_code);
+    for meter in [&code, &dimensional, &packaged] {
+        app.meter(
+            json!({"code": meter, "eventName": unique("tokens"), "aggregationType": "SUM",
+                         "aggregationKey": "tokens", "groupKeys": ["region"]}),
+        )
+        .await;
+    }
+    let mut browser = Browser::new(&app);
+    browser.sign_in(&app.admin_key).await;
+    let csrf = browser.get("/dashboard/plans/new").await.csrf();
+    // "Add usage price" then "Add tier": a round trip that shows one more row.
+    let grown = browser
+        .post(
+            "/dashboard/plans",
+            &[("_csrf", &csrf), ("name", "Tiers"), ("_add", "usage")],
+        )
+        .await;
+    assert_eq!(grown.status, 200);
+    assert!(
+        grown
+            .body
+            .contains("name=\"prices[0].model\" value=\"USAGE\"")
+    );
+    let grown = browser
+        .post(
+            "/dashboard/plans",
+            &[
+                ("_csrf", &csrf),
+                ("prices[0].model", "USAGE"),
+                ("_add", "tier-0"),
+            ],
+        )
+        .await;
+    assert!(
+        grown.body.contains("name=\"prices[0].tiers[0].upTo\""),
+        "{}",
+        grown.body
+    );
+    let name = unique("Graduated");
+    let created = browser
+        .post(
+            "/dashboard/plans",
+            &[
+                ("_csrf", &csrf),
+                ("name", &name),
+                ("currency", "EUR"),
+                ("netTerms", "15"),
+                ("billingInterval", "MONTH"),
+                ("gracePeriodDays", "2"),
+                ("prices[0].model", "USAGE"),
+                ("prices[0].meterCode", &code),
+                ("prices[0].tiering", "GRADUATED"),
+                ("prices[0].unitAmount", ""),
+                ("prices[0].tiers[0].upTo", "1000"),
+                ("prices[0].tiers[0].unitAmount", "0.002"),
+                ("prices[0].tiers[0].flatAmount", ""),
+                ("prices[0].tiers[1].upTo", ""),
+                ("prices[0].tiers[1].unitAmount", "0.001"),
+                ("prices[1].model", "USAGE"),
+                ("prices[1].meterCode", &dimensional),
+                ("prices[1].tiering", "NONE"),
+                ("prices[1].dimensionalRates[0].dimensions", "region=eu"),
+                ("prices[1].dimensionalRates[0].unitAmount", "0.03"),
+                ("prices[1].fallbackUnitAmount", "0.05"),
+                ("prices[2].model", "USAGE"),
+                ("prices[2].meterCode", &packaged),
+                ("prices[2].tiering", "PACKAGE"),
+                ("prices[2].unitAmount", "5"),
+                ("prices[2].packageSize", "1000"),
+            ],
+        )
+        .await;
+    assert_eq!(created.status, 303, "{}", created.body);
+    let id = created.location.rsplit('/').next().unwrap().to_owned();
+    let plan = app
+        .get(&format!("/v1/plans/{id}"))
+        .await
+        .expect(200)
+        .clone();
+    assert_eq!(
+        (plan["currency"].as_str(), plan["netTerms"].as_u64()),
+        (Some("EUR"), Some(15))
+    );
+    assert_eq!(plan["prices"][0]["tiering"], "GRADUATED");
+    assert_eq!(plan["prices"][0]["tiers"][0]["upTo"], "1000");
+    assert_eq!(
+        plan["prices"][1]["dimensionalRates"][0]["dimensions"]["region"],
+        "eu"
+    );
+    assert_eq!(plan["prices"][1]["fallbackUnitAmount"], "0.05");
+    assert_eq!(plan["prices"][2]["packageSize"], "1000");
+    let page = browser.get(&format!("/dashboard/plans/{id}")).await;
+    assert!(
+        page.body
+            .contains("graduated: up to 1000 at EUR 0.002, above at EUR 0.001"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains("(region=eu: EUR 0.03); otherwise EUR 0.05"),
+        "{}",
+        page.body
+    );
+    // A tier without its unit amount is named next to its field.
+    let refused = browser
+        .post(
+            "/dashboard/plans",
+            &[
+                ("_csrf", &csrf),
+                ("name", "Broken"),
+                ("prices[0].model", "USAGE"),
+                ("prices[0].meterCode", &code),
+                ("prices[0].tiering", "VOLUME"),
+                ("prices[0].tiers[0].upTo", "10"),
+                ("prices[0].tiers[0].unitAmount", "x"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(
+        refused.body.contains("id=\"f-price-0-tier-0-unit-error\""),
+        "{}",
+        refused.body
+    );
+}

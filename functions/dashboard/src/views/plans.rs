@@ -235,7 +235,11 @@ pub async fn create(
     };
     match created {
         Ok(plan) => page::see_other(&format!("/dashboard/plans/{}", plan.id)),
-        Err(e) if is_form_error(&e) => {
+        Err(mut e) if is_form_error(&e) => {
+            // The form names meters by code; the domain may name the price's meter by id.
+            if let Some(param) = e.param.as_mut().filter(|p| p.ends_with(".meterId")) {
+                *param = param.replace(".meterId", ".meterCode");
+            }
             let values = form.values();
             let probe = FormState {
                 values: values.clone(),
