@@ -41,6 +41,7 @@ struct Show {
     invoice_date: String,
     due_date: String,
     customer: String,
+    customer_name: String,
     contract: String,
     lines: Vec<Line>,
     total: String,
@@ -88,6 +89,7 @@ pub async fn show(
     } else {
         None
     };
+    let names = super::customer_names(&state, [invoice.customer_id.as_str()]).await;
     let number = invoice
         .invoice_number
         .clone()
@@ -105,6 +107,10 @@ pub async fn show(
         invoice_date: page::date(invoice.invoice_date),
         due_date: page::date(invoice.due_date),
         customer: invoice.customer_id.to_string(),
+        customer_name: names
+            .get(invoice.customer_id.as_str())
+            .cloned()
+            .unwrap_or_default(),
         contract: invoice.contract_id.to_string(),
         lines: priced
             .lines
