@@ -1,5 +1,5 @@
 # The two commands of the README. Everything they need is installed by the scripts they call.
-.PHONY: dev test test-stripe stop example bench bench-usage
+.PHONY: dev test test-stripe stop example bench bench-usage bench-dashboard
 
 ## Run the service locally on http://127.0.0.1:3000 (emulators, tables, queues, API).
 dev:
@@ -31,3 +31,8 @@ bench:
 ## writes bench/results/usage.md.
 bench-usage:
 	bench/usage.sh
+
+## Dashboard benchmark (server time and transfer size per screen, 1,000 customers and 10,000
+## invoices); writes bench/results/dashboard.md.
+bench-dashboard:
+	bench/dashboard.sh

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Cold-start and package-size benchmark (`make bench`): builds the four Lambda functions in
+# Cold-start and package-size benchmark (`make bench`): builds the five Lambda functions in
 # release, zipped as deployed, then runs bench/coldstart.py, which writes
 # bench/results/coldstart.md and coldstart.json. Extra arguments go to coldstart.py
 # (e.g. --runs 100); SKIP_BUILD=1 reuses the last build in target/lambda.
@@ -7,7 +7,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 LAMBDA_DIR="$ROOT/target/lambda"  # coldstart.py's default too
-FUNCTIONS=(api usage-matcher billing-run stripe-webhook)
+FUNCTIONS=(api usage-matcher billing-run stripe-webhook dashboard)
 
 # infra/.venv holds the pinned cargo-lambda (a no-op when already installed).
 "$ROOT/infra/install.sh"

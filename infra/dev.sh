@@ -2,7 +2,8 @@
 # `make dev`: install what is missing, start the local AWS stack "dev" (moto + DynamoDB Local, or
 # LocalStack with STACK_ENGINE=localstack), create template.yaml's tables and queues, start the
 # fake Stripe (unless STRIPE_SECRET_KEY is set; see infra/payments.sh), build, and serve the API
-# on http://127.0.0.1:$PORT.
+# on http://127.0.0.1:$PORT and the dashboard on http://127.0.0.1:$PORT/dashboard (the server
+# prints both, and the key to sign in with).
 # Ctrl-C stops the server and everything this command started (data stays in infra/.local/dev;
 # LocalStack keeps nothing).
 set -euo pipefail

@@ -98,3 +98,19 @@ if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/
         { "${apt[@]}" update -qq && DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y --no-install-recommends chromium >/dev/null; } ||
         die "apt-get could not install chromium"
 fi
+
+# --- axe-core (the dashboard's browser test injects it into each screen) ----------------------
+# Pinned in tests/browser/package-lock.json (npm checks its integrity hash), installed with
+# `npm ci` into an ignored folder; never served to users. Reinstalled when the lock changes.
+BROWSER_NPM="$CACHE/browser-npm"
+LOCK="$INFRA_DIR/../tests/browser/package-lock.json"
+lock_sha="$(sha256sum "$LOCK" | cut -d' ' -f1)"
+if [[ "$(cat "$BROWSER_NPM/.lock.sha256" 2>/dev/null || true)" != "$lock_sha" ]]; then
+    command -v npm >/dev/null 2>&1 || die "npm not found: the browser tests need it once to fetch axe-core (Debian: apt-get install npm)"
+    log "installing axe-core from tests/browser/package-lock.json"
+    rm -rf "$BROWSER_NPM" && mkdir -p "$BROWSER_NPM"
+    cp "$INFRA_DIR/../tests/browser/package.json" "$LOCK" "$BROWSER_NPM/"
+    (cd "$BROWSER_NPM" && npm ci --silent --ignore-scripts --no-audit --no-fund) ||
+        die "npm ci of axe-core failed"
+    echo "$lock_sha" >"$BROWSER_NPM/.lock.sha256"
+fi

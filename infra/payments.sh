@@ -6,6 +6,8 @@
 #     STRIPE_WEBHOOK_SECRET too, and forward webhooks with `stripe listen`).
 #   - Payment links: PORTAL_SIGNING_KEY (kept in infra/.local/$STACK/portal.key) and
 #     PUBLIC_BASE_URL=http://127.0.0.1:$PORT.
+#   - The dashboard's session key: DASHBOARD_SESSION_KEY (kept in infra/.local/$STACK/dashboard.key,
+#     so sessions survive a restart of `make dev`).
 #   - Mail: MAIL_FROM, verified in the stack's SES (moto's, or LocalStack's with its SES v2
 #     plugin), which, like SES, refuses unverified senders.
 # Defines stop_payments, to call on exit. Needs STACK, PORT, ROOT and the stack's environment.
@@ -36,6 +38,12 @@ if [[ -z "${PORTAL_SIGNING_KEY:-}" ]]; then
         (umask 077 && python3 -c 'import secrets; print(secrets.token_hex(32))' >"$STATE_DIR/portal.key")
     PORTAL_SIGNING_KEY="$(cat "$STATE_DIR/portal.key")"
     export PORTAL_SIGNING_KEY
+fi
+if [[ -z "${DASHBOARD_SESSION_KEY:-}" ]]; then
+    [[ -s "$STATE_DIR/dashboard.key" ]] ||
+        (umask 077 && python3 -c 'import secrets; print(secrets.token_hex(32))' >"$STATE_DIR/dashboard.key")
+    DASHBOARD_SESSION_KEY="$(cat "$STATE_DIR/dashboard.key")"
+    export DASHBOARD_SESSION_KEY
 fi
 export PUBLIC_BASE_URL="${PUBLIC_BASE_URL:-http://127.0.0.1:$PORT}"
 export MAIL_FROM="${MAIL_FROM:-billing@example.com}"

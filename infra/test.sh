@@ -6,7 +6,8 @@
 #      Stripe; with STRIPE_SECRET_KEY=sk_test_... the payments tests use Stripe's test mode
 #      instead, otherwise infra/test-stripe.sh runs them once more against a stand-in
 #      external Stripe), schemathesis fuzzing of the API against functions/api/openapi.json
-#      (infra/fuzz.sh), and the payment portal in headless Chromium (tests/browser/portal.py)
+#      (infra/fuzz.sh), the payment portal and the dashboard in headless Chromium
+#      (tests/browser/portal.py, tests/browser/dashboard.py)
 #   3. the deployable build: `cargo lambda build --release` for x86_64, and no bootstrap carries
 #      the dev server's /_local/ routes (infra/check-deployed.sh)
 # Set SKIP_LAMBDA_BUILD=1 to skip step 3 while iterating. STACK_ENGINE=localstack runs the stacks
@@ -68,6 +69,11 @@ step "payment portal in headless Chromium (tests/browser/portal.py)"
 # Its own stack, fake Stripe and server (infra/example.sh), so its billing runs close nothing
 # of the stack above.
 EXAMPLE=tests/browser/portal.py STACK=browser infra/example.sh
+
+step "dashboard in headless Chromium with axe-core (tests/browser/dashboard.py)"
+# The guide through the dashboard, its security checks, a screenshot and an axe run per screen
+# (tests/browser/results/).
+EXAMPLE=tests/browser/dashboard.py STACK=dashboard infra/example.sh
 
 if [[ "${SKIP_LAMBDA_BUILD:-0}" != 1 ]]; then
     step "cargo lambda build --release (x86_64)"

@@ -1,7 +1,8 @@
-//! The local dev server: one process standing in for API Gateway (serving the `api` and
-//! `stripe-webhook` handlers through real payload-format-2.0 events), the SQS event source of
-//! `usage-matcher`, EventBridge Scheduler for `billing-run` (on demand), and a test clock
-//! ([`clock`]) for everything it hosts. Never deployed.
+//! The local dev server: one process standing in for API Gateway (serving the `api`,
+//! `dashboard` and `stripe-webhook` handlers through real payload-format-2.0 events), the SQS
+//! event sources of `usage-matcher` and `webhook-dispatcher`, EventBridge Scheduler for
+//! `billing-run` (on demand) and the dispatcher's sweep, and a test clock ([`clock`]) for
+//! everything it hosts. Never deployed.
 
 pub mod clock;
 pub mod gateway;
@@ -87,6 +88,17 @@ pub async fn start(
     if let Some(secret) = &options.seed_api_key {
         billing.seed_api_key(secret, Scopes::all()).await?;
     }
+    // The dashboard signs its sessions with DASHBOARD_SESSION_KEY; a local server started
+    // without one (plain `cargo run`) makes one up, so sessions end when it restarts.
+    let session_key = startup
+        .config()
+        .dashboard_session_key
+        .clone()
+        .unwrap_or_else(billing_startup::SessionSecret::generate);
+    let dashboard = dashboard::app(
+        billing.clone(),
+        dashboard::Settings::new(&session_key, startup.config().secure_cookies),
+    );
     let api = api::app(billing);
     let webhook = match startup.webhooks() {
         Ok(webhooks) => stripe_webhook::app(webhooks, startup.clock()),
@@ -101,6 +113,23 @@ pub async fn start(
         .route(
             "/_local/run/billing",
             post(move |query: Query<RunQuery>| run_billing(run.clone(), query)),
+        )
+        .route(
+            "/dashboard",
+            any({
+                let dashboard = dashboard.clone();
+                move |ConnectInfo(source): ConnectInfo<SocketAddr>, request: Request| {
+                    gateway::invoke(dashboard.clone(), request, source)
+                }
+            }),
+        )
+        .route(
+            "/dashboard/{*rest}",
+            any(
+                move |ConnectInfo(source): ConnectInfo<SocketAddr>, request: Request| {
+                    gateway::invoke(dashboard.clone(), request, source)
+                },
+            ),
         )
         .route(
             "/webhooks/stripe",

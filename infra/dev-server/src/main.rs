@@ -24,6 +24,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let url = running.url();
     println!(
         "\nBilling API on {url}  (API key, scope *: {key})\n\
+         Dashboard: {url}/dashboard  (sign in with the API key above)\n\
          Try:\n  curl -s -X POST {url}/v1/customers -H 'Authorization: Bearer {key}' \
          -H 'Content-Type: application/json' -d '{{\"name\": \"Acme\", \"externalCustomerId\": \"acme-1\"}}'\n  \
          curl -s {url}/v1/customers -H 'Authorization: Bearer {key}'\n\

@@ -36,6 +36,7 @@ pub mod refunds;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod text;
+pub mod totals;
 pub mod usage;
 pub mod use_cases;
 pub mod webhooks;

@@ -218,7 +218,7 @@ pub fn format_amount(amount: Decimal, currency: Currency) -> String {
 
 /// A unit price: like [`format_amount`] but never rounded, since sub-cent prices (`USD
 /// 0.0001`) are real; trailing zeros beyond the minor units are dropped.
-fn format_unit_price(amount: Decimal, currency: Currency) -> String {
+pub fn format_unit_price(amount: Decimal, currency: Currency) -> String {
     let mut value = amount.normalize();
     if value.scale() < currency.minor_units() {
         value.rescale(currency.minor_units());

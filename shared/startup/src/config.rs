@@ -50,6 +50,12 @@ pub struct Config {
     pub retry_schedules: Option<ScheduleConfig>,
     /// Outgoing webhooks.
     pub webhooks: WebhookConfig,
+    /// `DASHBOARD_SESSION_KEY`: signs the dashboard's session cookies (absent: the dashboard
+    /// cannot sign anyone in).
+    pub dashboard_session_key: Option<SessionSecret>,
+    /// Whether the dashboard's cookies are `Secure`: yes unless `PUBLIC_BASE_URL` is a plain
+    /// `http://` address (the local stack), since a browser drops Secure cookies over http.
+    pub secure_cookies: bool,
 }
 
 /// Outgoing webhooks' settings.
@@ -66,6 +72,44 @@ pub struct WebhookConfig {
     pub retry_schedule: RetrySchedule,
     /// `OPERATOR_EMAIL`: who is told when an endpoint is disabled (comma-separated).
     pub operator_email: Vec<Email>,
+}
+
+/// The secret that signs dashboard sessions: at least 32 bytes, given in hex. Never printed.
+#[derive(Clone)]
+pub struct SessionSecret(Vec<u8>);
+
+impl SessionSecret {
+    /// The fewest bytes accepted (HMAC-SHA256's block of security).
+    pub const MIN_BYTES: usize = 32;
+
+    /// Accepts hex of at least [`Self::MIN_BYTES`] bytes; the error never echoes the value.
+    pub fn from_hex(raw: &str) -> Result<Self, &'static str> {
+        match hex::decode(raw.trim()) {
+            Ok(bytes) if bytes.len() >= Self::MIN_BYTES => Ok(Self(bytes)),
+            Ok(_) => Err("is too short: use at least 64 hex characters (openssl rand -hex 32)"),
+            Err(_) => Err("is not hex (openssl rand -hex 32)"),
+        }
+    }
+
+    /// A fresh random secret, for a local server started without one (sessions then end when
+    /// it restarts, which is fine there).
+    pub fn generate() -> Self {
+        let mut bytes = vec![0u8; Self::MIN_BYTES];
+        // The OS's CSPRNG; a machine without one cannot run anything here anyway.
+        getrandom::fill(&mut bytes).expect("the operating system's random source");
+        Self(bytes)
+    }
+
+    /// The raw secret, for the HMAC.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SessionSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionSecret(<redacted>)")
+    }
 }
 
 /// The Stripe account to use.
@@ -129,6 +173,15 @@ impl Config {
             mail_from: vars.optional("MAIL_FROM"),
             retry_schedules: schedules(&vars)?,
             webhooks: webhooks(&vars)?,
+            dashboard_session_key: vars
+                .optional("DASHBOARD_SESSION_KEY")
+                .map(|hex| {
+                    SessionSecret::from_hex(&hex).map_err(|e| invalid("DASHBOARD_SESSION_KEY", e))
+                })
+                .transpose()?,
+            secure_cookies: !vars
+                .url("PUBLIC_BASE_URL")?
+                .is_some_and(|url| url.starts_with("http://")),
         })
     }
 }
@@ -263,6 +316,11 @@ impl fmt::Debug for Config {
             .field("mail_from", &self.mail_from)
             .field("retry_schedules", &self.retry_schedules)
             .field("webhooks", &self.webhooks)
+            .field(
+                "dashboard_session_key",
+                &self.dashboard_session_key.is_some(),
+            )
+            .field("secure_cookies", &self.secure_cookies)
             .finish()
     }
 }
@@ -380,6 +438,36 @@ mod tests {
                 group: "default".into(),
             })
         );
+    }
+
+    #[test]
+    fn the_dashboard_key_is_checked_and_cookies_are_secure_unless_served_over_http() {
+        let e = error(&[
+            ("TABLE_NAME", "t"),
+            ("USAGE_TABLE_NAME", "u"),
+            ("DASHBOARD_SESSION_KEY", "abcd"),
+        ]);
+        assert_eq!(e.variable, "DASHBOARD_SESSION_KEY");
+        let config = read(&[
+            ("TABLE_NAME", "t"),
+            ("USAGE_TABLE_NAME", "u"),
+            ("DASHBOARD_SESSION_KEY", HEX_KEY),
+        ])
+        .unwrap();
+        assert_eq!(config.dashboard_session_key.unwrap().expose().len(), 32);
+        assert!(config.secure_cookies);
+        let local = read(&[
+            ("TABLE_NAME", "t"),
+            ("USAGE_TABLE_NAME", "u"),
+            ("PUBLIC_BASE_URL", "http://127.0.0.1:3000"),
+        ]);
+        assert!(!local.unwrap().secure_cookies);
+        let deployed = read(&[
+            ("TABLE_NAME", "t"),
+            ("USAGE_TABLE_NAME", "u"),
+            ("PUBLIC_BASE_URL", "https://b.example.com"),
+        ]);
+        assert!(deployed.unwrap().secure_cookies);
     }
 
     #[test]

@@ -7,7 +7,9 @@ mod config;
 
 use std::sync::Arc;
 
-pub use config::{Config, ConfigError, PortalConfig, ScheduleConfig, StripeConfig, WebhookConfig};
+pub use config::{
+    Config, ConfigError, PortalConfig, ScheduleConfig, SessionSecret, StripeConfig, WebhookConfig,
+};
 
 use billing::billing_run::BillingRun;
 use billing::matcher::Matcher;

@@ -7,6 +7,7 @@ use super::{DynamoStore, Item, entity_item, from_item, key_item, keys, s, string
 use billing::api_key::{ApiKey, Scopes, SecretDigest};
 use billing::error::{Error, Result};
 use billing::ids::ApiKeyId;
+use billing::pagination::{Page, PageRequest};
 use billing::ports::{ApiKeyStore, StoredSecret};
 
 fn api_key_item(key: &ApiKey, lookup: &str) -> Result<Item> {
@@ -77,6 +78,13 @@ impl ApiKeyStore for DynamoStore {
             .await?
             .map(from_item)
             .transpose()
+    }
+
+    async fn list(&self, page: &PageRequest) -> Result<Page<ApiKey>> {
+        self.list_kind("APIKEY", page, ApiKeyId::parse, |k: &ApiKey| {
+            k.id.to_string()
+        })
+        .await
     }
 
     async fn revoke(&self, id: &ApiKeyId, at: DateTime<Utc>) -> Result<Option<ApiKey>> {

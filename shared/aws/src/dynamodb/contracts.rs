@@ -223,10 +223,21 @@ impl ContractStore for DynamoStore {
                 .table_name(&self.table)
                 .key("pk", s(&key.pk))
                 .key("sk", s(&key.sk))
-                .update_expression("SET #status = :void, updatedAt = :now REMOVE gsi4pk, gsi4sk")
+                // Into the VOID partition of gsi5, at its period position (its gsi1 sort key).
+                .update_expression(
+                    "SET #status = :void, updatedAt = :now, gsi5pk = :voided, gsi5sk = gsi1sk \
+                     REMOVE gsi4pk, gsi4sk",
+                )
                 .condition_expression("#status IN (:drafted, :in_progress)")
                 .expression_attribute_names("#status", "status")
                 .expression_attribute_values(":void", s("VOID"))
+                .expression_attribute_values(
+                    ":voided",
+                    s(
+                        keys::invoices_with_status(billing::invoice::InvoiceStatus::Void)
+                            .unwrap_or_default(),
+                    ),
+                )
                 .expression_attribute_values(":drafted", s("DRAFTED"))
                 .expression_attribute_values(":in_progress", s("IN_PROGRESS"))
                 .expression_attribute_values(":now", now.clone())

@@ -1,5 +1,5 @@
-//! Invoices, listed by period through three indexes: all (`gsi1`), a customer's (`gsi2`) and
-//! a contract's (`gsi3`).
+//! Invoices, listed by period through four indexes: all (`gsi1`), a customer's (`gsi2`), a
+//! contract's (`gsi3`) and the closed ones of one status (`gsi5`).
 
 use async_trait::async_trait;
 use futures_util::{StreamExt, TryStreamExt};
@@ -33,10 +33,14 @@ pub(super) fn invoice_item(invoice: &Invoice) -> Result<Item> {
         "gsi3pk".into(),
         s(keys::contract_partition(&invoice.contract_id)),
     );
-    item.insert("gsi3sk".into(), s(position));
+    item.insert("gsi3sk".into(), s(&position));
     if let Some((pk, sk)) = super::ledger::agenda_keys(invoice) {
         item.insert("gsi4pk".into(), s(pk));
         item.insert("gsi4sk".into(), s(sk));
+    }
+    if let Some(partition) = keys::invoices_with_status(invoice.status) {
+        item.insert("gsi5pk".into(), s(partition));
+        item.insert("gsi5sk".into(), s(&position));
     }
     Ok(item)
 }
@@ -151,17 +155,31 @@ impl InvoiceStore for DynamoStore {
                 )
                 .await?
             }
-            (None, None) => {
-                self.query_items(
-                    keys::GSI1,
-                    "INVOICE",
-                    None,
-                    after.as_deref(),
-                    page.limit,
-                    &filters,
-                )
-                .await?
-            }
+            (None, None) => match filter.status.and_then(keys::invoices_with_status) {
+                // A closed status has a partition of its own: no filter, no scan.
+                Some(partition) => {
+                    self.query_items(
+                        keys::GSI5,
+                        &partition,
+                        None,
+                        after.as_deref(),
+                        page.limit,
+                        &[],
+                    )
+                    .await?
+                }
+                None => {
+                    self.query_items(
+                        keys::GSI1,
+                        "INVOICE",
+                        None,
+                        after.as_deref(),
+                        page.limit,
+                        &filters,
+                    )
+                    .await?
+                }
+            },
         };
         let reads: Vec<_> = items
             .into_iter()

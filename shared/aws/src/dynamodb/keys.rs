@@ -143,6 +143,16 @@ pub(crate) fn distinct_value(invoice: &InvoiceId, line: &billing::ids::LineId, v
     }
 }
 
+/// A customer's running totals ([`billing::totals`]), beside the customer.
+pub(crate) fn customer_totals(customer: &CustomerId) -> Key {
+    key(customer_partition(customer), "TOTALS")
+}
+
+/// A month's running totals (`month` is `YYYY-MM`).
+pub(crate) fn month_totals(month: &str) -> Key {
+    key(format!("TOTALS#{month}"), "TOTALS")
+}
+
 /// The invoice number counter.
 pub(crate) fn invoice_counter() -> Key {
     key("COUNTER".to_owned(), "INVOICE_NUMBER")
@@ -240,6 +250,15 @@ pub(crate) const GSI2: &str = "gsi2";
 pub(crate) const GSI3: &str = "gsi3";
 /// `gsi4`: the billing run's agenda ([`agenda`]).
 pub(crate) const GSI4: &str = "gsi4";
+/// `gsi5`: closed invoices by status ([`invoices_with_status`]), in period order.
+pub(crate) const GSI5: &str = "gsi5";
+
+/// The `gsi5` partition of closed invoices with one status, or `None` for an open status
+/// (open invoices are not in `gsi5`: the matcher moves them between DRAFTED and IN_PROGRESS
+/// without rewriting their keys).
+pub(crate) fn invoices_with_status(status: billing::invoice::InvoiceStatus) -> Option<String> {
+    (!status.is_open()).then(|| format!("INVOICE#{}", status.as_str()))
+}
 
 /// A customer's partition: its own items, and its contracts, invoices and events in `gsi2`.
 pub(crate) fn customer_partition(id: &CustomerId) -> String {
@@ -282,5 +301,6 @@ pub(crate) fn agenda(kind: AgendaKind) -> &'static str {
     match kind {
         AgendaKind::Close => "AGENDA#CLOSE",
         AgendaKind::Collect => "AGENDA#COLLECT",
+        AgendaKind::Due => "AGENDA#DUE",
     }
 }

@@ -22,11 +22,13 @@ use super::invoices::invoice_item;
 use super::{DynamoStore, Item, key_item, keys, n, number_attr, s, string_attr};
 use billing::concurrency::Write;
 use billing::error::{Error, Result};
-use billing::ids::InvoiceId;
+use billing::ids::{CustomerId, InvoiceId};
 use billing::invoice::{Invoice, InvoiceStatus};
 use billing::lanes::UsageLane;
+use billing::money::Currency;
 use billing::pagination::{Cursor, Page, PageRequest};
 use billing::ports::{AgendaKind, InvoiceState, LedgerStore, MailKind, MailTask};
+use billing::totals::{Month, Totals, TotalsChange};
 use billing::usage::Lane;
 use billing::webhooks::OutgoingEvent;
 
@@ -45,6 +47,10 @@ pub(super) fn agenda_keys(invoice: &Invoice) -> Option<(&'static str, String)> {
         (InvoiceStatus::Sent, Some(date)) if invoice.auto_pay => Some((
             keys::agenda(AgendaKind::Collect),
             format!("{date}#{}", invoice.id),
+        )),
+        (InvoiceStatus::Sent, _) => Some((
+            keys::agenda(AgendaKind::Due),
+            format!("{}#{}", invoice.due_date, invoice.id),
         )),
         _ => None,
     }
@@ -89,6 +95,92 @@ impl DynamoStore {
         }
         Ok(items)
     }
+}
+
+impl DynamoStore {
+    /// Adds a totals change to the counters under `key` (created by the first `ADD`).
+    fn totals_update(&self, key: &keys::Key, change: &TotalsChange) -> Result<Update> {
+        let code = change.currency.code();
+        let mut expression =
+            "ADD #sent :sent, #paid :paid, #billed :billed, #collected :collected".to_owned();
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(&key.pk))
+            .key("sk", s(&key.sk))
+            .expression_attribute_names("#sent", "sent")
+            .expression_attribute_names("#paid", "paid")
+            .expression_attribute_names("#billed", format!("{BILLED}{code}"))
+            .expression_attribute_names("#collected", format!("{COLLECTED}{code}"))
+            .expression_attribute_values(":sent", signed(change.sent))
+            .expression_attribute_values(":paid", signed(change.paid))
+            .expression_attribute_values(":billed", signed(change.billed))
+            .expression_attribute_values(":collected", signed(change.collected));
+        if let Some(at) = change.paid_at {
+            // No condition: a failed one would cancel the transition itself. Payments are
+            // recorded in the order they arrive, which is the order people expect to see.
+            expression.push_str(" SET #last = :at");
+            update = update
+                .expression_attribute_names("#last", LAST_PAYMENT_AT)
+                .expression_attribute_values(
+                    ":at",
+                    s(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+                );
+        }
+        update
+            .update_expression(expression)
+            .build()
+            .map_err(|e| Error::internal(e.to_string()))
+    }
+
+    /// Reads totals items by key, in batches of 100.
+    async fn read_totals(&self, keys: Vec<keys::Key>) -> Result<HashMap<String, Totals>> {
+        let mut found = HashMap::new();
+        for chunk in keys.chunks(100) {
+            for item in self.batch_get(&self.table, chunk.to_vec(), None).await? {
+                let pk = string_attr(&item, "pk").unwrap_or_default();
+                found.insert(pk, decode_totals(&item));
+            }
+        }
+        Ok(found)
+    }
+}
+
+const BILLED: &str = "billed_";
+const COLLECTED: &str = "collected_";
+const LAST_PAYMENT_AT: &str = "lastPaymentAt";
+
+/// A signed count as a DynamoDB number.
+fn signed(value: i64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+/// Reads a totals item: counts, per-currency amounts (`billed_USD`, ...), last payment.
+fn decode_totals(item: &Item) -> Totals {
+    let number = |v: &AttributeValue| v.as_n().ok().and_then(|n| n.parse::<i64>().ok());
+    let mut totals = Totals {
+        sent: item.get("sent").and_then(number).unwrap_or(0),
+        paid: item.get("paid").and_then(number).unwrap_or(0),
+        last_payment_at: string_attr(item, LAST_PAYMENT_AT).and_then(|t| t.parse().ok()),
+        ..Totals::default()
+    };
+    for (name, value) in item {
+        let (Some(amount), Some((prefix, code))) = (number(value), name.split_once('_')) else {
+            continue;
+        };
+        let Ok(currency) = Currency::parse(code) else {
+            continue;
+        };
+        match prefix {
+            "billed" => {
+                totals.billed.insert(currency, amount);
+            }
+            "collected" => {
+                totals.collected.insert(currency, amount);
+            }
+            _ => {}
+        }
+    }
+    totals
 }
 
 #[async_trait]
@@ -198,6 +290,14 @@ impl LedgerStore for DynamoStore {
             };
             items.push(self.update(update.build().map_err(|e| Error::internal(e.to_string()))?));
         }
+        if let Some(change) = billing::totals::change(&previous.invoice, next) {
+            items.push(
+                self.update(self.totals_update(&keys::customer_totals(&change.customer), &change)?),
+            );
+            items.push(
+                self.update(self.totals_update(&keys::month_totals(&change.month.key()), &change)?),
+            );
+        }
         for task in mail {
             items.push(self.put(
                 key_item(
@@ -290,5 +390,41 @@ impl LedgerStore for DynamoStore {
 
     async fn release_provider_event(&self, id: &str) -> Result<()> {
         self.delete_item(&keys::provider_event(id)).await
+    }
+
+    async fn customer_totals(
+        &self,
+        customers: &[CustomerId],
+    ) -> Result<HashMap<CustomerId, Totals>> {
+        let mut found = self
+            .read_totals(customers.iter().map(keys::customer_totals).collect())
+            .await?;
+        Ok(customers
+            .iter()
+            .filter_map(|c| {
+                found
+                    .remove(&keys::customer_totals(c).pk)
+                    .map(|t| (c.clone(), t))
+            })
+            .collect())
+    }
+
+    async fn month_totals(&self, months: &[Month]) -> Result<HashMap<Month, Totals>> {
+        let mut found = self
+            .read_totals(
+                months
+                    .iter()
+                    .map(|m| keys::month_totals(&m.key()))
+                    .collect(),
+            )
+            .await?;
+        Ok(months
+            .iter()
+            .filter_map(|m| {
+                found
+                    .remove(&keys::month_totals(&m.key()).pk)
+                    .map(|t| (*m, t))
+            })
+            .collect())
     }
 }

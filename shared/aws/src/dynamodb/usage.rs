@@ -143,7 +143,7 @@ fn condition_failed<E: ProvideErrorMetadata>(e: &E) -> bool {
 
 impl DynamoStore {
     /// BatchGetItem of `keys` from `table` (≤ 100 a request, unprocessed keys retried).
-    async fn batch_get(
+    pub(super) async fn batch_get(
         &self,
         table: &str,
         keys: Vec<keys::Key>,

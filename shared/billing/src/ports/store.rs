@@ -20,6 +20,7 @@ use crate::lanes::{LaneKey, UsageLane};
 use crate::meter::{Meter, MeterCode};
 use crate::pagination::{Page, PageRequest};
 use crate::plan::Plan;
+use crate::totals::{Month, Totals};
 use crate::usage::{CustomerRef, EventRecord, EventStatus, MessageNonce};
 use crate::webhooks::OutgoingEvent;
 use crate::webhooks::events::{contract_changed, invoice_changed};
@@ -102,6 +103,10 @@ pub trait ApiKeyStore: Send + Sync {
     /// Marks a key revoked and deletes its secret, so it authenticates nothing from now on.
     /// Returns the updated record, or `None` when no such key exists.
     async fn revoke(&self, id: &ApiKeyId, at: DateTime<Utc>) -> Result<Option<ApiKey>>;
+
+    /// Lists key records (never secrets) in creation order, revoked ones included, so people
+    /// can see which keys exist and revoke the ones they no longer use.
+    async fn list(&self, page: &PageRequest) -> Result<Page<ApiKey>>;
 }
 
 /// Meters and plans: the catalog. Written rarely, read by every contract and usage batch.
@@ -318,6 +323,9 @@ pub enum AgendaKind {
     Close,
     /// Sent invoices to charge automatically, by the date of their next attempt.
     Collect,
+    /// Every other sent invoice (waiting for a payment through its link), by due date: what
+    /// the dashboard counts as overdue once that date has passed. The run never reads it.
+    Due,
 }
 
 /// A mail to send about an invoice, written in the same transaction as the change it reports
@@ -395,7 +403,8 @@ pub trait LedgerStore: Send + Sync {
     /// `next` is no longer open (a close, a void), every usage lane of the invoice is sealed in
     /// the same transaction, on condition that none moved since `previous` was read, so the
     /// quantities frozen are exactly the usage counted. `Conflict` when the invoice or a lane
-    /// moved, or another close took the number first.
+    /// moved, or another close took the number first. The customer's and the month's totals
+    /// move by [`crate::totals::change`] in the same transaction too.
     async fn transition(
         &self,
         previous: &InvoiceState,
@@ -416,6 +425,17 @@ pub trait LedgerStore: Send + Sync {
 
     /// Forgets a claim whose handling failed, so the provider's redelivery is handled.
     async fn release_provider_event(&self, id: &str) -> Result<()>;
+
+    /// The running totals of these customers, kept by [`Self::transition`] (a customer with
+    /// nothing sent yet is absent). One batched read, however many invoices they have.
+    async fn customer_totals(
+        &self,
+        customers: &[CustomerId],
+    ) -> Result<HashMap<CustomerId, Totals>>;
+
+    /// The running totals of these months (by invoice date); months with nothing sent are
+    /// absent.
+    async fn month_totals(&self, months: &[Month]) -> Result<HashMap<Month, Totals>>;
 }
 
 /// Whose events a list shows.

@@ -27,6 +27,7 @@ use crate::ports::{
     InvoiceFilter, InvoiceState, InvoiceStore, LaneWrite, LedgerStore, MailTask, RecordPut,
     StoredSecret, UsageStore, ValueClaim, Versioned,
 };
+use crate::totals::{Month, Totals};
 use crate::usage::{EventRecord, Lane, MessageNonce};
 use crate::webhooks::{Delivery, OutboxEntry, OutgoingEvent, WebhookEndpoint};
 
@@ -58,6 +59,8 @@ struct Tables {
     webhook_outbox: BTreeMap<String, OutboxEntry>,
     endpoints: BTreeMap<WebhookEndpointId, Versioned<WebhookEndpoint>>,
     deliveries: BTreeMap<(WebhookEndpointId, WebhookEventId), Versioned<Delivery>>,
+    customer_totals: HashMap<CustomerId, Totals>,
+    month_totals: HashMap<Month, Totals>,
 }
 
 /// Every storage port, in memory.
@@ -395,6 +398,16 @@ impl ApiKeyStore for MemoryStore {
         Ok(self.tables().api_keys.get(id).map(|(k, _)| k.clone()))
     }
 
+    async fn list(&self, page: &PageRequest) -> Result<Page<ApiKey>> {
+        let items = self
+            .tables()
+            .api_keys
+            .values()
+            .map(|(k, _)| k.clone())
+            .collect();
+        Ok(page_of(items, page, |k: &ApiKey| k.id.to_string()))
+    }
+
     async fn revoke(&self, id: &ApiKeyId, at: DateTime<Utc>) -> Result<Option<ApiKey>> {
         let mut t = self.tables();
         let Some((key, lookup)) = t.api_keys.get(id).cloned() else {
@@ -670,6 +683,10 @@ fn agenda_of(invoice: &Invoice) -> Option<(AgendaKind, String)> {
         (InvoiceStatus::Sent, Some(date)) if invoice.auto_pay => {
             Some((AgendaKind::Collect, format!("{date}#{}", invoice.id)))
         }
+        (InvoiceStatus::Sent, _) => Some((
+            AgendaKind::Due,
+            format!("{}#{}", invoice.due_date, invoice.id),
+        )),
         _ => None,
     }
 }
@@ -747,6 +764,14 @@ impl LedgerStore for MemoryStore {
                 task.clone(),
             );
         }
+        if let Some(change) = crate::totals::change(&previous.invoice, next) {
+            let customer = t.customer_totals.entry(change.customer.clone());
+            customer.or_default().apply(&change);
+            t.month_totals
+                .entry(change.month)
+                .or_default()
+                .apply(&change);
+        }
         if let Some(stored) = t.invoices.get_mut(&next.id) {
             stored.value = next.clone();
             stored.version = previous.version + 1;
@@ -779,6 +804,25 @@ impl LedgerStore for MemoryStore {
         self.write()?;
         self.tables().provider_events.remove(id);
         Ok(())
+    }
+
+    async fn customer_totals(
+        &self,
+        customers: &[CustomerId],
+    ) -> Result<HashMap<CustomerId, Totals>> {
+        let t = self.tables();
+        Ok(customers
+            .iter()
+            .filter_map(|c| t.customer_totals.get(c).map(|v| (c.clone(), v.clone())))
+            .collect())
+    }
+
+    async fn month_totals(&self, months: &[Month]) -> Result<HashMap<Month, Totals>> {
+        let t = self.tables();
+        Ok(months
+            .iter()
+            .filter_map(|m| t.month_totals.get(m).map(|v| (*m, v.clone())))
+            .collect())
     }
 }
 

@@ -1,10 +1,12 @@
-//! API keys: create (the secret shown once), authenticate, seed, revoke.
+//! API keys: create (the secret shown once), authenticate, seed, revoke, list; and the handle
+//! a signed-in dashboard session holds instead of the key ([`KeyHandle`]).
 
 use std::sync::Arc;
 
 use crate::api_key::{ApiKey, CreateApiKey, NewSecret, Principal, Scopes, SecretDigest};
 use crate::error::{Error, ErrorKind, Result};
 use crate::ids::ApiKeyId;
+use crate::pagination::{Page, PageRequest};
 use crate::ports::{ApiKeyStore, Clock};
 
 use super::Billing;
@@ -24,6 +26,37 @@ pub struct CreatedApiKey {
     pub key: ApiKey,
     /// The secret to hand to the caller.
     pub secret: String,
+}
+
+/// What a dashboard session remembers of the key it was opened with: never the secret, only
+/// how to find the key again, so every request re-checks it (a revoked key ends its sessions
+/// at once, and scopes are read fresh).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyHandle {
+    /// The deployment's bootstrap key (configured as a digest, with no record to find).
+    Bootstrap,
+    /// A stored key, by its digest's lookup handle ([`SecretDigest::lookup`]: 16 hex
+    /// characters, the first 8 bytes of the SHA-256, from which the secret cannot be had).
+    Stored(String),
+}
+
+impl KeyHandle {
+    /// The text form a session carries: `bootstrap` or the lookup handle.
+    pub fn encode(&self) -> &str {
+        match self {
+            Self::Bootstrap => "bootstrap",
+            Self::Stored(lookup) => lookup,
+        }
+    }
+
+    /// Reads the text form back; `None` for anything else.
+    pub fn decode(raw: &str) -> Option<Self> {
+        if raw == "bootstrap" {
+            return Some(Self::Bootstrap);
+        }
+        let lookup = raw.len() == 16 && raw.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        lookup.then(|| Self::Stored(raw.to_owned()))
+    }
 }
 
 impl Billing {
@@ -88,6 +121,43 @@ impl Keys {
                 "the API key is not valid or has been revoked",
             )),
         }
+    }
+
+    /// Checks a secret typed into the dashboard's sign-in form: the principal, and the handle
+    /// its session keeps instead of the secret.
+    pub async fn sign_in(&self, secret: &str) -> Result<(Principal, KeyHandle)> {
+        let principal = self.authenticate(secret).await?;
+        let handle = match principal.key_id {
+            None => KeyHandle::Bootstrap,
+            Some(_) => KeyHandle::Stored(SecretDigest::of(secret).lookup()),
+        };
+        Ok((principal, handle))
+    }
+
+    /// The principal behind a session's handle, read fresh (one read): 401 once the key is
+    /// revoked, or the bootstrap key is no longer configured.
+    pub async fn resume(&self, handle: &KeyHandle) -> Result<Principal> {
+        match handle {
+            KeyHandle::Bootstrap if self.bootstrap_key.is_some() => Ok(Principal {
+                key_id: None,
+                scopes: Scopes::all(),
+            }),
+            KeyHandle::Bootstrap => Err(unauthenticated("the bootstrap key is not configured")),
+            KeyHandle::Stored(lookup) => match self.store.find_secret(lookup).await? {
+                Some(stored) => Ok(Principal {
+                    key_id: Some(stored.key_id),
+                    scopes: stored.scopes,
+                }),
+                None => Err(unauthenticated(
+                    "the API key is not valid or has been revoked",
+                )),
+            },
+        }
+    }
+
+    /// Lists key records (never secrets) in creation order.
+    pub async fn list(&self, page: &PageRequest) -> Result<Page<ApiKey>> {
+        self.store.list(page).await
     }
 
     /// Creates a key with a fresh secret.
@@ -187,6 +257,16 @@ mod tests {
                 .find(|(k, _)| &k.id == id)
                 .map(|(k, _)| k.clone()))
         }
+        async fn list(&self, page: &PageRequest) -> Result<Page<ApiKey>> {
+            let keys: Vec<ApiKey> = self
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(k, _)| k.clone())
+                .collect();
+            Ok(Page::from_overfetch(keys, page.limit, |k| k.id.to_string()))
+        }
         async fn revoke(&self, id: &ApiKeyId, at: DateTime<Utc>) -> Result<Option<ApiKey>> {
             let mut keys = self.0.lock().unwrap();
             Ok(keys.iter_mut().find(|(k, _)| &k.id == id).map(|(k, _)| {
@@ -216,6 +296,33 @@ mod tests {
         );
         let none = billing(None);
         assert!(none.authenticate("sk_bootstrap").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_session_handle_finds_its_key_until_it_is_revoked() {
+        let b = billing(Some("sk_bootstrap"));
+        let (_, handle) = b.sign_in("sk_bootstrap").await.unwrap();
+        assert_eq!(handle, KeyHandle::Bootstrap);
+        assert!(
+            b.resume(&handle)
+                .await
+                .unwrap()
+                .scopes
+                .allows(crate::api_key::Scope::All)
+        );
+        assert!(billing(None).resume(&KeyHandle::Bootstrap).await.is_err());
+        b.seed("sk_local_dev", Scopes::all()).await.unwrap();
+        let (principal, handle) = b.sign_in("sk_local_dev").await.unwrap();
+        assert!(!handle.encode().contains("sk_local_dev"));
+        assert_eq!(KeyHandle::decode(handle.encode()), Some(handle.clone()));
+        assert_eq!(KeyHandle::decode("SK_nope"), None);
+        assert_eq!(b.resume(&handle).await.unwrap(), principal);
+        b.revoke(principal.key_id.unwrap().as_str()).await.unwrap();
+        assert_eq!(b.resume(&handle).await.unwrap_err().code, "invalid_api_key");
+        assert_eq!(
+            b.list(&PageRequest::default()).await.unwrap().items.len(),
+            1
+        );
     }
 
     #[tokio::test]

@@ -131,3 +131,23 @@ impl Billing {
         .await
     }
 }
+
+impl Billing {
+    /// How many contracts (any status) each of these customers has, read from their contract
+    /// indexes at once: one read per customer, concurrently, for a page of a list.
+    pub async fn contract_counts(
+        &self,
+        customers: &[CustomerId],
+    ) -> Result<std::collections::HashMap<CustomerId, usize>> {
+        let reads = customers.iter().map(|c| async move {
+            self.contracts
+                .customer_contracts(c)
+                .await
+                .map(|index| (c.clone(), index.value.len()))
+        });
+        futures_util::future::join_all(reads)
+            .await
+            .into_iter()
+            .collect()
+    }
+}

@@ -287,3 +287,91 @@ enum Written {
     No(Error),
     Unknown(Error),
 }
+
+/// Events counted per meter per day of a customer's current period, for the dashboard's chart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DailyUsage {
+    /// The meter.
+    pub meter_id: MeterId,
+    /// The period charted.
+    pub period: Period,
+    /// Billed events per day of the period, in day order (days without events are 0).
+    pub per_day: Vec<(chrono::NaiveDate, u64)>,
+}
+
+/// The most event records the chart reads for one customer (the newest first); a customer with
+/// more events in the period gets a chart of the newest ones, and says so.
+pub const DAILY_USAGE_MAX_EVENTS: usize = 1_000;
+
+impl Billing {
+    /// The running totals (billed, paid, last payment) of the given customers, in one read;
+    /// customers with nothing sent yet are absent.
+    pub async fn customer_totals(
+        &self,
+        customers: &[CustomerId],
+    ) -> Result<std::collections::HashMap<CustomerId, crate::totals::Totals>> {
+        if customers.is_empty() {
+            return Ok(Default::default());
+        }
+        self.ledger.customer_totals(customers).await
+    }
+
+    /// Billed events per meter per day of `period`, read through the customer's event records
+    /// (listed by event time, oldest first), reading at most [`DAILY_USAGE_MAX_EVENTS`] of
+    /// them; the flag says whether that cap stopped the reading before the period's end.
+    pub async fn customer_daily_usage(
+        &self,
+        customer: &str,
+        period: Period,
+    ) -> Result<(Vec<DailyUsage>, bool)> {
+        use std::collections::BTreeMap;
+        let mut counts: BTreeMap<MeterId, BTreeMap<chrono::NaiveDate, u64>> = BTreeMap::new();
+        let mut page = PageRequest {
+            limit: crate::pagination::MAX_LIMIT,
+            after: None,
+        };
+        let mut read = 0;
+        let capped = 'pages: loop {
+            let records = self.events(&page, Some(customer), None, None).await?;
+            for record in &records.items {
+                let day = record.event.timestamp.date_naive();
+                if day >= period.end {
+                    break 'pages false;
+                }
+                if day < period.start {
+                    continue;
+                }
+                for m in record.matches.iter().filter(|m| m.status.is_billed()) {
+                    *counts
+                        .entry(m.meter_id.clone())
+                        .or_default()
+                        .entry(day)
+                        .or_default() += 1;
+                }
+            }
+            read += records.items.len();
+            match records.next {
+                Some(_) if read >= DAILY_USAGE_MAX_EVENTS => break true,
+                Some(next) => page.after = Some(next),
+                None => break false,
+            }
+        };
+        let days: Vec<chrono::NaiveDate> = period
+            .start
+            .iter_days()
+            .take_while(|d| *d < period.end)
+            .collect();
+        let usage = counts
+            .into_iter()
+            .map(|(meter_id, per)| DailyUsage {
+                meter_id,
+                period,
+                per_day: days
+                    .iter()
+                    .map(|d| (*d, per.get(d).copied().unwrap_or(0)))
+                    .collect(),
+            })
+            .collect();
+        Ok((usage, capped))
+    }
+}

@@ -8,6 +8,7 @@ mod customers;
 mod events;
 mod invoices;
 mod meters;
+mod overview;
 mod plans;
 mod portal;
 mod webhook_endpoints;
@@ -16,9 +17,10 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-pub use api_keys::{CreatedApiKey, Keys, missing_credentials};
-pub use customers::UsageLine;
+pub use api_keys::{CreatedApiKey, KeyHandle, Keys, missing_credentials};
+pub use customers::{DailyUsage, UsageLine};
 pub use invoices::MarkPaid;
+pub use overview::{CappedCount, OVERVIEW_CAP, Overview, UNBILLABLE};
 pub use portal::{PortalOutcome, PortalPage, PortalRefusal};
 pub use webhook_endpoints::CreatedEndpoint;
 
@@ -65,8 +67,8 @@ pub struct Billing {
     catalog: Arc<dyn CatalogStore>,
     contracts: Arc<dyn ContractStore>,
     invoices: Arc<dyn InvoiceStore>,
-    usage: Arc<dyn UsageStore>,
     ledger: Arc<dyn LedgerStore>,
+    usage: Arc<dyn UsageStore>,
     webhooks: Arc<dyn WebhookStore>,
     queue: Option<Arc<dyn EventQueue>>,
     webhook_queue: Option<Arc<dyn WebhookQueue>>,
@@ -92,8 +94,8 @@ impl Billing {
             catalog: store.clone(),
             contracts: store.clone(),
             invoices: store.clone(),
-            usage: store.clone(),
             ledger: store.clone(),
+            usage: store.clone(),
             webhooks: store.clone(),
             queue: None,
             webhook_queue: None,
