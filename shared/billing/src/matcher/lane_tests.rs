@@ -290,10 +290,13 @@ async fn a_share_sealed_between_landing_and_writing_sends_the_usage_late() {
     let state = w.store.invoice_state(&id).await.unwrap().unwrap();
     let mut closed = state.invoice.clone();
     closed.status = InvoiceStatus::Sent;
-    w.store
-        .transition(&state, &closed, None, &[])
-        .await
-        .unwrap();
+    assert_eq!(
+        w.store
+            .transition(&state, &closed, None, &[])
+            .await
+            .unwrap(),
+        crate::concurrency::Write::Done
+    );
     let report = w.matcher().process(batch).await.unwrap();
     assert_eq!(report.relabels, 1, "{report:?}");
     assert_eq!(w.quantities().await, (dec(0), dec(0), dec(0)));
