@@ -391,7 +391,6 @@ def main():
     w(f"| … rate of that run | — | {b_rate} | {f(concurrent['events_per_second'], 0)} events/s | |")
     fs = fresh["freshness_seconds"]
     w(f"| freshness, 202 → invoice total, local (p50 / p99) | p99 < {GOAL_FRESH_P99:g} s | not measured (no per-request freshness step at {a.baseline_commit}) | **{f(fs['p50'], 2)} s / {f(fs['p99'], 2)} s** | {ok(fs['p99'] < GOAL_FRESH_P99)} |")
-    b_e2e = "—"
     w(f"| end-to-end burst through the dev server | — | {BASELINE_QUOTED['e2e_events_per_second']:,} events/s (quoted from {a.baseline_commit}'s results, not re-run) | {f(fresh['e2e']['events_per_second'], 0)} events/s | |")
     w(f"| USD per million events, 1,000 customers, list prices | — | {b_usd} | **{usd(cost_many['total'])}** | |")
     w(f"| … one customer | — | {usd(baseline['usdPerMillionEventsDetail']['oneCustomer']['total']) if measured_baseline else 'not measured'} | {usd(cost_one['total'])} | |")
@@ -539,7 +538,10 @@ def main():
           "interceptor on the DynamoDB client; the adapter re-sends those itself). Its retries: passes "
           f"repeated after a refused or failed commit ({bc['commits_invoice_moved'] + bc['commits_failed']}) plus those re-sent "
           f"transactions. {bc['transactions_committed']:,} transactions committed out of {bc['transact_attempts']:,} sent; "
-          f"{bc['failed_invocations']} invocations failed and were redelivered.")
+          f"{bc['failed_invocations']} invocations failed and were redelivered. It sent "
+          f"{bc['write_actions_sent']:,} write actions in transactions for {bc['write_actions_committed']:,} committed: "
+          "a refused transaction's actions are sent again (what a cancelled transaction is billed is not "
+          "counted in the WCU rows of §1).")
         w("")
 
     # 3. Freshness

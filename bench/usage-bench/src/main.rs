@@ -822,7 +822,7 @@ async fn writes(env: &Env, scale: f64) -> Result<Value, BoxError> {
     let n = |b: f64| ((b * scale).round() as usize).max(1);
     // (messages per batch, batches): the deployed BatchSize first (a lane with a backlog), then
     // fuller and thinner traffic for the same lane.
-    let compositions = [(BATCH_SIZE, n(3.0)), (5, n(2.0)), (2, n(3.0)), (1, n(5.0))];
+    let compositions = [(BATCH_SIZE, n(6.0)), (5, n(3.0)), (2, n(3.0)), (1, n(5.0))];
     let one_row = scenario(env, "oneCustomer", &one, &compositions).await?;
     let many_row = scenario(env, "thousandCustomers", &many, &compositions).await?;
     Ok(json!({
