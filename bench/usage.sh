@@ -5,8 +5,10 @@
 # (criterion), and USD per million events; each beside today's design (commit eeade17, the
 # transactional matcher) measured in the same run on the same local stack.
 #
-#   bench/usage.sh                  everything (about 40 minutes from a fresh clone, most of it
-#                                   the two release builds; about 10 minutes with SKIP_BUILD=1)
+#   bench/usage.sh                  everything: about 70 minutes from a fresh clone on the shared
+#                                   2-core machine (release builds: usage-bench 23 min, its
+#                                   criterion bench 13 min, eeade17's 21 min), about 10 minutes
+#                                   once built
 #   SKIP_BUILD=1 bench/usage.sh     reuse the last release builds (both designs)
 #   WRITES_SCALE=F                  scale the number of batches of the WCU rounds (default 1)
 #   CONCURRENT_EVENTS=N             events of the concurrent-matcher runs (default 40000)
@@ -59,10 +61,11 @@ trap 'exit 143' TERM
 
 # Runs "$@", recording its wall time under NAME.
 timed() {
-    local name="$1" start=$SECONDS
+    local name="$1" start=$SECONDS status=0
     shift
-    "$@"
+    "$@" || status=$?
     echo "$name $((SECONDS - start))" >>"$TIMINGS"
+    return "$status"
 }
 
 # Refuses to build with less than 15 GB free (the machine is shared; builds need several GB).
