@@ -26,6 +26,11 @@
 # Builds need disk: the script refuses to start a build with less than 15 GB free.
 set -euo pipefail
 
+# The command as called: the variables the caller set (before the defaults below).
+command="bench/usage.sh"
+for v in SKIP_BUILD WRITES_SCALE CONCURRENT_EVENTS FRESH_SECONDS FRESH_RATE FRESH_PER_REQUEST USAGE_STACK; do
+    if [[ -n "${!v:-}" ]]; then command="$v=${!v} $command"; fi
+done
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STACK="${USAGE_STACK:-bench}"
 RESULTS="$ROOT/bench/results"
@@ -78,10 +83,6 @@ check_disk() {
     fi
 }
 
-command="bench/usage.sh"
-for v in SKIP_BUILD WRITES_SCALE CONCURRENT_EVENTS FRESH_SECONDS FRESH_RATE FRESH_PER_REQUEST USAGE_STACK; do
-    if [[ -n "${!v:-}" ]]; then command="$v=${!v} $command"; fi
-done
 load_start="$(cut -d' ' -f1-3 /proc/loadavg)"
 started=$SECONDS
 

@@ -436,6 +436,15 @@ def main():
             rep = r["report"]
             w(f"| {s['customers']:,} | {f(r['messages_per_batch'], 1)} | {r['batches']} | {r['events']:,} | {f(r['events_per_message'], 0)} | {f(r['events_per_customer_per_batch'], 1)} | {rep['record_writes']:,} | {rep['lane_writes']:,} | {rep['claim_writes']} | {rep['status_writes']} | **{f(r['wcu_per_event']['total'], 4)}** | {f(r['wcu_per_event']['writes_per_event'], 4)} |")
     w("")
+    bpe = one_h.get("message_bytes_per_event", 0) or 1
+    w(f"Messages: an event takes ≈ {f(bpe, 0)} bytes of message body, so a message of at most 250 KiB "
+      f"holds ≈ {f(250 * 1024 / bpe, 0)} events and a request of {one['events_per_request']:,} events packs into "
+      + ("two messages (a full one and a small one), each on its own lane: a 10-message batch carries a "
+         "mix of full and small messages " if one['events_per_request'] * bpe > 250 * 1024 else "one message; ")
+      + f"({f(one_h['events_per_message'], 0)} events per message on average here, "
+      f"{f(one_h['message_bytes_mean'] / 1024, 0)} KiB, the largest {one_h['message_bytes_max']:,} bytes). Larger requests "
+      "(up to 10,000 events) fill more messages fully, which lowers the 1,000-customer figure.")
+    w("")
     w(f"The goal rows are the first of each scenario: full batches of {one['batch_size']} messages (the "
       "deployed BatchSize, as a lane with a backlog receives them). Thinner batches cost more when "
       "events spread over many customers: each batch writes one lane share per invoice it touches, so "

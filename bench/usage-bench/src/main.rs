@@ -350,6 +350,7 @@ impl Round {
             "events_per_message": self.events as f64 / self.messages.max(1) as f64,
             "message_bytes_mean": self.message_bytes.iter().sum::<usize>() as f64 / self.message_bytes.len().max(1) as f64,
             "message_bytes_max": self.message_bytes.iter().max().copied().unwrap_or(0),
+            "message_bytes_per_event": self.message_bytes.iter().sum::<usize>() as f64 / self.events.max(1) as f64,
             "events_per_customer_per_batch": self.events_per_customer.iter().sum::<f64>() / n,
             "process_seconds": self.process_seconds,
             "process_us_per_event": self.process_seconds * 1e6 / self.events.max(1) as f64,
