@@ -27,8 +27,9 @@ stop:
 bench:
 	bench/coldstart.sh
 
-## Usage pipeline benchmark (writes per event, end to end, matcher CPU, SQS requests);
-## writes bench/results/usage.md.
+## Usage pipeline benchmark (issue 12: WCU per event all-in, concurrent matchers, freshness,
+## matcher CPU, USD per million events; beside today's design, eeade17);
+## writes bench/results/usage.md and usage.json (tens of minutes from a fresh clone).
 bench-usage:
 	bench/usage.sh
 

@@ -1,10 +1,11 @@
 //! In-process matcher CPU per event, without any network (`cargo bench -p usage-bench --bench
 //! matcher`; bench/usage.sh reads the estimates criterion writes under target/criterion).
 //!
-//! - `matcher_process/<customers>/<batch>`: `Matcher::process` of a batch of fresh events over
-//!   the in-memory store, a warm matcher (catalog cached, as in a warm Lambda). Each event is read
-//!   by a COUNT and a SUM meter; events are spread round robin over the customers. Only the
-//!   `process` call is timed; event generation and forgetting the previous records are not.
+//! - `matcher_process/<customers>/<batch>`: `Matcher::process` of one lane message carrying a
+//!   batch of fresh events, over the in-memory store (`billing::testing::MemoryStore`), a warm
+//!   matcher (catalog cached, as in a warm Lambda). Each event is read by a COUNT and a SUM
+//!   meter; events are spread round robin over the customers. Only the `process` call is timed;
+//!   event generation and forgetting the previous records are not.
 //! - `aggregate_add/<kind>`: one `Aggregate::add` (COUNT, SUM).
 //! - `record_encode/serde_dynamo`: encoding one event record as a DynamoDB item (what the
 //!   adapter does per event on top of `process`; not included in the matcher figure).
@@ -16,11 +17,11 @@ use std::time::{Duration, Instant};
 use billing::aggregation::{Aggregate, Aggregation, UsageValue};
 use billing::ids::{InvoiceId, LineId};
 use billing::invoice::Invoice;
-use billing::matcher::Matcher;
-use billing::pagination::PageRequest;
-use billing::ports::{EventFilter, UsageStore};
+use billing::lanes::LaneKey;
+use billing::matcher::{LaneMessage, Matcher};
+use billing::ports::UsageStore;
 use billing::testing::{ManualClock, MemoryStore};
-use billing::usage::{EventRecord, EventStatus};
+use billing::usage::{EventRecord, EventStatus, Lane, UsageEvent};
 use chrono::{DateTime, Utc};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rust_decimal::Decimal;
@@ -60,22 +61,20 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
+/// The events as one lane message, as the handler hands them to the matcher.
+fn message(events: Vec<UsageEvent>) -> Vec<LaneMessage> {
+    vec![LaneMessage::new(events)]
+}
+
 /// A real record: match one event (ids tagged `tag`), then read its record back.
 fn one_record(rt: &tokio::runtime::Runtime, s: &Setup, tag: &str) -> EventRecord {
+    s.store.clear_records();
     rt.block_on(
         s.matcher
-            .process(usage_bench::events(&s.catalog, tag, 0, 1, now())),
+            .process(message(usage_bench::events(&s.catalog, tag, 0, 1, now()))),
     )
     .expect("process");
-    let record = rt
-        .block_on(
-            s.store
-                .list_events(&EventFilter::default(), &PageRequest::default()),
-        )
-        .expect("list")
-        .items
-        .pop()
-        .expect("one record");
+    let record = s.store.records().pop().expect("one record");
     assert_eq!(record.status, EventStatus::Matched);
     record
 }
@@ -90,13 +89,13 @@ fn matcher_process(c: &mut Criterion) {
         for batch in [100usize, 1000] {
             // Warm the matcher's caches (a warm Lambda) and check the set-up bills everything.
             let warm = rt
-                .block_on(s.matcher.process(usage_bench::events(
+                .block_on(s.matcher.process(message(usage_bench::events(
                     &s.catalog,
                     "warm",
                     0,
                     batch,
                     now(),
-                )))
+                ))))
                 .expect("warm-up batch");
             assert_eq!(
                 warm.by_status.get("matched").copied(),
@@ -123,7 +122,9 @@ fn matcher_process(c: &mut Criterion) {
                             );
                             s.store.clear_records();
                             let start = Instant::now();
-                            let report = rt.block_on(s.matcher.process(events)).expect("process");
+                            let report = rt
+                                .block_on(s.matcher.process(message(events)))
+                                .expect("process");
                             total += start.elapsed();
                             debug_assert_eq!(report.recorded, batch);
                             black_box(report);
@@ -195,24 +196,32 @@ fn matcher_parts(c: &mut Criterion) {
     });
     group.finish();
 
-    // Reading invoice states from the in-memory store (a deep clone of each invoice with its
-    // aggregates): the store's per-invoice share, where the DynamoDB adapter decodes the item.
+    // What the matcher reads per batch from the in-memory store: the status of 100 invoices,
+    // and their shares in one lane (deep clones), where the DynamoDB adapter decodes items.
     let s = setup(&rt, 100);
-    rt.block_on(
-        s.matcher
-            .process(usage_bench::events(&s.catalog, "parts", 0, 100, now())),
-    )
-    .expect("process");
+    let sent = message(usage_bench::events(&s.catalog, "parts", 0, 100, now()));
+    let lane: Lane = sent[0].lane;
+    rt.block_on(s.matcher.process(sent)).expect("process");
     let ids: Vec<InvoiceId> = (0..100)
         .map(|c| s.catalog.invoice_for(c, date).expect("invoice"))
         .collect();
+    let keys: Vec<LaneKey> = ids
+        .iter()
+        .map(|invoice| LaneKey {
+            invoice: invoice.clone(),
+            lane,
+        })
+        .collect();
     let mut group = c.benchmark_group("matcher_parts");
     group.throughput(Throughput::Elements(ids.len() as u64));
-    group.bench_function("memstore_invoice_states_100", |b| {
+    group.bench_function("memstore_invoice_statuses_100", |b| {
         b.iter(|| {
-            rt.block_on(s.store.invoice_states(black_box(&ids)))
-                .expect("states")
+            rt.block_on(s.store.invoice_statuses(black_box(&ids)))
+                .expect("statuses")
         })
+    });
+    group.bench_function("memstore_lanes_100", |b| {
+        b.iter(|| rt.block_on(s.store.lanes(black_box(&keys))).expect("lanes"))
     });
     group.finish();
 }

@@ -1,33 +1,40 @@
 //! The usage benchmarks that need the local stack (run by bench/usage.sh, which starts a stack
 //! of its own and loads its environment):
 //!
-//!   usage-bench writes --out FILE [--scale F]      DynamoDB write actions (and WCU) per event
-//!   usage-bench e2e --out FILE [--events N] [--per-post N]
-//!                                                  API → SQS → matcher → DynamoDB Local rate,
-//!                                                  beside the emulator's raw conditional-put rate
-//!   usage-bench sqs --out FILE                     SendMessageBatch requests per event
+//!   usage-bench writes --out FILE [--scale F]
+//!       WCU per event all-in, steady state, at the deployed batching: events packed by
+//!       `billing::usage::pack`, delivered to `Matcher::process` over the real `DynamoStore` in
+//!       batches of at most 10 messages of one lane (the FIFO event source's BatchSize 10); every
+//!       write counted by kind, stored items read back and sized as DynamoDB bills them.
+//!   usage-bench concurrent --out FILE [--events N] [--matchers N]
+//!       N concurrent matchers (one lane set each) applying one customer's events: conflicts
+//!       and retries per 1,000 events, events/s.
+//!   usage-bench fresh --out FILE [--seconds S] [--rate R] [--per-request N] [--e2e-events N]
+//!       Freshness through the dev server (API → FIFO queue → its poller → the real
+//!       usage-matcher handler): per request, 202 → invoice COUNT includes it; then the
+//!       end-to-end events/s of a burst.
 //!
 //! Each writes one JSON document; bench/usage_report.py turns them into bench/results/usage.md.
 //! Every loop is bounded in count and time; every address is the local stack's (loopback).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{
-    AttributeValue, Put, ReturnConsumedCapacity, Select, TransactWriteItem,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, ConsumedCapacity, ReturnConsumedCapacity};
 use billing::Billing;
-use billing::aggregation::Aggregation;
 use billing::ids::{CustomerId, InvoiceId};
-use billing::invoice::Invoice;
-use billing::matcher::{BatchReport, Matcher};
+use billing::invoice::{Invoice, InvoiceStatus};
+use billing::lanes::{LaneKey, UsageLane};
+use billing::matcher::{BatchReport, LaneMessage, Matcher};
 use billing::pagination::{Page, PageRequest};
-use billing::ports::{Clock, SystemClock};
-use billing::ports::{CommitOutcome, EventFilter, InvoiceUsage, UsageCommit, UsageStore};
-use billing::usage::{EventRecord, UsageEvent};
+use billing::ports::{
+    Clock, EventFilter, LaneWrite, LedgerStore, RecordPut, SystemClock, UsageStore, ValueClaim,
+};
+use billing::usage::{CustomerRef, EventRecord, Lane, MessageNonce, QueuedEvents, pack};
+use billing::webhooks::OutgoingEvent;
 use billing_aws::dynamodb::DynamoStore;
 use billing_startup::Startup;
 use serde_json::{Value, json};
@@ -36,15 +43,23 @@ use usage_bench::{Catalog, contract_start, create_catalog, item_size, wcu};
 type Item = HashMap<String, AttributeValue>;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Events per API request (`POST /v1/events/batch`): what one message carries, as the API
+/// packs it.
+const EVENTS_PER_REQUEST: usize = 1_000;
+/// The FIFO event source's batch size (template.yaml, UsageMatcherFunction).
+const BATCH_SIZE: usize = 10;
+/// Record partitions per owner (shared/aws keys::RECORD_BUCKETS).
+const RECORD_BUCKETS: u32 = 8;
+
 fn fail(message: impl Into<String>) -> BoxError {
     message.into().into()
 }
 
 struct Env {
-    startup: Startup,
     store: Arc<DynamoStore>,
     client: aws_sdk_dynamodb::Client,
     table: String,
+    usage_table: String,
 }
 
 impl Env {
@@ -54,7 +69,7 @@ impl Env {
             store: startup.store(),
             client: aws_sdk_dynamodb::Client::new(startup.aws()),
             table: startup.config().table_name.clone(),
-            startup,
+            usage_table: startup.config().usage_table_name.clone(),
         })
     }
 
@@ -62,11 +77,11 @@ impl Env {
         Billing::new(self.store.clone(), Arc::new(SystemClock), None)
     }
 
-    async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>, BoxError> {
+    async fn get(&self, table: &str, pk: &str, sk: &str) -> Result<Option<Item>, BoxError> {
         Ok(self
             .client
             .get_item()
-            .table_name(&self.table)
+            .table_name(table)
             .key("pk", AttributeValue::S(pk.to_owned()))
             .key("sk", AttributeValue::S(sk.to_owned()))
             .consistent_read(true)
@@ -75,98 +90,127 @@ impl Env {
             .item)
     }
 
-    /// Event records stored for one customer (a COUNT query on gsi2, paged).
-    async fn count_records(&self, customer: &CustomerId) -> Result<u64, BoxError> {
-        let mut total = 0u64;
-        let mut start: Option<Item> = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name("gsi2")
-                .key_condition_expression("gsi2pk = :pk AND begins_with(gsi2sk, :prefix)")
-                .expression_attribute_values(
-                    ":pk",
-                    AttributeValue::S(format!("CUSTOMER#{customer}")),
-                )
-                .expression_attribute_values(":prefix", AttributeValue::S("EVENT#".into()))
-                .select(Select::Count)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await?;
-            total += out.count as u64;
-            match out.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => return Ok(total),
-            }
-        }
+    /// The COUNT line's quantity of an invoice, as the ledger reads it (lanes merged).
+    async fn count_of(&self, invoice: &InvoiceId, catalog: &Catalog) -> Result<u64, BoxError> {
+        let state = self
+            .store
+            .invoice_state(invoice)
+            .await?
+            .ok_or_else(|| fail(format!("invoice {invoice} is missing")))?;
+        let price = &catalog.plan.prices[1].id;
+        let quantity = state
+            .invoice
+            .lines
+            .iter()
+            .find(|l| &l.price_id == price)
+            .map(|l| l.quantity)
+            .ok_or_else(|| fail("the invoice has no COUNT line"))?;
+        Ok(quantity.try_into().unwrap_or(0))
     }
 }
 
-fn record_pk(customer: &CustomerId, run: &str, i: usize) -> String {
-    format!("EVENT#{customer}#{}", usage_bench::idempotency_key(run, i))
+/// The record key the adapter uses (shared/aws keys::event_record): owner and a bucket of the
+/// idempotency key.
+fn record_key(customer: &CustomerId, idempotency_key: &str) -> (String, String) {
+    let bucket = idempotency_key
+        .bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
+        % RECORD_BUCKETS;
+    (
+        format!("EVENTS#{customer}#{bucket}"),
+        idempotency_key.to_owned(),
+    )
 }
 
 fn invoice_pk(id: &InvoiceId) -> String {
     format!("INVOICE#{id}")
 }
 
-/// The usage port, counting what the matcher asks of it (reads, invoice creations, commit
-/// attempts by outcome), then delegating to the DynamoDB adapter.
+fn lane_sk(lane: Lane) -> String {
+    format!("LANE#{:02}", lane.number())
+}
+
+// --- Counting usage port -------------------------------------------------------------------
+
+/// The usage port, counting the matcher's reads (what it asks for), then delegating to the
+/// DynamoDB adapter. Writes are counted by the matcher's own report.
 struct Counting {
     inner: Arc<DynamoStore>,
-    invoice_reads: AtomicU64,
-    invoices_read: AtomicU64,
-    ensures: AtomicU64,
-    commits: AtomicU64,
-    committed: AtomicU64,
-    not_committed: AtomicU64,
+    status_requests: AtomicU64,
+    statuses_read: AtomicU64,
+    lane_requests: AtomicU64,
+    lanes_read: AtomicU64,
 }
 
 impl Counting {
     fn new(inner: Arc<DynamoStore>) -> Self {
         Self {
             inner,
-            invoice_reads: AtomicU64::new(0),
-            invoices_read: AtomicU64::new(0),
-            ensures: AtomicU64::new(0),
-            commits: AtomicU64::new(0),
-            committed: AtomicU64::new(0),
-            not_committed: AtomicU64::new(0),
+            status_requests: AtomicU64::new(0),
+            statuses_read: AtomicU64::new(0),
+            lane_requests: AtomicU64::new(0),
+            lanes_read: AtomicU64::new(0),
         }
     }
 
-    fn get(c: &AtomicU64) -> u64 {
-        c.load(Ordering::Relaxed)
+    fn reads(&self) -> [u64; 4] {
+        [
+            self.status_requests.load(Ordering::Relaxed),
+            self.statuses_read.load(Ordering::Relaxed),
+            self.lane_requests.load(Ordering::Relaxed),
+            self.lanes_read.load(Ordering::Relaxed),
+        ]
     }
 }
 
 #[async_trait]
 impl UsageStore for Counting {
-    async fn invoice_states(
+    async fn invoice_statuses(
         &self,
         ids: &[InvoiceId],
-    ) -> billing::Result<HashMap<InvoiceId, InvoiceUsage>> {
-        self.invoice_reads.fetch_add(1, Ordering::Relaxed);
-        self.invoices_read
+    ) -> billing::Result<HashMap<InvoiceId, InvoiceStatus>> {
+        self.status_requests.fetch_add(1, Ordering::Relaxed);
+        self.statuses_read
             .fetch_add(ids.len() as u64, Ordering::Relaxed);
-        self.inner.invoice_states(ids).await
+        self.inner.invoice_statuses(ids).await
     }
 
-    async fn ensure_invoice(&self, invoice: &Invoice) -> billing::Result<()> {
-        self.ensures.fetch_add(1, Ordering::Relaxed);
-        self.inner.ensure_invoice(invoice).await
+    async fn ensure_invoice(
+        &self,
+        invoice: &Invoice,
+        events: &[OutgoingEvent],
+    ) -> billing::Result<()> {
+        self.inner.ensure_invoice(invoice, events).await
     }
 
-    async fn commit(&self, commit: &UsageCommit) -> billing::Result<CommitOutcome> {
-        self.commits.fetch_add(1, Ordering::Relaxed);
-        let outcome = self.inner.commit(commit).await;
-        match &outcome {
-            Ok(CommitOutcome::Committed) => self.committed.fetch_add(1, Ordering::Relaxed),
-            _ => self.not_committed.fetch_add(1, Ordering::Relaxed),
-        };
-        outcome
+    async fn mark_in_progress(&self, ids: &[InvoiceId]) -> billing::Result<()> {
+        self.inner.mark_in_progress(ids).await
+    }
+
+    async fn put_records(&self, records: &[EventRecord]) -> Vec<billing::Result<RecordPut>> {
+        self.inner.put_records(records).await
+    }
+
+    async fn relabel_record(&self, record: &EventRecord) -> billing::Result<()> {
+        self.inner.relabel_record(record).await
+    }
+
+    async fn claim_values(&self, claims: &[ValueClaim]) -> billing::Result<Vec<MessageNonce>> {
+        self.inner.claim_values(claims).await
+    }
+
+    async fn lanes(&self, keys: &[LaneKey]) -> billing::Result<HashMap<LaneKey, UsageLane>> {
+        self.lane_requests.fetch_add(1, Ordering::Relaxed);
+        self.lanes_read
+            .fetch_add(keys.len() as u64, Ordering::Relaxed);
+        self.inner.lanes(keys).await
+    }
+
+    async fn write_lanes(
+        &self,
+        writes: &[(UsageLane, UsageLane)],
+    ) -> billing::Result<Vec<LaneWrite>> {
+        self.inner.write_lanes(writes).await
     }
 
     async fn list_events(
@@ -178,33 +222,597 @@ impl UsageStore for Counting {
     }
 }
 
-fn add_report(total: &mut BatchReport, r: BatchReport) {
+fn add_report(total: &mut BatchReport, r: &BatchReport) {
     total.recorded += r.recorded;
     total.duplicates += r.duplicates;
-    total.transactions += r.transactions;
-    total.write_actions += r.write_actions;
-    for (k, v) in r.by_status {
+    total.redelivered += r.redelivered;
+    for (k, v) in &r.by_status {
         *total.by_status.entry(k).or_default() += v;
+    }
+    total.record_writes += r.record_writes;
+    total.lane_writes += r.lane_writes;
+    total.claim_writes += r.claim_writes;
+    total.relabels += r.relabels;
+    total.status_writes += r.status_writes;
+    total.conflicts += r.conflicts;
+    total.retries += r.retries;
+}
+
+fn report_json(r: &BatchReport) -> Value {
+    json!({
+        "recorded": r.recorded,
+        "duplicates": r.duplicates,
+        "redelivered": r.redelivered,
+        "by_status": r.by_status,
+        "record_writes": r.record_writes,
+        "lane_writes": r.lane_writes,
+        "claim_writes": r.claim_writes,
+        "relabels": r.relabels,
+        "status_writes": r.status_writes,
+        "conflicts": r.conflicts,
+        "retries": r.retries,
+        "writes": r.writes(),
+    })
+}
+
+// --- Message source ------------------------------------------------------------------------
+
+/// A stream of API requests of [`EVENTS_PER_REQUEST`] events, packed by the real
+/// `billing::usage::pack` and decoded as the usage-matcher handler decodes SQS bodies, queued
+/// per lane (the FIFO message groups).
+struct Source<'a> {
+    catalog: &'a Catalog,
+    run: String,
+    at: chrono::DateTime<chrono::Utc>,
+    next: usize,
+    per_request: usize,
+    lanes: BTreeMap<u8, VecDeque<(LaneMessage, usize)>>,
+}
+
+impl<'a> Source<'a> {
+    fn new(catalog: &'a Catalog, run: String, per_request: usize) -> Self {
+        Self {
+            catalog,
+            run,
+            at: SystemClock.now(),
+            next: 0,
+            per_request,
+            lanes: BTreeMap::new(),
+        }
+    }
+
+    /// One more request's events, packed and queued on their lanes.
+    fn request(&mut self) -> Result<(), BoxError> {
+        let events = usage_bench::events(
+            self.catalog,
+            &self.run,
+            self.next,
+            self.per_request,
+            self.at,
+        );
+        self.next += self.per_request;
+        for message in pack(&events)? {
+            let queued: QueuedEvents = serde_json::from_str(&message.body)?;
+            let lane = Lane::of(&queued.nonce);
+            if lane != message.lane {
+                return Err(fail("a packed message's lane is not its nonce's"));
+            }
+            self.lanes.entry(lane.number()).or_default().push_back((
+                LaneMessage {
+                    nonce: queued.nonce,
+                    lane,
+                    events: queued.events,
+                },
+                message.body.len(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The next batch of `k` messages of one lane, as a FIFO source with a backlog hands them
+    /// over: requests keep arriving until some lane holds `k` messages.
+    fn batch(&mut self, k: usize) -> Result<Vec<(LaneMessage, usize)>, BoxError> {
+        for _ in 0..100_000 {
+            if let Some(queue) = self.lanes.values_mut().find(|q| q.len() >= k) {
+                return Ok(queue.drain(..k).collect());
+            }
+            self.request()?;
+        }
+        Err(fail("no lane filled up"))
+    }
+
+    /// Every message queued so far, per lane, in order (for the concurrent run).
+    fn take_lanes(&mut self) -> BTreeMap<u8, VecDeque<(LaneMessage, usize)>> {
+        std::mem::take(&mut self.lanes)
     }
 }
 
-fn stats(sizes: &[usize]) -> Value {
-    let n = sizes.len().max(1);
+/// What a run of batches did.
+#[derive(Default)]
+struct Round {
+    report: BatchReport,
+    batches: usize,
+    messages: usize,
+    events: usize,
+    message_bytes: Vec<usize>,
+    /// Per batch: events ÷ distinct customers.
+    events_per_customer: Vec<f64>,
+    process_seconds: f64,
+    /// (customer, idempotency key, lane) of every event, for sampling stored items.
+    seen: Vec<(CustomerId, String, Lane)>,
+}
+
+impl Round {
+    fn json(&self, k: usize) -> Value {
+        let n = self.batches.max(1) as f64;
+        json!({
+            "messages_per_batch_target": k,
+            "batches": self.batches,
+            "messages": self.messages,
+            "events": self.events,
+            "messages_per_batch": self.messages as f64 / n,
+            "events_per_batch": self.events as f64 / n,
+            "events_per_message": self.events as f64 / self.messages.max(1) as f64,
+            "message_bytes_mean": self.message_bytes.iter().sum::<usize>() as f64 / self.message_bytes.len().max(1) as f64,
+            "message_bytes_max": self.message_bytes.iter().max().copied().unwrap_or(0),
+            "message_bytes_per_event": self.message_bytes.iter().sum::<usize>() as f64 / self.events.max(1) as f64,
+            "events_per_customer_per_batch": self.events_per_customer.iter().sum::<f64>() / n,
+            "process_seconds": self.process_seconds,
+            "process_us_per_event": self.process_seconds * 1e6 / self.events.max(1) as f64,
+            "report": report_json(&self.report),
+        })
+    }
+}
+
+/// Applies one batch, adding what it did to `round`.
+async fn apply_batch(
+    matcher: &Matcher,
+    batch: Vec<(LaneMessage, usize)>,
+    round: &mut Round,
+) -> Result<(), BoxError> {
+    let mut customers = HashSet::new();
+    let mut events = 0;
+    for (m, bytes) in &batch {
+        round.message_bytes.push(*bytes);
+        for e in &m.events {
+            if let CustomerRef::Id(id) = &e.customer {
+                customers.insert(id.clone());
+                round
+                    .seen
+                    .push((id.clone(), e.idempotency_key.as_str().to_owned(), m.lane));
+            }
+        }
+        events += m.events.len();
+    }
+    round.messages += batch.len();
+    round.events += events;
+    round.batches += 1;
+    round
+        .events_per_customer
+        .push(events as f64 / customers.len().max(1) as f64);
+    let messages: Vec<LaneMessage> = batch.into_iter().map(|(m, _)| m).collect();
+    let started = Instant::now();
+    let report = matcher.process(messages).await?;
+    round.process_seconds += started.elapsed().as_secs_f64();
+    if report.recorded != events || report.by_status.get("matched") != Some(&events) {
+        return Err(fail(format!(
+            "{events} events delivered, {} recorded: {report:?}",
+            report.recorded
+        )));
+    }
+    add_report(&mut round.report, &report);
+    Ok(())
+}
+
+/// `batches` batches of `k` messages of one lane each.
+async fn run_batches(
+    matcher: &Matcher,
+    source: &mut Source<'_>,
+    k: usize,
+    batches: usize,
+) -> Result<Round, BoxError> {
+    let mut round = Round::default();
+    for _ in 0..batches {
+        let batch = source.batch(k)?;
+        apply_batch(matcher, batch, &mut round).await?;
+    }
+    Ok(round)
+}
+
+/// One request, every message of it applied (lane by lane, ≤ 10 messages a batch).
+async fn run_request(matcher: &Matcher, source: &mut Source<'_>) -> Result<Round, BoxError> {
+    let mut round = Round::default();
+    source.request()?;
+    for (_, mut queue) in source.take_lanes() {
+        while !queue.is_empty() {
+            let n = queue.len().min(BATCH_SIZE);
+            apply_batch(matcher, queue.drain(..n).collect(), &mut round).await?;
+        }
+    }
+    Ok(round)
+}
+
+// --- 1. WCU per event all-in -----------------------------------------------------------------
+
+fn size_stats(sizes: &[usize]) -> Value {
+    let n = sizes.len().max(1) as f64;
     json!({
         "samples": sizes.len(),
         "min_bytes": sizes.iter().min().copied().unwrap_or(0),
         "max_bytes": sizes.iter().max().copied().unwrap_or(0),
-        "mean_bytes": sizes.iter().sum::<usize>() as f64 / n as f64,
-        "mean_transactional_wcu": sizes.iter().map(|s| wcu(*s, true)).sum::<u64>() as f64 / n as f64,
-        "mean_standard_wcu": sizes.iter().map(|s| wcu(*s, false)).sum::<u64>() as f64 / n as f64,
+        "mean_bytes": sizes.iter().sum::<usize>() as f64 / n,
+        "mean_wcu": sizes.iter().map(|s| wcu(*s, false)).sum::<u64>() as f64 / n,
     })
 }
 
-fn mean_wcu(sizes: &[usize], transactional: bool) -> f64 {
-    sizes.iter().map(|s| wcu(*s, transactional)).sum::<u64>() as f64 / sizes.len().max(1) as f64
+fn mean_wcu(sizes: &[usize]) -> f64 {
+    sizes.iter().map(|s| wcu(*s, false)).sum::<u64>() as f64 / sizes.len().max(1) as f64
 }
 
-// --- 1. Write actions per event ----------------------------------------------------------------
+/// Global secondary indexes of the billing table with projection ALL (template.yaml): an
+/// update of any attribute of an item with their keys rewrites its entry there.
+const BILLING_ALL_GSIS: [&str; 3] = ["gsi1", "gsi2", "gsi3"];
+
+struct Sizes {
+    record: Vec<usize>,
+    record_indexed: usize,
+    lane: Vec<usize>,
+    invoice: Vec<usize>,
+    invoice_gsis: Vec<usize>,
+    invoice_statuses: BTreeMap<String, usize>,
+}
+
+impl Sizes {
+    fn record_wcu(&self) -> f64 {
+        mean_wcu(&self.record)
+    }
+    /// Index writes per record put: only unbillable records carry gsi1 keys.
+    fn record_index_wcu(&self) -> f64 {
+        self.record_indexed as f64 / self.record.len().max(1) as f64 * self.record_wcu()
+    }
+    fn lane_wcu(&self) -> f64 {
+        mean_wcu(&self.lane)
+    }
+    /// The status flip: an UpdateItem of the invoice item (billed on the larger of before and
+    /// after: after, since IN_PROGRESS is longer than DRAFTED), plus one write of the item in
+    /// each ALL-projected index it has keys for.
+    fn status_flip_wcu(&self) -> f64 {
+        let n = self.invoice.len().max(1) as f64;
+        self.invoice
+            .iter()
+            .zip(&self.invoice_gsis)
+            .map(|(size, gsis)| (wcu(*size, false) * (1 + *gsis as u64)) as f64)
+            .sum::<f64>()
+            / n
+    }
+    fn json(&self) -> Value {
+        json!({
+            "record": size_stats(&self.record),
+            "records_with_index_keys": self.record_indexed,
+            "lane": size_stats(&self.lane),
+            "invoice": size_stats(&self.invoice),
+            "invoice_all_projected_gsis": self.invoice_gsis.iter().copied().max().unwrap_or(0),
+            "invoice_statuses": self.invoice_statuses,
+            "wcu": {
+                "record_put": self.record_wcu(),
+                "record_index": self.record_index_wcu(),
+                "lane_put": self.lane_wcu(),
+                "claim_put": 1.0,
+                "status_flip": self.status_flip_wcu(),
+            },
+        })
+    }
+}
+
+/// Reads back a spread of the round's records, the lane shares and the invoices they touched.
+async fn sample_sizes(
+    env: &Env,
+    catalog: &Catalog,
+    seen: &[(CustomerId, String, Lane)],
+) -> Result<(Sizes, Vec<(String, String, Item)>), BoxError> {
+    let index: HashMap<&CustomerId, usize> = catalog
+        .customers
+        .iter()
+        .enumerate()
+        .map(|(i, (c, _))| (c, i))
+        .collect();
+    let today = SystemClock.now().date_naive();
+    let mut sizes = Sizes {
+        record: Vec::new(),
+        record_indexed: 0,
+        lane: Vec::new(),
+        invoice: Vec::new(),
+        invoice_gsis: Vec::new(),
+        invoice_statuses: BTreeMap::new(),
+    };
+    let mut templates = Vec::new();
+    let step = (seen.len() / 25).max(1);
+    let mut lanes_done = BTreeSet::new();
+    let mut invoices_done = BTreeSet::new();
+    for (customer, key, lane) in seen.iter().step_by(step) {
+        let (pk, sk) = record_key(customer, key);
+        let item = env
+            .get(&env.usage_table, &pk, &sk)
+            .await?
+            .ok_or_else(|| fail(format!("record {pk}/{sk} is missing")))?;
+        sizes.record.push(item_size(&item));
+        if item.contains_key("gsi1pk") {
+            sizes.record_indexed += 1;
+        }
+        if templates.is_empty() {
+            templates.push(("record".to_owned(), env.usage_table.clone(), item));
+        }
+        let c = index
+            .get(customer)
+            .ok_or_else(|| fail("an event of an unknown customer"))?;
+        let invoice = catalog
+            .invoice_for(*c, today)
+            .ok_or_else(|| fail("no invoice covers today"))?;
+        if lanes_done.insert((invoice.clone(), lane.number())) {
+            let item = env
+                .get(&env.table, &invoice_pk(&invoice), &lane_sk(*lane))
+                .await?
+                .ok_or_else(|| fail(format!("lane {} of {invoice} is missing", lane.number())))?;
+            sizes.lane.push(item_size(&item));
+            if templates.len() == 1 {
+                templates.push(("lane".to_owned(), env.table.clone(), item));
+            }
+        }
+        if invoices_done.insert(invoice.clone()) {
+            let item = env
+                .get(&env.table, &invoice_pk(&invoice), "INVOICE")
+                .await?
+                .ok_or_else(|| fail(format!("invoice {invoice} is missing")))?;
+            sizes.invoice.push(item_size(&item));
+            sizes.invoice_gsis.push(
+                BILLING_ALL_GSIS
+                    .iter()
+                    .filter(|g| item.contains_key(&format!("{g}pk")))
+                    .count(),
+            );
+            let status = item
+                .get("status")
+                .and_then(|v| v.as_s().ok())
+                .cloned()
+                .unwrap_or_default();
+            *sizes.invoice_statuses.entry(status).or_default() += 1;
+            if templates.len() == 2 {
+                templates.push(("invoice".to_owned(), env.table.clone(), item));
+            }
+        }
+    }
+    Ok((sizes, templates))
+}
+
+fn describe_capacity(c: Option<&ConsumedCapacity>) -> Value {
+    match c {
+        None => Value::Null,
+        Some(c) => json!({
+            "total": c.capacity_units,
+            "write_capacity_units": c.write_capacity_units,
+            "table": c.table.as_ref().and_then(|t| t.capacity_units),
+            "gsi": c.global_secondary_indexes.as_ref().map(|g| g.iter().map(|(k, v)| (k.clone(), json!(v.capacity_units))).collect::<serde_json::Map<_, _>>()),
+        }),
+    }
+}
+
+/// DynamoDB Local's own accounting (`ReturnConsumedCapacity=INDEXES`) of one record put, one
+/// lane share put (new, then replacing it) and one status flip, each on a copy of a stored
+/// item under a probe key (deleted afterwards).
+async fn emulator_capacity(
+    env: &Env,
+    templates: &[(String, String, Item)],
+) -> Result<Value, BoxError> {
+    let mut out = serde_json::Map::new();
+    for (kind, table, template) in templates {
+        let probe = format!("PROBE#{}", uuid::Uuid::new_v4().simple());
+        let mut item = template.clone();
+        item.insert("pk".into(), AttributeValue::S(probe.clone()));
+        let sk = item
+            .get("sk")
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .unwrap_or_default();
+        let size = item_size(&item);
+        match kind.as_str() {
+            "record" | "lane" => {
+                let first = env
+                    .client
+                    .put_item()
+                    .table_name(table)
+                    .set_item(Some(item.clone()))
+                    .condition_expression("attribute_not_exists(pk)")
+                    .return_consumed_capacity(ReturnConsumedCapacity::Indexes)
+                    .send()
+                    .await?;
+                let mut entry = json!({
+                    "item_bytes": size,
+                    "estimate_wcu": wcu(size, false) * if item.contains_key("gsi1pk") { 2 } else { 1 },
+                    "put_new": describe_capacity(first.consumed_capacity.as_ref()),
+                });
+                if kind == "lane" {
+                    let replace = env
+                        .client
+                        .put_item()
+                        .table_name(table)
+                        .set_item(Some(item.clone()))
+                        .condition_expression("attribute_exists(pk)")
+                        .return_consumed_capacity(ReturnConsumedCapacity::Indexes)
+                        .send()
+                        .await?;
+                    entry["put_replace"] = describe_capacity(replace.consumed_capacity.as_ref());
+                }
+                out.insert(kind.clone(), entry);
+            }
+            _ => {
+                item.insert(
+                    "status".into(),
+                    AttributeValue::S(InvoiceStatus::Drafted.as_str().to_owned()),
+                );
+                env.client
+                    .put_item()
+                    .table_name(table)
+                    .set_item(Some(item.clone()))
+                    .send()
+                    .await?;
+                let flip = env
+                    .client
+                    .update_item()
+                    .table_name(table)
+                    .key("pk", AttributeValue::S(probe.clone()))
+                    .key("sk", AttributeValue::S(sk.clone()))
+                    .update_expression("SET #status = :in_progress")
+                    .condition_expression("#status = :drafted")
+                    .expression_attribute_names("#status", "status")
+                    .expression_attribute_values(
+                        ":in_progress",
+                        AttributeValue::S(InvoiceStatus::InProgress.as_str().to_owned()),
+                    )
+                    .expression_attribute_values(
+                        ":drafted",
+                        AttributeValue::S(InvoiceStatus::Drafted.as_str().to_owned()),
+                    )
+                    .return_consumed_capacity(ReturnConsumedCapacity::Indexes)
+                    .send()
+                    .await?;
+                let gsis = BILLING_ALL_GSIS
+                    .iter()
+                    .filter(|g| item.contains_key(&format!("{g}pk")))
+                    .count() as u64;
+                out.insert(
+                    "status_flip".into(),
+                    json!({
+                        "item_bytes": size,
+                        "estimate_wcu": wcu(size, false) * (1 + gsis),
+                        "update": describe_capacity(flip.consumed_capacity.as_ref()),
+                    }),
+                );
+            }
+        }
+        env.client
+            .delete_item()
+            .table_name(table)
+            .key("pk", AttributeValue::S(probe))
+            .key("sk", AttributeValue::S(sk))
+            .send()
+            .await?;
+    }
+    Ok(Value::Object(out))
+}
+
+/// WCU of a round's writes, from its counts and the sampled sizes.
+fn round_wcu(r: &BatchReport, s: &Sizes) -> Value {
+    let records = r.record_writes as f64 * s.record_wcu();
+    let record_index = (r.record_writes + r.relabels) as f64 * s.record_index_wcu();
+    let lanes = r.lane_writes as f64 * s.lane_wcu();
+    let claims = r.claim_writes as f64;
+    let relabels = r.relabels as f64 * s.record_wcu();
+    let flips = r.status_writes as f64 * s.status_flip_wcu();
+    let total = records + record_index + lanes + claims + relabels + flips;
+    let e = r.recorded.max(1) as f64;
+    json!({
+        "records": records / e,
+        "record_index": record_index / e,
+        "lanes": lanes / e,
+        "claims": claims / e,
+        "relabels": relabels / e,
+        "status_flips": flips / e,
+        "total": total / e,
+        "writes_per_event": r.writes() as f64 / e,
+    })
+}
+
+async fn scenario(
+    env: &Env,
+    name: &str,
+    catalog: &Catalog,
+    compositions: &[(usize, usize)],
+) -> Result<Value, BoxError> {
+    let counting = Arc::new(Counting::new(env.store.clone()));
+    let matcher = Matcher::new(env.store.clone(), counting.clone(), Arc::new(SystemClock));
+    let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+
+    // Warm-up: one request reaching every customer once (each invoice's first usage flips it to
+    // In Progress and writes its first lane share); a warm matcher cache.
+    let before = env.store.usage_write_actions();
+    let mut warm_source = Source::new(
+        catalog,
+        format!("warm-{name}-{tag}"),
+        catalog.customers.len().max(100),
+    );
+    let warm = run_request(&matcher, &mut warm_source).await?;
+    let warm_actions = env.store.usage_write_actions() - before;
+    if warm.report.status_writes != catalog.customers.len() {
+        return Err(fail(format!(
+            "{name}: warm-up flipped {} invoices of {}",
+            warm.report.status_writes,
+            catalog.customers.len()
+        )));
+    }
+    eprintln!(
+        "usage-bench writes: {name}: warm-up {} events, {} status flips, {} lane writes",
+        warm.events, warm.report.status_writes, warm.report.lane_writes
+    );
+
+    let mut rounds = Vec::new();
+    let mut sizes_json = Value::Null;
+    let mut capacity = Value::Null;
+    let mut sizes: Option<Sizes> = None;
+    for &(k, batches) in compositions {
+        let mut source = Source::new(catalog, format!("w-{name}-{k}-{tag}"), EVENTS_PER_REQUEST);
+        let before = env.store.usage_write_actions();
+        let reads_before = counting.reads();
+        let round = run_batches(&matcher, &mut source, k, batches).await?;
+        let actions = env.store.usage_write_actions() - before;
+        let reads_after = counting.reads();
+        if actions != round.report.writes() as u64 {
+            return Err(fail(format!(
+                "{name} k={k}: the adapter counted {actions} writes, the reports {}",
+                round.report.writes()
+            )));
+        }
+        if sizes.is_none() {
+            let (s, templates) = sample_sizes(env, catalog, &round.seen).await?;
+            sizes_json = s.json();
+            capacity = emulator_capacity(env, &templates)
+                .await
+                .unwrap_or_else(|e| json!({"error": e.to_string()}));
+            sizes = Some(s);
+        }
+        let s = sizes.as_ref().ok_or_else(|| fail("no sizes"))?;
+        let mut row = round.json(k);
+        row["adapter_write_actions"] = json!(actions);
+        row["wcu_per_event"] = round_wcu(&round.report, s);
+        row["reads"] = json!({
+            "status_requests": reads_after[0] - reads_before[0],
+            "statuses_read": reads_after[1] - reads_before[1],
+            "lane_requests": reads_after[2] - reads_before[2],
+            "lanes_read": reads_after[3] - reads_before[3],
+            "items_read_per_event": ((reads_after[1] - reads_before[1]) + (reads_after[3] - reads_before[3])) as f64 / round.events.max(1) as f64,
+        });
+        eprintln!(
+            "usage-bench writes: {name}: {k} messages/batch: {} batches, {} events, {:.1} events/customer/batch, {:.4} WCU/event",
+            round.batches,
+            round.events,
+            round.events_per_customer.iter().sum::<f64>() / round.batches.max(1) as f64,
+            row["wcu_per_event"]["total"].as_f64().unwrap_or(0.0)
+        );
+        rounds.push(row);
+    }
+    let s = sizes.as_ref().ok_or_else(|| fail("no sizes"))?;
+    let mut warm_json = warm.json(1);
+    warm_json["adapter_write_actions"] = json!(warm_actions);
+    warm_json["status_flip_wcu_per_invoice"] = json!(s.status_flip_wcu());
+    Ok(json!({
+        "customers": catalog.customers.len(),
+        "events_per_request": EVENTS_PER_REQUEST,
+        "batch_size": BATCH_SIZE,
+        "warmup": warm_json,
+        "sizes": sizes_json,
+        "emulator_consumed_capacity": capacity,
+        "rounds": rounds,
+    }))
+}
 
 async fn writes(env: &Env, scale: f64) -> Result<Value, BoxError> {
     let billing = env.billing();
@@ -217,237 +825,153 @@ async fn writes(env: &Env, scale: f64) -> Result<Value, BoxError> {
     eprintln!(
         "usage-bench writes: catalog (1 + 1,000 customers with contracts) in {setup_secs:.1} s"
     );
-
-    let mut rows = Vec::new();
-    for (scenario, catalog) in [("one_customer", &one), ("1000_customers", &many)] {
-        for batch in [1usize, 10, 100, 1000] {
-            let total = (match batch {
-                1 => 200.0,
-                10 => 1000.0,
-                100 => 3000.0,
-                _ => 5000.0,
-            } * scale)
-                .round()
-                .max(batch as f64) as usize;
-            let total = total / batch * batch;
-            rows.push(write_row(env, scenario, catalog, batch, total).await?);
-        }
-    }
+    let n = |b: f64| ((b * scale).round() as usize).max(1);
+    // (messages per batch, batches): the deployed BatchSize first (a lane with a backlog), then
+    // fuller and thinner traffic for the same lane.
+    let compositions = [(BATCH_SIZE, n(6.0)), (5, n(3.0)), (2, n(3.0)), (1, n(5.0))];
+    let one_row = scenario(env, "oneCustomer", &one, &compositions).await?;
+    let many_row = scenario(env, "thousandCustomers", &many, &compositions).await?;
     Ok(json!({
         "setup_seconds": setup_secs,
-        "customers": {"one_customer": 1, "1000_customers": 1000},
-        "rows": rows,
-        "emulator_consumed_capacity": emulator_capacity(env).await.unwrap_or_else(|e| json!({"error": e.to_string()})),
+        "scenarios": {"oneCustomer": one_row, "thousandCustomers": many_row},
     }))
 }
 
-async fn write_row(
-    env: &Env,
-    scenario: &str,
-    catalog: &Catalog,
-    batch: usize,
-    total: usize,
-) -> Result<Value, BoxError> {
-    let counting = Arc::new(Counting::new(env.store.clone()));
-    // A fresh matcher per row: a cold Lambda whose catalog cache fills on its first batch.
-    let matcher = Matcher::new(env.store.clone(), counting.clone(), Arc::new(SystemClock));
-    let run = format!(
-        "w{}-{scenario}-{batch}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
-    let at = SystemClock.now();
-    let before = env.store.usage_write_actions();
-    let mut report = BatchReport::default();
+// --- 2. Concurrent matchers on one customer -----------------------------------------------------
+
+async fn concurrent(env: &Env, events: usize, matchers: usize) -> Result<Value, BoxError> {
+    let billing = env.billing();
+    let now = SystemClock.now();
+    let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let catalog = create_catalog(
+        &billing,
+        &format!("bench_c4_{tag}"),
+        1,
+        contract_start(now),
+        1,
+    )
+    .await?;
+    let invoice = catalog
+        .invoice_for(0, now.date_naive())
+        .ok_or_else(|| fail("no invoice covers today"))?;
+
+    // Warm-up: the invoice's first usage, and each matcher's cache (a resend of a warm-up
+    // event: recorded before, it counts nothing).
+    let warm = 100usize;
+    let first = Matcher::new(env.store.clone(), env.store.clone(), Arc::new(SystemClock));
+    let mut warm_source = Source::new(&catalog, format!("c4w-{tag}"), warm);
+    run_request(&first, &mut warm_source).await?;
+    let resend = usage_bench::events(&catalog, &format!("c4w-{tag}"), 0, 1, now);
+    let mut workers = Vec::new();
+    for _ in 0..matchers {
+        let m = Matcher::new(env.store.clone(), env.store.clone(), Arc::new(SystemClock));
+        m.process(vec![LaneMessage::new(resend.clone())]).await?;
+        workers.push(m);
+    }
+
+    // The work: requests of EVENTS_PER_REQUEST events packed onto lanes; matcher w takes the
+    // lanes whose number is w modulo N, each lane's messages in order, ≤ 10 per batch.
+    let mut source = Source::new(&catalog, format!("c4-{tag}"), EVENTS_PER_REQUEST);
+    while source.next < events {
+        source.request()?;
+    }
+    let events = source.next;
+    let lanes = source.take_lanes();
+    let mut shares: Vec<Vec<VecDeque<LaneMessage>>> = (0..matchers).map(|_| Vec::new()).collect();
+    let mut messages = 0usize;
+    for (number, queue) in lanes {
+        messages += queue.len();
+        shares[usize::from(number) % matchers].push(queue.into_iter().map(|(m, _)| m).collect());
+    }
+    let writes_before = env.store.usage_write_actions();
     let started = Instant::now();
-    for first in (0..total).step_by(batch) {
-        let events = usage_bench::events(catalog, &run, first, batch, at);
-        add_report(&mut report, matcher.process(events).await?);
+    let mut tasks = Vec::new();
+    for (matcher, mut queues) in workers.into_iter().zip(shares) {
+        tasks.push(tokio::spawn(async move {
+            let mut report = BatchReport::default();
+            let mut batches = 0usize;
+            let mut messages = 0usize;
+            let mut failed = 0usize;
+            // Round robin over this matcher's lanes, one batch at a time.
+            while queues.iter().any(|q| !q.is_empty()) {
+                for q in queues.iter_mut().filter(|q| !q.is_empty()) {
+                    let n = q.len().min(BATCH_SIZE);
+                    let batch: Vec<LaneMessage> = q.drain(..n).collect();
+                    batches += 1;
+                    messages += n;
+                    let mut attempt = 0;
+                    loop {
+                        attempt += 1;
+                        match matcher.process(batch.clone()).await {
+                            Ok(r) => {
+                                add_report(&mut report, &r);
+                                break;
+                            }
+                            // A failed invocation's batch is redelivered (here: at once).
+                            Err(e) if attempt < 20 => {
+                                failed += 1;
+                                eprintln!("usage-bench concurrent: batch failed: {e}");
+                            }
+                            Err(e) => return Err(fail(format!("a batch failed 20 times: {e}"))),
+                        }
+                    }
+                }
+            }
+            Ok::<_, BoxError>((report, batches, messages, failed))
+        }));
+    }
+    let mut report = BatchReport::default();
+    let mut batches = 0usize;
+    let mut failed = 0usize;
+    let mut per_matcher = Vec::new();
+    for t in tasks {
+        let (r, b, m, f) = t.await??;
+        per_matcher.push(json!({"batches": b, "messages": m, "events": r.recorded, "conflicts": r.conflicts, "retries": r.retries}));
+        add_report(&mut report, &r);
+        batches += b;
+        failed += f;
     }
     let seconds = started.elapsed().as_secs_f64();
-    let actions = env.store.usage_write_actions() - before;
-    let matched = report.by_status.get("matched").copied().unwrap_or(0);
-    if report.recorded != total || matched != total {
+    let writes = env.store.usage_write_actions() - writes_before;
+    let counted = env.count_of(&invoice, &catalog).await?;
+    if counted != (warm + events) as u64 || report.recorded != events {
         return Err(fail(format!(
-            "{scenario} batch {batch}: {total} events sent, {} recorded, {matched} matched: {report:?}",
-            report.recorded
+            "{events} events sent: {} recorded, invoice counts {counted} (expected {})",
+            report.recorded,
+            warm + events
         )));
     }
-
-    // Item sizes as stored: a sample of this row's event records, and the invoices they touched.
-    let step = (total / 25).max(1);
-    let mut record_sizes = Vec::new();
-    for i in (0..total).step_by(step) {
-        let customer = &catalog.customers[i % catalog.customers.len()].0;
-        let item = env
-            .get(&record_pk(customer, &run, i), "EVENT")
-            .await?
-            .ok_or_else(|| fail(format!("record {i} of {run} is missing")))?;
-        record_sizes.push(item_size(&item));
-    }
-    let today = at.date_naive();
-    let touched = total.min(catalog.customers.len());
-    let mut invoice_sizes = Vec::new();
-    for c in (0..touched).step_by((touched / 25).max(1)) {
-        let id = catalog
-            .invoice_for(c, today)
-            .ok_or_else(|| fail("no invoice covers today"))?;
-        let item = env
-            .get(&invoice_pk(&id), "INVOICE")
-            .await?
-            .ok_or_else(|| fail(format!("invoice {id} is missing")))?;
-        invoice_sizes.push(item_size(&item));
-    }
-    let records = report.recorded as u64;
-    let invoice_updates = actions.saturating_sub(records);
-    let table_wcu = records as f64 * mean_wcu(&record_sizes, true)
-        + invoice_updates as f64 * mean_wcu(&invoice_sizes, true);
-    // Index propagation (projection ALL): a record is written to gsi1 and gsi2, an invoice
-    // update rewrites its entries in gsi1, gsi2 and gsi3; each a standard write of the item.
-    let gsi_wcu = records as f64 * 2.0 * mean_wcu(&record_sizes, false)
-        + invoice_updates as f64 * 3.0 * mean_wcu(&invoice_sizes, false);
-    let per_event = |x: f64| x / total as f64;
-    let row = json!({
-        "scenario": scenario,
-        "customers": catalog.customers.len(),
-        "batch": batch,
-        "events": total,
-        "matcher_calls": total / batch,
-        "recorded": report.recorded,
-        "write_actions_adapter": actions,
-        "write_actions_report": report.write_actions,
-        "transactions": report.transactions,
-        "commit_attempts": Counting::get(&counting.commits),
-        "commits_not_committed": Counting::get(&counting.not_committed),
-        "invoice_state_reads": Counting::get(&counting.invoice_reads),
-        "invoices_read": Counting::get(&counting.invoices_read),
-        "ensure_invoice_puts": Counting::get(&counting.ensures),
-        "invoice_updates": invoice_updates,
-        "write_actions_per_event": per_event(actions as f64),
-        "transactions_per_event": per_event(report.transactions as f64),
-        "record_item": stats(&record_sizes),
-        "invoice_item": stats(&invoice_sizes),
-        "table_wcu_per_event": per_event(table_wcu),
-        "gsi_wcu_per_event": per_event(gsi_wcu),
-        "total_wcu_per_event": per_event(table_wcu + gsi_wcu),
-        "write_actions_x2_per_event": per_event(2.0 * actions as f64),
-        "seconds": seconds,
-        "events_per_second": total as f64 / seconds,
-    });
+    let per_1000 = |n: usize| n as f64 * 1000.0 / events as f64;
     eprintln!(
-        "usage-bench writes: {scenario:>14} batch {batch:>4}: {total:>5} events, {actions:>5} write actions ({:.3}/event), {} transactions, {:.1} s",
-        actions as f64 / total as f64,
-        report.transactions,
-        seconds
+        "usage-bench concurrent: {matchers} matchers, {events} events in {seconds:.1} s ({:.0} events/s), {} conflicts, {} retries",
+        events as f64 / seconds,
+        report.conflicts,
+        report.retries
     );
-    Ok(row)
+    Ok(json!({
+        "design": "lanes (this commit)",
+        "matchers": matchers,
+        "events": events,
+        "events_per_request": EVENTS_PER_REQUEST,
+        "messages": messages,
+        "batches": batches,
+        "messages_per_batch": messages as f64 / batches.max(1) as f64,
+        "warmup_events": warm,
+        "seconds": seconds,
+        "events_per_second": events as f64 / seconds,
+        "invoice_count": counted,
+        "adapter_write_actions": writes,
+        "failed_invocations": failed,
+        "report": report_json(&report),
+        "per_matcher": per_matcher,
+        "conflicts": report.conflicts,
+        "retries": report.retries,
+        "conflicts_per_1000_events": per_1000(report.conflicts),
+        "retries_per_1000_events": per_1000(report.retries),
+    }))
 }
 
-/// What DynamoDB Local itself reports as consumed for a transactional put of a stored event
-/// record (copied under a new key) and a non-transactional one, with per-index detail.
-async fn emulator_capacity(env: &Env) -> Result<Value, BoxError> {
-    let template = sample_record(env).await?;
-    let mut out = serde_json::Map::new();
-    for transactional in [true, false] {
-        let mut item = template.clone();
-        let key = format!("EVENT#capacity-probe-{}", uuid::Uuid::new_v4().simple());
-        item.insert("pk".into(), AttributeValue::S(key));
-        let consumed = if transactional {
-            let put = Put::builder()
-                .table_name(&env.table)
-                .set_item(Some(item))
-                .condition_expression("attribute_not_exists(pk)")
-                .build()?;
-            env.client
-                .transact_write_items()
-                .transact_items(TransactWriteItem::builder().put(put).build())
-                .return_consumed_capacity(ReturnConsumedCapacity::Indexes)
-                .send()
-                .await?
-                .consumed_capacity
-                .unwrap_or_default()
-        } else {
-            env.client
-                .put_item()
-                .table_name(&env.table)
-                .set_item(Some(item))
-                .condition_expression("attribute_not_exists(pk)")
-                .return_consumed_capacity(ReturnConsumedCapacity::Indexes)
-                .send()
-                .await?
-                .consumed_capacity
-                .into_iter()
-                .collect()
-        };
-        let described: Vec<Value> = consumed
-            .iter()
-            .map(|c| {
-                json!({
-                    "capacity_units": c.capacity_units,
-                    "write_capacity_units": c.write_capacity_units,
-                    "table": c.table.as_ref().and_then(|t| t.capacity_units),
-                    "gsi": c.global_secondary_indexes.as_ref().map(|g| g.iter().map(|(k, v)| (k.clone(), json!(v.capacity_units))).collect::<serde_json::Map<_, _>>()),
-                })
-            })
-            .collect();
-        out.insert(
-            if transactional {
-                "transact_put_record"
-            } else {
-                "put_record"
-            }
-            .to_owned(),
-            json!({ "record_bytes": item_size(&template), "consumed": described }),
-        );
-    }
-    Ok(Value::Object(out))
-}
-
-/// One stored event record item (any), as a template.
-async fn sample_record(env: &Env) -> Result<Item, BoxError> {
-    let out = env
-        .client
-        .query()
-        .table_name(&env.table)
-        .index_name("gsi1")
-        .key_condition_expression("gsi1pk = :pk")
-        .expression_attribute_values(":pk", AttributeValue::S("EVENT#matched".into()))
-        .limit(1)
-        .send()
-        .await?;
-    let key = out
-        .items
-        .unwrap_or_default()
-        .into_iter()
-        .next()
-        .ok_or_else(|| fail("no event record stored yet"))?;
-    let pk = key
-        .get("pk")
-        .and_then(|v| v.as_s().ok())
-        .cloned()
-        .unwrap_or_default();
-    env.get(&pk, "EVENT")
-        .await?
-        .ok_or_else(|| fail("sample record vanished"))
-}
-
-// --- 2. End to end -------------------------------------------------------------------------------
-
-async fn invoice_count(env: &Env, invoice: &InvoiceId) -> Result<(u64, u64), BoxError> {
-    let states = env
-        .store
-        .invoice_states(std::slice::from_ref(invoice))
-        .await?;
-    let state = states
-        .get(invoice)
-        .ok_or_else(|| fail(format!("invoice {invoice} is missing")))?;
-    let count = state
-        .aggregates
-        .values()
-        .filter(|a| a.kind() == Aggregation::Count)
-        .map(|a| a.quantity())
-        .sum::<rust_decimal::Decimal>();
-    Ok((count.try_into().unwrap_or(0), state.version))
-}
+// --- 3. Freshness through the dev server --------------------------------------------------------
 
 fn batch_body(catalog: &Catalog, run: &str, first: usize, count: usize) -> String {
     let customer = catalog.customers[0].0.as_str();
@@ -464,65 +988,89 @@ fn batch_body(catalog: &Catalog, run: &str, first: usize, count: usize) -> Strin
     json!({ "events": events }).to_string()
 }
 
-/// Posts `count` events from `first` in batches of `per_post`; returns per-post latencies.
-async fn post_all(
+async fn post(
     http: &reqwest::Client,
     url: &str,
     key: &str,
-    bodies: Vec<String>,
-    per_post: usize,
-) -> Result<Vec<f64>, BoxError> {
-    let mut latencies = Vec::with_capacity(bodies.len());
-    for body in bodies {
-        let t = Instant::now();
-        let response = http
-            .post(format!("{url}/v1/events/batch"))
-            .bearer_auth(key)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await?;
-        let status = response.status();
-        let answer: Value = response.json().await.unwrap_or(Value::Null);
-        if status.as_u16() != 202 || answer["accepted"].as_u64() != Some(per_post as u64) {
-            return Err(fail(format!(
-                "batch not fully accepted ({status}): {answer}"
-            )));
-        }
-        latencies.push(t.elapsed().as_secs_f64());
+    body: String,
+    expected: usize,
+) -> Result<(), BoxError> {
+    let response = http
+        .post(format!("{url}/v1/events/batch"))
+        .bearer_auth(key)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await?;
+    let status = response.status();
+    let answer: Value = response.json().await.unwrap_or(Value::Null);
+    if status.as_u16() != 202 || answer["accepted"].as_u64() != Some(expected as u64) {
+        return Err(fail(format!(
+            "batch not fully accepted ({status}): {answer}"
+        )));
     }
-    Ok(latencies)
+    Ok(())
 }
 
-async fn wait_count(
-    env: &Env,
+/// The invoice's COUNT quantity as `GET /v1/invoices/{id}` shows it.
+async fn api_count(
+    http: &reqwest::Client,
+    url: &str,
+    key: &str,
     invoice: &InvoiceId,
-    target: u64,
-    deadline: Duration,
-    since: Instant,
-) -> Result<(Duration, u64), BoxError> {
-    loop {
-        let (count, version) = invoice_count(env, invoice).await?;
-        if count >= target {
-            return Ok((since.elapsed(), version));
-        }
-        if since.elapsed() > deadline {
-            return Err(fail(format!(
-                "only {count} of {target} events matched after {} s",
-                deadline.as_secs()
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    price: &str,
+) -> Result<u64, BoxError> {
+    let body: Value = http
+        .get(format!("{url}/v1/invoices/{invoice}"))
+        .bearer_auth(key)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let quantity = body["lineItems"]
+        .as_array()
+        .and_then(|lines| lines.iter().find(|l| l["priceId"] == price))
+        .and_then(|l| l["quantity"].as_str())
+        .ok_or_else(|| fail(format!("no COUNT line in {body}")))?;
+    Ok(quantity.parse::<rust_decimal::Decimal>()?.try_into()?)
 }
 
-async fn e2e(env: &Env, events: usize, per_post: usize) -> Result<Value, BoxError> {
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn distribution(values: &[f64]) -> Value {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    json!({
+        "n": sorted.len(),
+        "min": sorted.first().copied().unwrap_or(0.0),
+        "p50": percentile(&sorted, 50.0),
+        "p90": percentile(&sorted, 90.0),
+        "p99": percentile(&sorted, 99.0),
+        "max": sorted.last().copied().unwrap_or(0.0),
+        "mean": sorted.iter().sum::<f64>() / sorted.len().max(1) as f64,
+    })
+}
+
+async fn fresh(
+    env: &Env,
+    seconds: f64,
+    rate: f64,
+    per_request: usize,
+    e2e_events: usize,
+) -> Result<Value, BoxError> {
     let billing = env.billing();
     let now = SystemClock.now();
-    let tag = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
     let catalog = create_catalog(
         &billing,
-        &format!("bench_e2e_{tag}"),
+        &format!("bench_fresh_{tag}"),
         1,
         contract_start(now),
         1,
@@ -531,6 +1079,7 @@ async fn e2e(env: &Env, events: usize, per_post: usize) -> Result<Value, BoxErro
     let invoice = catalog
         .invoice_for(0, now.date_naive())
         .ok_or_else(|| fail("no invoice covers today"))?;
+    let price = catalog.plan.prices[1].id.to_string();
 
     let key = format!("sk_bench_{}", uuid::Uuid::new_v4().simple());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -546,278 +1095,178 @@ async fn e2e(env: &Env, events: usize, per_post: usize) -> Result<Value, BoxErro
     let url = server.url();
     let http = reqwest::Client::new();
 
-    // Warm-up: connections, the API key cache, the matcher's catalog cache.
+    // Warm-up: connections, the API key cache, the matcher's catalog cache, the invoice's
+    // first usage.
     let warm = 100usize;
-    let warm_run = format!("e2e-warm-{tag}");
-    let since = Instant::now();
-    post_all(
+    post(
         &http,
         &url,
         &key,
-        vec![batch_body(&catalog, &warm_run, 0, warm)],
+        batch_body(&catalog, &format!("fw-{tag}"), 0, warm),
         warm,
     )
     .await?;
-    let (warm_time, v0) =
-        wait_count(env, &invoice, warm as u64, Duration::from_secs(120), since).await?;
-    eprintln!(
-        "usage-bench e2e: warm-up of {warm} events matched in {:.2} s",
-        warm_time.as_secs_f64()
-    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while api_count(&http, &url, &key, &invoice, &price).await? < warm as u64 {
+        if Instant::now() > deadline {
+            return Err(fail("the warm-up was not counted within 120 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
-    let run = format!("e2e-{tag}");
-    let bodies: Vec<String> = (0..events)
-        .step_by(per_post)
-        .map(|first| batch_body(&catalog, &run, first, per_post.min(events - first)))
-        .collect();
-    let body_bytes: usize = bodies.iter().map(String::len).sum();
-    let posts = bodies.len();
-    let started = Instant::now();
-    let poster = {
-        let (http, url, key) = (http.clone(), url.clone(), key.clone());
+    // The poller: the invoice's COUNT every 20 ms, with the time each answer arrived.
+    let t0 = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let poller = {
+        let (http, url, key, invoice, price, stop) = (
+            http.clone(),
+            url.clone(),
+            key.clone(),
+            invoice.clone(),
+            price.clone(),
+            stop.clone(),
+        );
         tokio::spawn(async move {
-            let r = post_all(&http, &url, &key, bodies, per_post).await;
-            (r, started.elapsed())
+            let mut samples: Vec<(f64, u64)> = Vec::new();
+            let mut next = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                match api_count(&http, &url, &key, &invoice, &price).await {
+                    Ok(count) => samples.push((t0.elapsed().as_secs_f64(), count)),
+                    Err(e) => eprintln!("usage-bench fresh: poll failed: {e}"),
+                }
+                next += Duration::from_millis(20);
+                let now = Instant::now();
+                if next > now {
+                    tokio::time::sleep(next - now).await;
+                } else {
+                    next = now;
+                }
+            }
+            samples
         })
     };
-    let target = (warm + events) as u64;
-    let (done, v1) = wait_count(env, &invoice, target, Duration::from_secs(900), started).await?;
-    let (latencies, ingest_time) = poster.await?;
-    let latencies = latencies?;
-    drop(server);
-    let stored = env.count_records(&catalog.customers[0].0).await?;
-    if stored != target {
-        return Err(fail(format!(
-            "{stored} event records stored, expected {target}"
-        )));
-    }
-    let transactions = v1 - v0;
-    let wpe = (events as f64 + transactions as f64) / events as f64;
-    let e2e_rate = events as f64 / done.as_secs_f64();
-    eprintln!(
-        "usage-bench e2e: {events} events ingested in {:.2} s, all recorded after {:.2} s ({e2e_rate:.0} events/s), {transactions} transactions",
-        ingest_time.as_secs_f64(),
-        done.as_secs_f64()
-    );
 
-    // The emulator's raw conditional-put rate, with items shaped exactly like the records.
-    let template = env
-        .get(&record_pk(&catalog.customers[0].0, &run, 0), "EVENT")
-        .await?
-        .ok_or_else(|| fail("first e2e record is missing"))?;
-    let mut raw = Vec::new();
-    for concurrency in [1usize, 2, 4, 8] {
-        raw.push(raw_puts(env, &template, concurrency, 2000).await?);
-    }
-    let raw_tx = raw_transactions(env, &template, 99, 20).await?;
-    let raw_c1 = raw[0]["puts_per_second"].as_f64().unwrap_or(0.0);
-    let raw_best = raw
-        .iter()
-        .filter_map(|r| r["puts_per_second"].as_f64())
-        .fold(0.0, f64::max);
-    let tx_actions = raw_tx["actions_per_second"].as_f64().unwrap_or(0.0);
-    let mut sorted = latencies.clone();
-    sorted.sort_by(f64::total_cmp);
-    Ok(json!({
-        "events": events,
-        "per_post": per_post,
-        "posts": posts,
-        "request_bytes": body_bytes,
-        "warmup_events": warm,
-        "ingest_seconds": ingest_time.as_secs_f64(),
-        "ingest_events_per_second": events as f64 / ingest_time.as_secs_f64(),
-        "post_latency_median_seconds": sorted.get(sorted.len() / 2).copied().unwrap_or(0.0),
-        "post_latency_max_seconds": sorted.last().copied().unwrap_or(0.0),
-        "e2e_seconds": done.as_secs_f64(),
-        "e2e_events_per_second": e2e_rate,
-        "records_stored": stored,
-        "transactions": transactions,
-        "write_actions_per_event": wpe,
-        "matcher_concurrency": 1,
-        "raw_puts": raw,
-        "raw_transactions": raw_tx,
-        "ratio_vs_raw_c1": e2e_rate / (raw_c1 / wpe),
-        "ratio_vs_raw_best": e2e_rate / (raw_best / wpe),
-        "ratio_vs_raw_transactions": e2e_rate / (tx_actions / wpe),
-        "record_item_bytes": item_size(&template),
-    }))
-}
-
-fn raw_item(template: &Item, key: &str) -> Item {
-    let mut item = template.clone();
-    item.insert("pk".into(), AttributeValue::S(format!("EVENT#raw#{key}")));
-    if let Some(AttributeValue::S(s)) = item.get("gsi1sk").cloned() {
-        item.insert("gsi1sk".into(), AttributeValue::S(format!("{s}#raw#{key}")));
-    }
-    if let Some(AttributeValue::S(s)) = item.get("gsi2sk").cloned() {
-        item.insert("gsi2sk".into(), AttributeValue::S(format!("{s}#raw#{key}")));
-    }
-    item
-}
-
-/// `total` conditional `PutItem`s (`attribute_not_exists(pk)`) of record-shaped items, from
-/// `concurrency` workers.
-async fn raw_puts(
-    env: &Env,
-    template: &Item,
-    concurrency: usize,
-    total: usize,
-) -> Result<Value, BoxError> {
-    let tag = uuid::Uuid::new_v4().simple().to_string();
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut workers = Vec::new();
-    for _ in 0..concurrency {
-        let (client, table, template, next, tag) = (
-            env.client.clone(),
-            env.table.clone(),
-            template.clone(),
-            next.clone(),
-            tag.clone(),
-        );
-        workers.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    return Ok::<(), BoxError>(());
-                }
-                client
-                    .put_item()
-                    .table_name(&table)
-                    .set_item(Some(raw_item(&template, &format!("{tag}-{i}"))))
-                    .condition_expression("attribute_not_exists(pk)")
-                    .send()
-                    .await?;
-            }
+    // The senders: one request every 1/rate s, each timed from send to its 202.
+    let requests = (seconds * rate).round().max(1.0) as usize;
+    let run = format!("f-{tag}");
+    let mut sent = Vec::new();
+    for i in 0..requests {
+        let at = t0 + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(at.into()).await;
+        let (http, url, key) = (http.clone(), url.clone(), key.clone());
+        let body = batch_body(&catalog, &run, i * per_request, per_request);
+        sent.push(tokio::spawn(async move {
+            let send = t0.elapsed().as_secs_f64();
+            post(&http, &url, &key, body, per_request).await?;
+            Ok::<_, BoxError>((send, t0.elapsed().as_secs_f64()))
         }));
     }
-    for w in workers {
-        w.await??;
+    let mut acks = Vec::new();
+    for s in sent {
+        acks.push(s.await??);
     }
-    let seconds = started.elapsed().as_secs_f64();
-    eprintln!(
-        "usage-bench e2e: raw PutItem, concurrency {concurrency}: {:.0}/s",
-        total as f64 / seconds
-    );
-    Ok(json!({
-        "concurrency": concurrency,
-        "puts": total,
-        "seconds": seconds,
-        "puts_per_second": total as f64 / seconds,
-    }))
-}
-
-/// `count` sequential transactions of `size` conditional puts of record-shaped items.
-async fn raw_transactions(
-    env: &Env,
-    template: &Item,
-    size: usize,
-    count: usize,
-) -> Result<Value, BoxError> {
-    let tag = uuid::Uuid::new_v4().simple().to_string();
-    let started = Instant::now();
-    for t in 0..count {
-        let items = (0..size)
-            .map(|i| {
-                Put::builder()
-                    .table_name(&env.table)
-                    .set_item(Some(raw_item(template, &format!("{tag}-{t}-{i}"))))
-                    .condition_expression("attribute_not_exists(pk)")
-                    .build()
-                    .map(|p| TransactWriteItem::builder().put(p).build())
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        env.client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await?;
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    let actions = size * count;
-    eprintln!(
-        "usage-bench e2e: raw TransactWriteItems of {size} puts, concurrency 1: {:.0} actions/s",
-        actions as f64 / seconds
-    );
-    Ok(json!({
-        "concurrency": 1,
-        "actions_per_transaction": size,
-        "transactions": count,
-        "seconds": seconds,
-        "actions_per_second": actions as f64 / seconds,
-    }))
-}
-
-// --- 4. SQS requests per event ---------------------------------------------------------------------
-
-async fn sqs(env: &Env) -> Result<Value, BoxError> {
-    let url = env
-        .startup
-        .config()
-        .usage_queue_url
-        .clone()
-        .ok_or_else(|| fail("USAGE_QUEUE_URL is not set"))?;
-    let queue = Arc::new(env.startup.queue(&url));
-    let billing =
-        Billing::new(env.store.clone(), Arc::new(SystemClock), None).with_queue(queue.clone());
-    let customer = CustomerId::generate();
-    let at = SystemClock.now();
-    let tag = &uuid::Uuid::new_v4().simple().to_string()[..8];
-    let mut rows = Vec::new();
-    let total = 10_000usize;
-    for per_call in [10_000usize, 1_000, 100, 1] {
-        let events_n = if per_call == 1 { 200 } else { total };
-        let run = format!("sqs-{tag}-{per_call}");
-        let events: Vec<UsageEvent> = (0..events_n)
-            .map(|i| usage_bench::event_for(&customer, "bench_sqs", &run, i, at))
-            .collect();
-        let mut messages = 0usize;
-        let mut bytes = 0usize;
-        let before = queue.requests();
-        let started = Instant::now();
-        for chunk in events.chunks(per_call) {
-            let packed = billing::usage::pack(chunk)?;
-            messages += packed.len();
-            bytes += packed.iter().map(|(b, _)| b.len()).sum::<usize>();
-            let sent = billing.ingest(chunk).await?;
-            if !sent.iter().all(|ok| *ok) {
-                return Err(fail(format!(
-                    "{} of {} events not enqueued",
-                    sent.iter().filter(|ok| !**ok).count(),
-                    chunk.len()
-                )));
-            }
+    let target = (warm + requests * per_request) as u64;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        if api_count(&http, &url, &key, &invoice, &price).await? >= target {
+            break;
         }
-        let seconds = started.elapsed().as_secs_f64();
-        let requests = queue.requests() - before;
-        eprintln!(
-            "usage-bench sqs: {per_call:>5} events per call: {events_n} events, {requests} SendMessageBatch requests ({:.4}/event), {messages} messages",
-            requests as f64 / events_n as f64
-        );
-        rows.push(json!({
-            "events_per_call": per_call,
-            "events": events_n,
-            "calls": events_n.div_ceil(per_call),
-            "requests": requests,
-            "requests_per_event": requests as f64 / events_n as f64,
-            "messages": messages,
-            "events_per_message": events_n as f64 / messages as f64,
-            "message_bytes_per_event": bytes as f64 / events_n as f64,
-            "seconds": seconds,
-            "events_per_second": events_n as f64 / seconds,
-        }));
+        if Instant::now() > deadline {
+            stop.store(true, Ordering::Relaxed);
+            return Err(fail(
+                "not every event was counted within 300 s of the last 202",
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Leave the queue empty for whatever runs next.
-    let url = std::env::var("USAGE_QUEUE_URL")?;
-    aws_sdk_sqs::Client::new(env.startup.aws())
-        .purge_queue()
-        .queue_url(url)
-        .send()
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.store(true, Ordering::Relaxed);
+    let samples = poller.await?;
+
+    // Per request: the first poll answer, arriving after its 202, whose count covers it and
+    // every request before it (messages are matched in the order they were sent, lane by lane).
+    let mut delays = Vec::new();
+    let mut latencies = Vec::new();
+    for (i, (send, ack)) in acks.iter().enumerate() {
+        latencies.push(ack - send);
+        let needed = (warm + (i + 1) * per_request) as u64;
+        let seen = samples
+            .iter()
+            .find(|(t, count)| *t >= *ack && *count >= needed)
+            .ok_or_else(|| fail(format!("request {i} was never seen counted")))?;
+        delays.push(seen.0 - ack);
+    }
+    let intervals: Vec<f64> = samples.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    let freshness = distribution(&delays);
+    eprintln!(
+        "usage-bench fresh: {requests} requests of {per_request} events at {rate}/s: 202 → counted p50 {:.3} s, p99 {:.3} s, max {:.3} s",
+        freshness["p50"].as_f64().unwrap_or(0.0),
+        freshness["p99"].as_f64().unwrap_or(0.0),
+        freshness["max"].as_f64().unwrap_or(0.0)
+    );
+
+    // The old end-to-end rate: a burst of posts of 1,000 events, one after another, timed from
+    // the first POST until the invoice counts them all.
+    let base = target;
+    let e2e_run = format!("e-{tag}");
+    let per_post = 1_000usize;
+    let started = Instant::now();
+    let mut post_latencies = Vec::new();
+    for first in (0..e2e_events).step_by(per_post) {
+        let n = per_post.min(e2e_events - first);
+        let t = Instant::now();
+        post(
+            &http,
+            &url,
+            &key,
+            batch_body(&catalog, &e2e_run, first, n),
+            n,
+        )
         .await?;
-    Ok(json!({ "rows": rows }))
+        post_latencies.push(t.elapsed().as_secs_f64());
+    }
+    let ingest = started.elapsed().as_secs_f64();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        if api_count(&http, &url, &key, &invoice, &price).await? >= base + e2e_events as u64 {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(fail("the e2e burst was not counted within 600 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let e2e_seconds = started.elapsed().as_secs_f64();
+    drop(server);
+    let final_count = env.count_of(&invoice, &catalog).await?;
+    eprintln!(
+        "usage-bench fresh: e2e burst of {e2e_events} events counted after {e2e_seconds:.2} s ({:.0} events/s)",
+        e2e_events as f64 / e2e_seconds
+    );
+    Ok(json!({
+        "requests": requests,
+        "events_per_request": per_request,
+        "requests_per_second": rate,
+        "events_per_second_offered": rate * per_request as f64,
+        "seconds": seconds,
+        "warmup_events": warm,
+        "poll_samples": samples.len(),
+        "poll_interval": distribution(&intervals),
+        "post_latency": distribution(&latencies),
+        "freshness_seconds": freshness,
+        "e2e": {
+            "events": e2e_events,
+            "per_post": per_post,
+            "ingest_seconds": ingest,
+            "post_latency": distribution(&post_latencies),
+            "seconds": e2e_seconds,
+            "events_per_second": e2e_events as f64 / e2e_seconds,
+        },
+        "final_invoice_count": final_count,
+    }))
 }
 
-// --- Main ------------------------------------------------------------------------------------------
+// --- Main ------------------------------------------------------------------------------------
 
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()
@@ -825,35 +1274,44 @@ fn arg(args: &[String], name: &str) -> Option<String> {
         .and_then(|i| args.get(i + 1).cloned())
 }
 
+fn parsed<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Result<T, BoxError>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    Ok(arg(args, name)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(default))
+}
+
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage =
-        "usage: usage-bench (writes|e2e|sqs) --out FILE [--scale F] [--events N] [--per-post N]";
+    let usage = "usage: usage-bench (writes|concurrent|fresh) --out FILE [--scale F] [--events N] [--matchers N] [--seconds S] [--rate R] [--per-request N] [--e2e-events N]";
     let command = args.first().cloned().ok_or_else(|| fail(usage))?;
     let out = arg(&args, "--out").ok_or_else(|| fail(usage))?;
     let env = Env::load().await?;
     let started = Instant::now();
     let mut result = match command.as_str() {
-        "writes" => {
-            let scale = arg(&args, "--scale")
-                .map(|s| s.parse())
-                .transpose()?
-                .unwrap_or(1.0);
-            writes(&env, scale).await?
+        "writes" => writes(&env, parsed(&args, "--scale", 1.0)?).await?,
+        "concurrent" => {
+            concurrent(
+                &env,
+                parsed(&args, "--events", 40_000)?,
+                parsed(&args, "--matchers", 4)?,
+            )
+            .await?
         }
-        "e2e" => {
-            let events = arg(&args, "--events")
-                .map(|s| s.parse())
-                .transpose()?
-                .unwrap_or(20_000);
-            let per_post = arg(&args, "--per-post")
-                .map(|s| s.parse())
-                .transpose()?
-                .unwrap_or(1_000);
-            e2e(&env, events, per_post).await?
+        "fresh" => {
+            fresh(
+                &env,
+                parsed(&args, "--seconds", 30.0)?,
+                parsed(&args, "--rate", 5.0)?,
+                parsed(&args, "--per-request", 100)?,
+                parsed(&args, "--e2e-events", 20_000)?,
+            )
+            .await?
         }
-        "sqs" => sqs(&env).await?,
         _ => return Err(fail(usage)),
     };
     if let Value::Object(map) = &mut result {
