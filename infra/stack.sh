@@ -412,7 +412,7 @@ start_localstack() {
             # every resource exists.
             export CFN_IGNORE_UNSUPPORTED_RESOURCE_TYPES=0
             # Lambda functions are created without Docker and never run: our executor plugin
-            # (infra/localstack/lambda_no_docker); the dev server runs the handlers.
+            # (infra/localstack/offline_plugins); the dev server runs the handlers.
             export LAMBDA_RUNTIME_EXECUTOR=no-docker
             export "$LS_MARKER=$STATE"
             launch localstack "$port" "$LS_PY" -m localstack.runtime.main

@@ -3,7 +3,7 @@
 # without Docker and without any download beyond the package registries:
 #   - infra/.cache/localstack/venv: Python 3.13 venv with localstack-core[runtime] and the pins of
 #     infra/localstack/requirements.txt, plus two plugins: SES v2 (infra/localstack/sesv2_provider)
-#     and a Lambda runtime executor that needs no Docker (infra/localstack/lambda_no_docker)
+#     and CloudFormation and Lambda offline without Docker (infra/localstack/offline_plugins)
 #   - infra/.cache/localstack/root/usr/lib/localstack: what LocalStack would otherwise download on
 #     first use, placed where it looks for packages installed "at build time" (its static libs):
 #     java/21 (a link to the system JDK), dynamodb-local/2 (links to the DynamoDB Local that
@@ -23,7 +23,7 @@ ROOT_DIR="$LS_CACHE/root"              # a FILESYSTEM_ROOT used only to prebuild
 LIBS="$ROOT_DIR/usr/lib/localstack"    # every stack's root links its usr/lib/localstack here
 DDB_DIR="$CACHE/dynamodb-local"        # infra/install.sh's DynamoDB Local
 REQUIREMENTS="$LS_SRC/requirements.txt"
-PLUGINS=(sesv2_provider lambda_no_docker) # LocalStack plugin packages, folders of $LS_SRC
+PLUGINS=(sesv2_provider offline_plugins) # LocalStack plugin packages, folders of $LS_SRC
 AGENT="$LS_SRC/agent"
 
 die() { echo "localstack/install.sh: error: $*" >&2; exit 1; }
