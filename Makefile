@@ -1,5 +1,5 @@
 # The two commands of the README. Everything they need is installed by the scripts they call.
-.PHONY: dev test test-stripe stop example bench bench-usage bench-dashboard
+.PHONY: dev test test-stripe stop example deploy-localstack bench bench-usage bench-dashboard
 
 ## Run the service locally on http://127.0.0.1:3000 (emulators, tables, queues, API).
 dev:
@@ -17,6 +17,11 @@ test-stripe:
 ## The product guide end to end against a fresh local stack and the fake Stripe.
 example:
 	infra/example.sh
+
+## template.yaml built with sam build, deployed to LocalStack's CloudFormation and read back:
+## what was deployed must be what infra/bootstrap.py creates locally (make test runs it too).
+deploy-localstack:
+	infra/deploy-localstack.sh
 
 ## Stop the local stacks started by `make dev` / `make test`.
 stop:

@@ -3,13 +3,17 @@
 
 template.yaml is the single source of truth for tables and queues: instead of a second, hand-kept
 list of resources for local runs, this script reads the template and creates every
-AWS::DynamoDB::Table on DynamoDB Local and every AWS::SQS::Queue on moto. It then resolves the
-environment variables each AWS::Serverless::Function would get in AWS (Globals merged with the
-function's own) to their local values, and writes them, together with the endpoint and credential
-variables the AWS SDKs read, to a shell file of `export NAME='value'` lines.
+AWS::DynamoDB::Table on DynamoDB Local and every AWS::SQS::Queue on moto, and every schedule
+(AWS::Scheduler::Schedule, and the ScheduleV2 events of functions, as SAM turns them into one) in
+moto's EventBridge Scheduler, where they are kept but never fire: the dev server runs the billing
+run on request instead. It then resolves the environment variables each AWS::Serverless::Function
+would get in AWS (Globals merged with the function's own) to their local values, and writes them,
+together with the endpoint and credential variables the AWS SDKs read, to a shell file of
+`export NAME='value'` lines. infra/deploy-localstack.sh checks all of this against the template
+deployed by CloudFormation (on LocalStack).
 
 Idempotent: existing tables and queues are kept (a queue's attributes are brought in line with the
-template; a table gets missing GSIs and TTL added). Run by infra/stack.sh start with the venv's
+template; a table gets missing GSIs and TTL added; a schedule is updated). Run by infra/stack.sh start with the venv's
 Python (boto3 + PyYAML):
 
     bootstrap.py --template template.yaml --dynamodb-endpoint http://127.0.0.1:8000 \
@@ -86,6 +90,7 @@ def load_template(path: str) -> dict[str, Any]:
 
 NO_VALUE = object()  # AWS::NoValue: the property or list item is dropped
 LOCAL_TYPES = ("AWS::DynamoDB::Table", "AWS::SQS::Queue")  # what the emulators provide
+FUNCTION_TYPES = ("AWS::Serverless::Function", "AWS::Lambda::Function")  # the dev server runs them
 
 
 class Stack:
@@ -96,13 +101,15 @@ class Stack:
     creates that other queue first: no explicit dependency sort is needed.
     """
 
-    def __init__(self, template: dict[str, Any], dynamodb: Any, sqs: Any) -> None:
+    def __init__(self, template: dict[str, Any], dynamodb: Any, sqs: Any, scheduler: Any = None) -> None:
         self.template = template
         self.resources: dict[str, Any] = template["Resources"]
         self.parameters: dict[str, Any] = template.get("Parameters") or {}
         self.conditions: dict[str, Any] = template.get("Conditions") or {}
         self.dynamodb = dynamodb
         self.sqs = sqs
+        self.scheduler = scheduler
+        self.schedules: dict[str, dict[str, Any]] = {}  # schedule name -> create_schedule arguments
         self._created: dict[str, dict[str, str]] = {}  # logical id -> attributes (Ref, Arn, ...)
         self._in_progress: set[str] = set()
         self._param_values: dict[str, str] = {}
@@ -271,7 +278,16 @@ class Stack:
             if rtype == "AWS::IAM::Role":
                 # Nothing checks roles locally (moto's Scheduler stores the ARN as given): the
                 # functions get the ARN the role would have.
-                attrs = {"Ref": logical_id, "Arn": f"arn:aws:iam::{ACCOUNT_ID}:role/{logical_id}"}
+                attrs = {"Ref": logical_id, "Arn": role_arn(logical_id)}
+                self._created[logical_id] = attrs
+                return attrs
+            if rtype in FUNCTION_TYPES:
+                # Not deployed locally (the dev server runs the handlers); what refers to one (a
+                # schedule's target) gets the ARN it would have: its FunctionName, else
+                # STACK-LogicalId (CloudFormation appends a random suffix to that).
+                name = (resource.get("Properties") or {}).get("FunctionName")
+                name = _scalar(self.resolve(name)) if name is not None else f"{self.ref('AWS::StackName')}-{logical_id}"
+                attrs = {"Ref": name, "Arn": f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{name}"}
                 self._created[logical_id] = attrs
                 return attrs
             if rtype not in LOCAL_TYPES:
@@ -298,6 +314,50 @@ class Stack:
         for logical_id, resource in self.resources.items():
             if resource.get("Type") in LOCAL_TYPES and self.resource_enabled(logical_id):
                 self.ensure(logical_id)
+        for name, args in self.schedule_arguments().items():
+            self._ensure_schedule(name, args)
+
+    # EventBridge Scheduler ---
+
+    def schedule_arguments(self) -> dict[str, dict[str, Any]]:
+        """create_schedule arguments of every schedule the template makes, by name.
+
+        Template AWS::Scheduler::Schedule resources as they are; a function's ScheduleV2 event the
+        way SAM translates it: a schedule named after the function and the event (unless Name is
+        given), FlexibleTimeWindow OFF by default, targeting the function through a role SAM
+        creates (FunctionEventRole; its ARN is made up here, as nothing assumes roles locally).
+        """
+        schedules: dict[str, dict[str, Any]] = {}
+        for logical_id, resource in self.resources.items():
+            if not self.resource_enabled(logical_id):
+                continue
+            if resource.get("Type") == "AWS::Scheduler::Schedule":
+                props = self.resolve(resource.get("Properties") or {})
+                props.setdefault("Name", logical_id)
+                schedules[props["Name"]] = props
+            elif resource.get("Type") == "AWS::Serverless::Function":
+                events = (resource.get("Properties") or {}).get("Events") or {}
+                for event_name, event in events.items():
+                    if event.get("Type") != "ScheduleV2":
+                        continue
+                    props = self.resolve(event.get("Properties") or {})
+                    schedules.update([_schedule_v2(logical_id, event_name, props, self.get_att(logical_id, "Arn"))])
+        return schedules
+
+    def _ensure_schedule(self, name: str, args: dict[str, Any]) -> None:
+        from botocore.exceptions import ClientError
+
+        if self.scheduler is None:
+            raise BootstrapError(f"schedule {name}: no Scheduler endpoint given")
+        try:
+            self.scheduler.create_schedule(**args)
+            print(f"schedule {name}: created")
+        except ClientError as e:
+            if e.response["Error"]["Code"] != "ConflictException":
+                raise BootstrapError(f"schedule {name}: {e}") from e
+            self.scheduler.update_schedule(**args)  # takes the whole definition, like create
+            print(f"schedule {name}: exists (updated)")
+        self.schedules[name] = args
 
     # DynamoDB ---
 
@@ -452,6 +512,49 @@ def _create_table_args(name: str, props: dict[str, Any]) -> dict[str, Any]:
     return args
 
 
+def role_arn(logical_id: str) -> str:
+    """The ARN made up for a role of the template (nothing assumes roles locally)."""
+    return f"arn:aws:iam::{ACCOUNT_ID}:role/{logical_id}"
+
+
+# ScheduleV2 event properties that go to the schedule itself, and those that go to its target.
+SCHEDULE_V2_PROPERTIES = (
+    "ScheduleExpression",
+    "ScheduleExpressionTimezone",
+    "FlexibleTimeWindow",
+    "Name",
+    "GroupName",
+    "State",
+    "Description",
+    "StartDate",
+    "EndDate",
+    "KmsKeyArn",
+)
+SCHEDULE_V2_TARGET_PROPERTIES = ("Input", "RetryPolicy", "RoleArn")
+
+
+def _schedule_v2(function_id: str, event_name: str, props: dict[str, Any], function_arn: str) -> tuple[str, dict[str, Any]]:
+    unknown = set(props) - set(SCHEDULE_V2_PROPERTIES) - set(SCHEDULE_V2_TARGET_PROPERTIES)
+    if unknown:
+        # Better no local schedule than one that differs from AWS's without saying so.
+        raise BootstrapError(
+            f"{function_id} event {event_name}: ScheduleV2 properties {sorted(unknown)} are not supported by infra/bootstrap.py"
+        )
+    args = {k: props[k] for k in SCHEDULE_V2_PROPERTIES if k in props}
+    args.setdefault("Name", f"{function_id}{event_name}")
+    args.setdefault("FlexibleTimeWindow", {"Mode": "OFF"})
+    target = {
+        "Arn": function_arn,
+        "RoleArn": props.get("RoleArn") or role_arn(f"{function_id}{event_name}Role"),
+    }
+    if "Input" in props:
+        target["Input"] = props["Input"]
+    if "RetryPolicy" in props:
+        target["RetryPolicy"] = {k: int(v) for k, v in props["RetryPolicy"].items()}
+    args["Target"] = target
+    return args["Name"], args
+
+
 def _attribute_definition(a: dict[str, Any]) -> dict[str, str]:
     return {"AttributeName": a["AttributeName"], "AttributeType": a["AttributeType"]}
 
@@ -469,6 +572,9 @@ QUEUE_ATTRIBUTES = (
     "MaximumMessageSize",
     "FifoQueue",
     "ContentBasedDeduplication",
+    "DeduplicationScope",
+    "FifoThroughputLimit",
+    "SqsManagedSseEnabled",
 )
 
 
@@ -561,7 +667,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--template", required=True, help="SAM/CloudFormation template (YAML)")
     parser.add_argument("--dynamodb-endpoint", required=True, help="DynamoDB Local URL, e.g. http://127.0.0.1:8000")
-    parser.add_argument("--moto-endpoint", required=True, help="moto server URL, e.g. http://127.0.0.1:5000")
+    parser.add_argument(
+        "--moto-endpoint", required=True, help="moto server URL (SQS, Scheduler), e.g. http://127.0.0.1:5000"
+    )
     parser.add_argument("--env-file", required=True, help="shell file of export lines to write")
     parser.add_argument(
         "--account-id",
@@ -589,9 +697,10 @@ def main() -> int:
     config = Config(connect_timeout=3, read_timeout=30, retries={"max_attempts": 2, "mode": "standard"})
     dynamodb = session.client("dynamodb", endpoint_url=args.dynamodb_endpoint, config=config)
     sqs = session.client("sqs", endpoint_url=args.moto_endpoint, config=config)
+    scheduler = session.client("scheduler", endpoint_url=args.moto_endpoint, config=config)
 
     try:
-        stack = Stack(load_template(args.template), dynamodb, sqs)
+        stack = Stack(load_template(args.template), dynamodb, sqs, scheduler)
         stack.ensure_all()
         function_vars = function_environment(stack)
     except (BootstrapError, BotoCoreError, ClientError) as e:

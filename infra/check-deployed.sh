@@ -19,7 +19,7 @@ for function in "${functions[@]}"; do
     fi
 done
 checked=0
-for bootstrap in target/lambda/*/bootstrap; do
+for bootstrap in "${CARGO_TARGET_DIR:-$ROOT/target}"/lambda/*/bootstrap; do
     [[ -f "$bootstrap" ]] || continue
     if grep -aq '/_local/' "$bootstrap"; then
         echo "check-deployed.sh: $bootstrap contains a /_local/ route" >&2

@@ -23,4 +23,4 @@ trap 'infra/stack.sh stop "$STACK"' EXIT
 trap 'stop_payments; infra/stack.sh stop "$STACK"' EXIT
 
 cargo build --locked -p dev-server
-./target/debug/dev-server
+"${CARGO_TARGET_DIR:-$ROOT/target}/debug/dev-server"

@@ -15,7 +15,7 @@ DDB_IN_MEMORY=1 infra/stack.sh start "$STACK"
 # DEV_SERVER=path runs a dev server binary built elsewhere instead of building one here.
 if [[ -z "${DEV_SERVER:-}" ]]; then
     cargo build --locked -p dev-server
-    DEV_SERVER="$ROOT/target/debug/dev-server"
+    DEV_SERVER="${CARGO_TARGET_DIR:-$ROOT/target}/debug/dev-server"
 fi
 PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 export PORT LOCAL_API_KEY="${LOCAL_API_KEY:-sk_local_example}"

@@ -42,7 +42,7 @@ export PORT
 . "$ROOT/infra/payments.sh"
 
 # No job control here, so the server stays in our process group; it is stopped by its pid.
-LOCAL_API_KEY="$KEY" PORT="$PORT" "$ROOT/target/debug/dev-server" >"$LOG" 2>&1 &
+LOCAL_API_KEY="$KEY" PORT="$PORT" "${CARGO_TARGET_DIR:-$ROOT/target}/debug/dev-server" >"$LOG" 2>&1 &
 SERVER_PID=$!
 
 finish() {

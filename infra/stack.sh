@@ -26,6 +26,9 @@
 # Its env file points every AWS_ENDPOINT_URL* at its one port; queue URLs are
 # http://127.0.0.1:PORT/queue/us-east-1/000000000000/NAME; sent mail is listed by
 # GET http://127.0.0.1:PORT/_aws/ses (and counted by SES v1 GetSendQuota, as on moto).
+# LOCALSTACK_EXTRA_SERVICES=a,b adds services (infra/deploy-localstack.sh adds CloudFormation,
+# Lambda, IAM, S3, ...); its CloudFormation fails on resource types it cannot create, and its
+# Lambda creates functions without Docker but cannot invoke them.
 set -euo pipefail
 # Without job control, a background job stays in this script's process group, so `setsid` below
 # can make it a session leader in place instead of forking: $! is then the server's own pid.
@@ -40,8 +43,10 @@ ENGINE="${STACK_ENGINE:-moto}"
 LS_PY="$INFRA_DIR/.cache/localstack/venv/bin/python"
 LS_LIBS="$INFRA_DIR/.cache/localstack/root/usr/lib/localstack" # Java, DynamoDB Local, catalog
 # What the code uses: DynamoDB, SQS, Scheduler (retries), SES v2 (mail; our plugin) and SES v1
-# (verifying the sender, as infra/payments.sh and the tests do).
-LS_SERVICES="dynamodb,sqs,scheduler,ses,sesv2"
+# (verifying the sender, as infra/payments.sh and the tests do). LOCALSTACK_EXTRA_SERVICES adds
+# more to a stack at its start, e.g. what deploying template.yaml with CloudFormation needs
+# (infra/deploy-localstack.sh); they are recorded, so `status` checks them too.
+LS_SERVICES="dynamodb,sqs,scheduler,ses,sesv2${LOCALSTACK_EXTRA_SERVICES:+,$LOCALSTACK_EXTRA_SERVICES}"
 LS_ACCOUNT_ID="000000000000" # LocalStack's account for the credentials bootstrap.py writes
 # Set in LocalStack's environment only, so inherited by everything it starts (DynamoDB Local's
 # JVM): `stop` finds such a child left behind by a LocalStack that died, and stops it too.
@@ -389,6 +394,7 @@ start_localstack() {
 
         stop_all_on_failure
         echo localstack >"$STATE/engine"
+        echo "$LS_SERVICES" >"$STATE/localstack.services"
         (
             # OVERRIDE_IN_DOCKER=0: this machine carries Docker's marker file, and LocalStack
             # would otherwise use its container folders instead of FILESYSTEM_ROOT.
@@ -401,6 +407,13 @@ start_localstack() {
             export DYNAMODB_IN_MEMORY=1
             # Offline and quiet: no certificate download, no usage reporting, no DNS server.
             export SKIP_SSL_CERT_DOWNLOAD=1 DISABLE_EVENTS=1 DNS_ADDRESS=0
+            # CloudFormation fails on a resource type it has no provider for, instead of
+            # reporting it created (LocalStack's default): a deploy is CREATE_COMPLETE only when
+            # every resource exists.
+            export CFN_IGNORE_UNSUPPORTED_RESOURCE_TYPES=0
+            # Lambda functions are created without Docker and never run: our executor plugin
+            # (infra/localstack/offline_plugins); the dev server runs the handlers.
+            export LAMBDA_RUNTIME_EXECUTOR=no-docker
             export "$LS_MARKER=$STATE"
             launch localstack "$port" "$LS_PY" -m localstack.runtime.main
         )
@@ -435,6 +448,8 @@ cmd_stop() {
 
 cmd_status() {
     local ok=0 service services
+    # The services a LocalStack stack was started with (LOCALSTACK_EXTRA_SERVICES included).
+    LS_SERVICES="$(cat "$STATE/localstack.services" 2>/dev/null || echo "$LS_SERVICES")"
     read -r -a services <<<"$(services_of "$(stack_engine)")"
     for service in "${services[@]}"; do
         if running "$service"; then

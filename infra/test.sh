@@ -10,14 +10,41 @@
 #      (tests/browser/portal.py, tests/browser/dashboard.py)
 #   3. the deployable build: `cargo lambda build --release` for x86_64, and no bootstrap carries
 #      the dev server's /_local/ routes (infra/check-deployed.sh)
-# Set SKIP_LAMBDA_BUILD=1 to skip step 3 while iterating. STACK_ENGINE=localstack runs the stacks
-# on LocalStack instead of moto + DynamoDB Local (see infra/stack.sh).
+#   4. LocalStack: the integration tests (the binaries built above, not rebuilt) and the guide
+#      example once more on LocalStack's community runtime, each on a stack of its own; then
+#      template.yaml built with `sam build` and deployed to LocalStack's CloudFormation, and
+#      what was deployed read back and compared with what infra/bootstrap.py creates
+#      (infra/deploy-localstack.sh)
+# Set SKIP_LAMBDA_BUILD=1 to skip step 3 (and the deploy, which builds the same) and
+# SKIP_LOCALSTACK=1 to skip step 4 while iterating. STACK_ENGINE=localstack runs steps 1-2 on
+# LocalStack instead of moto + DynamoDB Local (see infra/stack.sh); step 4 then only deploys.
+# Every step's duration is printed at the end.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 STACK="${STACK:-test}"
+ENGINE="${STACK_ENGINE:-moto}"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 
-step() { printf '\n==> %s\n' "$*" >&2; }
+# Each step's title and duration, printed at the end (the README's timings come from these).
+TIMINGS=()
+step_title=""
+step_start=$SECONDS
+end_step() {
+    [[ -n "$step_title" ]] && TIMINGS+=("$(printf '%5d s  %s' $((SECONDS - step_start)) "$step_title")")
+    step_title=""
+}
+step() {
+    end_step
+    step_title="$*"
+    step_start=$SECONDS
+    printf '\n==> %s\n' "$*" >&2
+}
+print_timings() {
+    end_step
+    printf '\n==> durations (total %d s)\n' "$SECONDS" >&2
+    printf '%s\n' "${TIMINGS[@]}" >&2
+}
 
 step "install local tooling"
 infra/install.sh
@@ -35,11 +62,19 @@ step "cfn-lint template.yaml"
 step "cargo clippy --all-targets -D warnings"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 
-step "start the local stack '$STACK'"
+step "start the local stack '$STACK' ($ENGINE)"
 # A fresh in-memory stack each run: tests never see a previous run's data.
 infra/stack.sh stop "$STACK" >/dev/null 2>&1 || true
 infra/stack.sh start "$STACK"
-trap 'infra/stack.sh stop "$STACK"' EXIT
+LS_STACK=ls-ci # step 4's LocalStack stack, for the integration tests
+finish() {
+    local status=$?
+    infra/stack.sh stop "$STACK"
+    infra/stack.sh stop "$LS_STACK"
+    print_timings
+    exit "$status"
+}
+trap finish EXIT
 # shellcheck disable=SC1090
 . "$(infra/stack.sh env "$STACK")"
 
@@ -48,8 +83,10 @@ step "unit and integration tests"
 # own: nextest gives that; without it (or with TEST_RUNNER=cargo-test) infra/cargo-test-isolated.sh
 # runs each integration test in its own process under plain `cargo test`.
 if [[ "${TEST_RUNNER:-}" != cargo-test ]] && cargo nextest --version >/dev/null 2>&1; then
+    NEXTEST=1
     cargo nextest run --locked --workspace --no-fail-fast
 else
+    NEXTEST=0
     infra/cargo-test-isolated.sh
 fi
 
@@ -78,8 +115,38 @@ EXAMPLE=tests/browser/dashboard.py STACK=dashboard infra/example.sh
 if [[ "${SKIP_LAMBDA_BUILD:-0}" != 1 ]]; then
     step "cargo lambda build --release (x86_64)"
     PATH="$VENV/bin:$PATH" cargo lambda build --release --locked --x86-64
-    ls -la target/lambda/*/bootstrap >&2
+    ls -la "$TARGET_DIR"/lambda/*/bootstrap >&2
 fi
 step "no deployed function carries the dev server's /_local/ routes (infra/check-deployed.sh)"
 infra/check-deployed.sh
+
+if [[ "${SKIP_LOCALSTACK:-0}" != 1 ]]; then
+    # The same tests on the other engine. Its own stack names, so nothing above is touched; each
+    # stack is stopped by the trap of the command that started it.
+    infra/stack.sh stop "$STACK"
+    if [[ "$ENGINE" != localstack ]]; then
+        step "LocalStack: start the local stack '$LS_STACK'"
+        infra/stack.sh stop "$LS_STACK" >/dev/null 2>&1 || true
+        STACK_ENGINE=localstack infra/stack.sh start "$LS_STACK"
+        # shellcheck disable=SC1090
+        . "$(infra/stack.sh env "$LS_STACK")"
+
+        step "LocalStack: integration tests"
+        # The binaries of the default-engine run above, not rebuilt: the same --workspace build
+        # (-p integration-tests alone could unify features differently), filtered to the package.
+        if ((NEXTEST)); then
+            cargo nextest run --locked --workspace --no-fail-fast -E 'package(integration-tests)'
+        else
+            infra/cargo-test-isolated.sh --only .
+        fi
+        infra/stack.sh stop "$LS_STACK"
+
+        step "LocalStack: the guide example (infra/example.sh)"
+        STACK_ENGINE=localstack STACK=ls-example infra/example.sh
+    fi
+    if [[ "${SKIP_LAMBDA_BUILD:-0}" != 1 ]]; then
+        step "LocalStack: template.yaml built with sam build, deployed, read back (infra/deploy-localstack.sh)"
+        infra/deploy-localstack.sh
+    fi
+fi
 step "all checks passed"

@@ -2,7 +2,8 @@
 # Installs LocalStack's community runtime for `STACK_ENGINE=localstack infra/stack.sh start`,
 # without Docker and without any download beyond the package registries:
 #   - infra/.cache/localstack/venv: Python 3.13 venv with localstack-core[runtime] and the pins of
-#     infra/localstack/requirements.txt, plus the SES v2 provider plugin (infra/localstack/sesv2_provider)
+#     infra/localstack/requirements.txt, plus two plugins: SES v2 (infra/localstack/sesv2_provider)
+#     and CloudFormation and Lambda offline without Docker (infra/localstack/offline_plugins)
 #   - infra/.cache/localstack/root/usr/lib/localstack: what LocalStack would otherwise download on
 #     first use, placed where it looks for packages installed "at build time" (its static libs):
 #     java/21 (a link to the system JDK), dynamodb-local/2 (links to the DynamoDB Local that
@@ -22,7 +23,7 @@ ROOT_DIR="$LS_CACHE/root"              # a FILESYSTEM_ROOT used only to prebuild
 LIBS="$ROOT_DIR/usr/lib/localstack"    # every stack's root links its usr/lib/localstack here
 DDB_DIR="$CACHE/dynamodb-local"        # infra/install.sh's DynamoDB Local
 REQUIREMENTS="$LS_SRC/requirements.txt"
-PLUGIN="$LS_SRC/sesv2_provider"
+PLUGINS=(sesv2_provider offline_plugins) # LocalStack plugin packages, folders of $LS_SRC
 AGENT="$LS_SRC/agent"
 
 die() { echo "localstack/install.sh: error: $*" >&2; exit 1; }
@@ -51,10 +52,10 @@ mkdir -p "$LS_CACHE"
 exec 9>"$CACHE/install.lock"
 flock 9
 
-# --- Python venv with LocalStack and the SES v2 plugin -------------------------------------
-# The stamp covers the pins and the plugin's sources, so pip (seconds even with nothing to do)
+# --- Python venv with LocalStack and its plugins --------------------------------------------
+# The stamp covers the pins and the plugins' sources, so pip (seconds even with nothing to do)
 # only runs when one of them changed.
-want_sha="$(cd "$LS_SRC" && find requirements.txt sesv2_provider -type f \
+want_sha="$(cd "$LS_SRC" && find requirements.txt "${PLUGINS[@]}" -type f \
     ! -path '*/__pycache__/*' ! -path '*.egg-info/*' ! -path '*/build/*' -print0 |
     sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)"
 STAMP="$VENV/.install.sha256"
@@ -70,8 +71,9 @@ if [[ ! -x "$VENV/bin/python" ]]; then
     fi
     python="$(find_python)" || die "Python 3.13 not found; LocalStack's runtime needs it (looked at
   \$LOCALSTACK_PYTHON, python3.13 on PATH, and pyenv's versions in ${PYENV_ROOT:-$HOME/.pyenv}).
-  Get it with pyenv (pyenv install 3.13), from https://www.python.org/downloads/ , or on Debian 13
-  with: apt-get install python3.13 python3.13-venv
+  Get it with pyenv (pyenv install 3.13), from https://www.python.org/downloads/ , on Debian 13
+  with: apt-get install python3.13 python3.13-venv, or on Ubuntu from the deadsnakes PPA
+  (add-apt-repository ppa:deadsnakes/ppa; apt-get install python3.13 python3.13-venv).
   Then rerun, or set LOCALSTACK_PYTHON=/path/to/python3.13"
     log "creating venv at $VENV with $python"
     "$python" -m venv "$VENV" || die "could not create a venv with $python (Debian: apt-get install python3.13-venv)"
@@ -82,13 +84,15 @@ if [[ "$(cat "$STAMP" 2>/dev/null || true)" != "$want_sha" ]]; then
     "$VENV/bin/python" -m pip install --disable-pip-version-check --quiet -r "$REQUIREMENTS"
     # Built from a copy: pip builds a local project in place, which would leave build/ and
     # *.egg-info/ in the repo. --force-reinstall: the version stays 0.1.0 when the code changes.
-    build="$(mktemp -d "$LS_CACHE/plugin-build.XXXXXX")"
-    trap 'rm -rf "$build"' EXIT
-    cp -r "$PLUGIN/." "$build/"
-    rm -rf "$build"/*.egg-info "$build/build"
-    "$VENV/bin/python" -m pip install --disable-pip-version-check --quiet --no-deps --force-reinstall "$build"
-    rm -rf "$build"
-    trap - EXIT
+    for plugin in "${PLUGINS[@]}"; do
+        build="$(mktemp -d "$LS_CACHE/plugin-build.XXXXXX")"
+        trap 'rm -rf "$build"' EXIT
+        cp -r "$LS_SRC/$plugin/." "$build/"
+        rm -rf "$build"/*.egg-info "$build/build"
+        "$VENV/bin/python" -m pip install --disable-pip-version-check --quiet --no-deps --force-reinstall "$build"
+        rm -rf "$build"
+        trap - EXIT
+    done
     # Written only after pip succeeded, so an interrupted install is retried next time.
     echo "$want_sha" >"$STAMP"
 fi
