@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the local AWS stack tooling, without Docker:
 #   - infra/.venv: moto (SQS, SES, Scheduler, ... emulator), cfn-lint, cargo-lambda, boto3, PyYAML,
-#     schemathesis, localstripe (the fake Stripe) and Playwright
+#     schemathesis, localstripe (the fake Stripe), Playwright and standardwebhooks (the webhook
+#     receiver of the integration tests)
 #   - infra/.cache/dynamodb-local: the official DynamoDB Local engine (a Java program)
 #   - Debian's chromium, when missing (the payment portal's browser test)
 #

@@ -9,6 +9,7 @@ mod dashboard;
 mod double_payments;
 mod errors;
 mod local_stack;
+mod outgoing_webhooks;
 mod payments;
 mod reliability;
 mod stripe_adapter;

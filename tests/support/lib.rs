@@ -3,6 +3,7 @@
 //! Tests run only against the local stack; `make test` starts it and exports its environment.
 
 pub mod payments;
+pub mod webhooks;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

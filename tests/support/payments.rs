@@ -464,6 +464,18 @@ impl TestApp {
         Self::spawn_own(stripe, true).await
     }
 
+    /// Another dev server on the table and queues this process's environment holds (as
+    /// [`TestApp::spawn_with_webhooks`] or the like left it), sending usage to `usage_queue`
+    /// (the first app's [`TestApp::queue`]), with the webhook dispatcher when
+    /// `dispatch_webhooks`: a second instance of every function, or the one that takes over
+    /// once the first app is dropped (its tasks aborted wherever they were).
+    pub async fn spawn_beside(usage_queue: Option<String>, dispatch_webhooks: bool) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        Self::start_on(listener, true, usage_queue, dispatch_webhooks).await
+    }
+
     async fn spawn_with_own_table_and(stripe: Option<&TestStripe>) -> Self {
         Self::spawn_own(stripe, false).await
     }

@@ -319,7 +319,9 @@ impl Dispatcher {
             .send(&OutgoingRequest {
                 url: endpoint.value.url.as_str(),
                 event_id: &leased.value.event_id,
-                timestamp: now,
+                // Receivers refuse a timestamp far from their own clock, so the signature is
+                // dated by the wall clock even when the business clock is simulated.
+                timestamp: SystemClock.now(),
                 payload: &leased.value.payload,
                 secrets,
             })

@@ -534,6 +534,27 @@ async fn endpoints_get_only_their_types_and_disabled_or_deleted_ones_nothing() {
 }
 
 #[tokio::test]
+async fn signatures_are_dated_by_the_wall_clock_whatever_the_business_clock_says() {
+    // Receivers refuse a `webhook-timestamp` more than 5 minutes off their own clock, so a
+    // clock moved for testing (the local stack's) must not date the signature.
+    let world = World::at(t("2031-06-01T09:00:00Z"));
+    let dispatcher = world.dispatcher();
+    let mut queue = Queue::default();
+    endpoint(&world, HOOK, None).await;
+    customer(&world, "Alice", "pm_card_visa").await;
+    queue.pump(&world, &dispatcher).await;
+    let received = world.receiver.received();
+    assert_eq!(types(&world), ["customer.created"]);
+    let body = received[0].body();
+    assert_eq!(
+        body["createdAt"], "2031-06-01T09:00:00Z",
+        "the event keeps its time"
+    );
+    let off = (received[0].timestamp - Utc::now()).num_seconds().abs();
+    assert!(off < 60, "signed at {}", received[0].timestamp);
+}
+
+#[tokio::test]
 async fn the_sweep_requeues_entries_whose_nudge_was_lost() {
     let world = World::at(t("2026-02-01T09:00:00Z"));
     let dispatcher = world.dispatcher();
