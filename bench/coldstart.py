@@ -6,9 +6,15 @@ the Lambda Runtime API, the time from process spawn to the process's first
 `GET /2018-06-01/runtime/invocation/next` (that is, its whole init phase), and the size of the
 deployment zip. It writes a Markdown report and a JSON file with the raw samples.
 
+With --before DIR it also measures a second build (the functions of an earlier commit, built by
+bench/coldstart.sh into their own lambda dir) in the same run, interleaved run by run with
+today's, and writes one table with before and after side by side, their ratios, and the
+verdicts "init did not grow" and "stripe-webhook zip shrank" (or their opposites).
+
 Standard library only (Python 3.11). Usually run through bench/coldstart.sh, which builds first.
 Exit status: 0 when every run of every function reached `next`, 1 when any did not (a missed
-goal is not an error: the figures are what they are), 2 on bad usage.
+goal, a grown init or a zip that did not shrink is not an error: the figures are what they are),
+2 on bad usage.
 """
 
 from __future__ import annotations
@@ -35,7 +41,10 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-FUNCTIONS = ["api", "usage-matcher", "billing-run", "stripe-webhook", "dashboard"]
+FUNCTIONS = ["api", "usage-matcher", "billing-run", "stripe-webhook", "dashboard",
+             "webhook-dispatcher"]
+# The function whose zip issue 10 expects to shrink (it no longer links the API).
+SHRINK_EXPECTED = ["stripe-webhook"]
 # Goals from the issue: process-level init under 10 ms, zipped package under 6 MB.
 INIT_GOAL_MS = 10.0
 ZIP_GOAL_BYTES = 6_000_000  # MB here means 10^6 bytes (the stricter reading of "6 MB")
@@ -138,7 +147,9 @@ class Run:
 
 
 def lambda_env(name: str, task_root: Path, port: int) -> dict[str, str]:
-    """A clean environment resembling Lambda's (nothing inherited from this shell)."""
+    """A clean environment resembling Lambda's (nothing inherited from this shell): template.yaml's
+    variables, today's and the earlier commit's alike (a build ignores a variable it does not
+    read), so both sets of a before/after run start with the same environment."""
     return {
         "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{port}",
         "AWS_LAMBDA_FUNCTION_NAME": name,
@@ -155,7 +166,11 @@ def lambda_env(name: str, task_root: Path, port: int) -> dict[str, str]:
         "AWS_SESSION_TOKEN": "bench",
         "AWS_EC2_METADATA_DISABLED": "true",
         "TABLE_NAME": "BillingTable",
+        "USAGE_TABLE_NAME": "UsageTable",
         "USAGE_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/UsageQueue",
+        "WEBHOOK_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/WebhookQueue",
+        "OPERATOR_EMAIL": "ops@example.com",
+        "RUST_LOG": "info",
         "BOOTSTRAP_API_KEY_SHA256": "",
         # Payments configured as deployed with a Stripe secret (the fuller, slower start).
         "STRIPE_SECRET_KEY": "sk_test_bench",
@@ -348,8 +363,28 @@ def summarize(samples_ns: list[int]) -> dict[str, float] | None:
     if not samples_ns:
         return None
     ms = sorted(s / 1e6 for s in samples_ns)
+    lo, hi = median_ci(ms)
     return {"min": ms[0], "median": statistics.median(ms), "p90": percentile(ms, 90),
-            "max": ms[-1]}
+            "max": ms[-1], "median_ci95": [lo, hi]}
+
+
+def median_ci(sorted_ms: list[float]) -> tuple[float, float]:
+    """Distribution-free 95 % confidence interval of the median: the order statistics of ranks
+    (n - 1.96 sqrt n) / 2 and 1 + (n + 1.96 sqrt n) / 2 (for n = 30, the 9th and 22nd)."""
+    n = len(sorted_ms)
+    half = 1.96 * math.sqrt(n)
+    lo = min(n, max(1, math.floor((n - half) / 2)))
+    hi = max(1, min(n, math.ceil(1 + (n + half) / 2)))
+    return sorted_ms[lo - 1], sorted_ms[hi - 1]
+
+
+def median_noise(stats: dict | None) -> float | None:
+    """Half the width of the median's 95 % interval: how far a median of these runs can move
+    by chance."""
+    if not stats:
+        return None
+    lo, hi = stats["median_ci95"]
+    return (hi - lo) / 2
 
 
 def _run(cmd: list[str], cwd: Path = ROOT) -> str:
@@ -399,74 +434,278 @@ def fmt_mb(b: int | None) -> str:
     return "—" if b is None else f"{b / 1e6:.2f}"
 
 
-def build_rows(results: list[dict]) -> list[list[str]]:
-    rows = []
+def ratio(after: float | None, before: float | None) -> float | None:
+    return None if after is None or not before else after / before
+
+
+def fmt_ratio(r: float | None) -> str:
+    return "—" if r is None else f"{r:.3f}"
+
+
+def _median(r: dict | None) -> float | None:
+    return (r["stats_ms"] or {}).get("median") if r else None
+
+
+def _ok(r: dict | None) -> bool:
+    """Every attempted run of this program reached `next` (or exited, for /bin/true)."""
+    return bool(r) and not r["error"] and not r["failures"] and bool(r["samples_ns"])
+
+
+def compare(results: list[dict], before_label: str | None) -> list[dict]:
+    """Pairs each program's before and after results (one row of the table each)."""
+    rows: dict[tuple[str, str], dict] = {}
     for r in results:
-        s = r["stats_ms"] or {}
-        ok, total = len(r["samples_ns"]), r["runs_attempted"]
-        if r["kind"].endswith("reference"):
-            init_goal = zip_goal = ""
-        else:
-            if r["failures"] or r["error"]:
+        key = (r["kind"], r["name"])
+        row = rows.setdefault(key, {"name": r["name"], "label": r["label"], "kind": r["kind"],
+                                    "before": None, "after": None})
+        row[r["set"]] = r
+    out = []
+    for row in rows.values():
+        b, a = row["before"], row["after"]
+        row["new_since_before"] = bool(before_label) and a is not None and b is None \
+            and row["kind"] == "function"
+        row["init_median_ratio"] = ratio(_median(a), _median(b))
+        row["zip_ratio"] = ratio(a and a["zip_bytes"], b and b["zip_bytes"])
+        row["init_median_delta_ms"] = (None if _median(a) is None or _median(b) is None
+                                       else _median(a) - _median(b))
+        nb, na = median_noise(b and b["stats_ms"]), median_noise(a and a["stats_ms"])
+        # The function's own noise of the difference (for information; the verdict uses the
+        # reference's, see verdicts()).
+        row["own_noise_ms"] = None if nb is None or na is None else math.hypot(nb, na)
+        out.append(row)
+    return out
+
+
+def verdicts(rows: list[dict], before_label: str | None) -> dict:
+    """Tolerance: the noise of a difference of two medians as shown by the curl reference,
+    measured in the same interleaved rounds in both slots. curl does what every function's init
+    does outside its own code (spawn, dynamic loading, one connection and HTTP request to the
+    stand-in) and nothing in it changed, so how far its median can move by chance is how far a
+    function's median can move for reasons that are not the function's code. Each slot's median
+    carries half its 95 % interval of noise (`median_noise`); the difference of two independent
+    medians carries the two combined: T = sqrt(h_before^2 + h_after^2)."""
+    out: dict = {"before": before_label, "tolerance_ms": None, "tolerance_source": None,
+                 "reference_delta_ms": None, "reference_within_tolerance": None,
+                 "init": [], "init_did_not_grow": None, "zip": [], "zip_shrank": None}
+    if not before_label:
+        return out
+    curl = next((r for r in rows if r["kind"] == "reference" and r["name"] == "curl"), None)
+    if curl and _ok(curl["before"]) and _ok(curl["after"]):
+        out["tolerance_ms"] = math.hypot(median_noise(curl["before"]["stats_ms"]),
+                                         median_noise(curl["after"]["stats_ms"]))
+        out["tolerance_source"] = "curl reference"
+        out["reference_delta_ms"] = curl["init_median_delta_ms"]
+        out["reference_within_tolerance"] = abs(curl["init_median_delta_ms"]) \
+            <= out["tolerance_ms"]
+    grew_any, all_compared = False, True
+    for row in rows:
+        if row["kind"] != "function" or row["new_since_before"]:
+            continue
+        b, a = row["before"], row["after"]
+        if not (_ok(b) and _ok(a)):
+            all_compared = False
+            out["init"].append({"function": row["name"], "compared": False})
+            continue
+        tol, source = out["tolerance_ms"], out["tolerance_source"]
+        if tol is None:  # no reference rows: fall back on the function's own noise
+            tol, source = row["own_noise_ms"], "own samples"
+        delta = row["init_median_delta_ms"]
+        grew = delta > tol
+        grew_any |= grew
+        out["init"].append({"function": row["name"], "compared": True,
+                            "before_median_ms": _median(b), "after_median_ms": _median(a),
+                            "delta_ms": delta, "ratio": row["init_median_ratio"],
+                            "tolerance_ms": tol, "tolerance_source": source,
+                            "own_noise_ms": row["own_noise_ms"], "grew": grew})
+    compared = [v for v in out["init"] if v["compared"]]
+    if compared:
+        # "Did not grow" needs every function of the before build compared.
+        out["init_did_not_grow"] = (not grew_any) if all_compared else (False if grew_any
+                                                                        else None)
+    shrank_all = None
+    for name in SHRINK_EXPECTED:
+        row = next((r for r in rows if r["kind"] == "function" and r["name"] == name), None)
+        b, a = (row["before"], row["after"]) if row else (None, None)
+        zb, za = (b and b["zip_bytes"]), (a and a["zip_bytes"])
+        if zb is None or za is None:
+            out["zip"].append({"function": name, "compared": False})
+            shrank_all = False if shrank_all is False else None
+            continue
+        shrank = za < zb
+        out["zip"].append({"function": name, "compared": True, "before_bytes": zb,
+                           "after_bytes": za, "delta_bytes": za - zb, "ratio": za / zb,
+                           "shrank": shrank})
+        shrank_all = shrank if shrank_all is None else (shrank_all and shrank)
+    out["zip_shrank"] = shrank_all
+    return out
+
+
+def build_rows(rows: list[dict]) -> list[list[str]]:
+    table = []
+    for row in rows:
+        b, a = row["before"], row["after"]
+        sb, sa = (b and b["stats_ms"]) or {}, (a and a["stats_ms"]) or {}
+        runs = lambda r: "—" if r is None else f"{len(r['samples_ns'])}/{r['runs_attempted']}"  # noqa: E731
+        init_goal = zip_goal = ""
+        if not row["kind"].endswith("reference") and a is not None:
+            if a["failures"] or a["error"]:
                 init_goal = "FAILED"
             else:
-                init_goal = "pass" if s and s["median"] < INIT_GOAL_MS else "fail"
-            zb = r["zip_bytes"]
-            zip_goal = "—" if zb is None else ("pass" if zb < ZIP_GOAL_BYTES else "fail")
-        rows.append([r["label"], f"{ok}/{total}", fmt_ms(s.get("min")), fmt_ms(s.get("median")),
-                     fmt_ms(s.get("p90")), fmt_ms(s.get("max")), fmt_mb(r.get("binary_bytes")),
-                     fmt_mb(r.get("zip_bytes")), init_goal, zip_goal])
-    return rows
+                init_goal = "pass" if sa and sa["median"] < INIT_GOAL_MS else "fail"
+            za = a["zip_bytes"]
+            zip_goal = "—" if za is None else ("pass" if za < ZIP_GOAL_BYTES else "fail")
+        label = row["label"] + (" *" if row["new_since_before"] else "")
+        table.append([label, f"{runs(b)} · {runs(a)}",
+                      fmt_ms(sb.get("median")), fmt_ms(sa.get("median")),
+                      fmt_ratio(row["init_median_ratio"]),
+                      fmt_ms(sb.get("p90")), fmt_ms(sa.get("p90")),
+                      fmt_mb(b and b["zip_bytes"]), fmt_mb(a and a["zip_bytes"]),
+                      fmt_ratio(row["zip_ratio"]),
+                      fmt_mb(b and b["binary_bytes"]), fmt_mb(a and a["binary_bytes"]),
+                      init_goal, zip_goal])
+    return table
 
 
-HEADER = ["function", "ok runs", "init min (ms)", "median (ms)", "p90 (ms)", "max (ms)",
-          "binary (MB)", "zip (MB)", "init < 10 ms", "zip < 6 MB"]
+HEADER = ["function", "ok runs before · after", "init median before (ms)", "after (ms)",
+          "after / before", "p90 before (ms)", "after (ms)", "zip before (MB)", "after (MB)",
+          "after / before", "binary before (MB)", "after (MB)", "init < 10 ms", "zip < 6 MB"]
 
 
 def markdown_table(rows: list[list[str]]) -> str:
-    align = ["---"] + ["--:"] * 7 + [":-:", ":-:"]
+    align = ["---"] + ["--:"] * 11 + [":-:", ":-:"]
     lines = ["| " + " | ".join(HEADER) + " |", "| " + " | ".join(align) + " |"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
 
 
+TEXT_HEADER = ["function", "runs b·a", "init med b", "a", "a/b", "p90 b", "a", "zip MB b", "a",
+               "a/b", "bin MB b", "a", "init<10ms", "zip<6MB"]
+
+
 def text_table(rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(HEADER)]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(TEXT_HEADER)]
     fmt = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
                                   for i, (c, w) in enumerate(zip(cells, widths)))
-    return "\n".join([fmt(HEADER), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows])
+    return "\n".join([fmt(TEXT_HEADER), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows])
 
 
-def write_report(out: Path, meta: dict, results: list[dict], args: argparse.Namespace) -> str:
-    rows = build_rows(results)
-    failures = [(r["label"], f) for r in results
+def verdict_lines(v: dict, rows: list[dict]) -> list[str]:
+    before = v["before"]
+    if not before:
+        return ["No before build was measured (BASELINE=none): no verdicts."]
+    lines = []
+    tol = v["tolerance_ms"]
+    if tol is not None:
+        lines.append(
+            f"Tolerance for init: **T = {tol:.3f} ms**, the noise of a difference of two medians "
+            "shown by the curl reference in this run: each of its two slots' medians has a "
+            "distribution-free 95 % interval (order statistics), T combines their half-widths "
+            "(sqrt(h_before² + h_after²)). curl does what every init does outside the "
+            "function's own code (spawn, loading, one connection and HTTP request to the "
+            "stand-in) and none of it changed, so a function's median moving by no more than T "
+            "is indistinguishable from noise. A function's init *grew* when its median after "
+            "exceeds its median before by more than T. Not a percentage: a fixed tolerance "
+            "would be too loose on a quiet machine and too strict on a loaded one.")
+        if v["reference_within_tolerance"] is False:
+            lines.append(
+                f"Warning: the curl reference's own two medians differ by "
+                f"{v['reference_delta_ms']:+.3f} ms, more than T: this run was noisier than "
+                "T assumes (other load?); rerun before trusting the init verdict.")
+        else:
+            lines.append(
+                f"Check: the curl reference's own two medians (nothing differs between them) "
+                f"differ by {v['reference_delta_ms']:+.3f} ms, within T.")
+    else:
+        lines.append("No reference rows (--no-reference): each function's tolerance is its own "
+                     "noise, the half-widths of its two medians' 95 % intervals combined.")
+    lines.append("")
+    iv = v["init_did_not_grow"]
+    head = {True: "**Init did not grow**", False: "**Init grew**",
+            None: "**Init: not established**"}[iv]
+    lines.append(f"- {head} (after = {v.get('after') or 'today'}, before = {before}):")
+    for f in v["init"]:
+        if not f["compared"]:
+            lines.append(f"  - {f['function']}: not compared (a build or a run failed, see "
+                         "Failures)")
+            continue
+        word = "grew" if f["grew"] else "did not grow"
+        lines.append(
+            f"  - {f['function']}: median {f['before_median_ms']:.2f} → "
+            f"{f['after_median_ms']:.2f} ms, Δ {f['delta_ms']:+.3f} ms (ratio "
+            f"{f['ratio']:.3f}) {'>' if f['grew'] else '≤'} T {f['tolerance_ms']:.3f} ms: "
+            f"{word} (its own noise of the difference: {f['own_noise_ms']:.3f} ms)")
+    for z in v["zip"]:
+        if not z["compared"]:
+            lines.append(f"- **{z['function']} zip: not compared** (missing from one build)")
+            continue
+        head = f"**{z['function']} zip shrank**" if z["shrank"] else \
+            f"**{z['function']} zip did not shrink**"
+        lines.append(
+            f"- {head}: {z['before_bytes']:,} → {z['after_bytes']:,} bytes "
+            f"({z['delta_bytes']:+,} bytes, ratio {z['ratio']:.3f}); sizes are exact, no "
+            "tolerance.")
+    new = [r["name"] for r in rows if r["new_since_before"]]
+    if new:
+        lines.append(f"- New since {before} (no before): {', '.join(new)}.")
+    return lines
+
+
+def write_report(out: Path, meta: dict, results: list[dict], rows: list[dict], verdict: dict,
+                 args: argparse.Namespace) -> str:
+    table = build_rows(rows)
+    failures = [(f"{r['label']} ({r['set']})", f) for r in results
                 for f in ([r["error"]] if r["error"] else []) + r["failures"]]
+    before, after = meta["before"], meta["after"]
+    title = "# Cold-start and package-size benchmark"
+    if before:
+        title += f": before ({before['commit']}) and after ({after['commit']})"
     lines = [
-        "# Cold-start and package-size benchmark",
+        title,
         "",
         f"- Date (UTC): {meta['date_utc']}",
         f"- Machine: {meta['machine']['uname']}, {meta['machine']['nproc']} CPUs, "
         f"{meta['machine']['cpu']}",
         f"- Toolchain: {meta['machine']['rustc']}",
-        f"- Commit: {meta['machine']['commit']}",
         f"- Command: `{meta['command']}`",
-        f"- Build output: `{meta['lambda_dir']}`; {args.runs} measured runs per function "
-        f"after {args.warmup} warm-up run(s), one process at a time; took "
-        f"{meta['bench_seconds']} s",
+        f"- After: commit {after['commit']}, `{after['lambda_dir']}`; build: "
+        f"{after['build']}",
+    ]
+    if before:
+        lines.append(
+            f"- Before: commit {before['commit']}"
+            + (f" (worktree `{before['worktree']}`)" if before.get("worktree") else "")
+            + f", `{before['lambda_dir']}`; build: {before['build']}")
+    lines += [
+        f"- Runs: {args.runs} measured runs of every program after {args.warmup} warm-up "
+        "run(s), interleaved: each round runs every program of both sets once, one process at a "
+        "time, in the opposite order from the round before (so drift and other load fall on "
+        f"before and after alike); took {meta['bench_seconds']} s",
         f"- Load average (1/5/15 min) at start: {meta['loadavg_start']}, at end: "
         f"{meta['loadavg_end']} (other work on the machine inflates the figures)",
         "",
         "Init = time from spawning `bootstrap` to the arrival of its first "
         "`GET /2018-06-01/runtime/invocation/next` at a local Runtime API stand-in "
-        "(127.0.0.1), process level. Goals: median init < 10 ms, zipped package < 6 MB "
-        "(MB = 10^6 bytes). p90 is nearest-rank.",
+        "(127.0.0.1), process level. Goals (for today's build): median init < 10 ms, zipped "
+        "package < 6 MB (MB = 10^6 bytes). p90 is nearest-rank. Ratios are after / before. "
+        "Both sets run with the same environment (template.yaml's variables of either commit).",
         "",
-        markdown_table(rows),
+        markdown_table(table),
         "",
+    ]
+    if any(r["new_since_before"] for r in rows):
+        lines += [f"\\* New since {before['commit']}: no before.", ""]
+    lines += [
         "The reference rows are not functions: they show how much of the figure is process spawn "
         "and the stand-in's own overhead on this machine, with the same spawn and timing code. "
         "For /bin/true the time runs from spawn to its exit being reaped (it makes no request); "
-        "for curl, from spawn to the arrival of its `next` request, exactly as for a function.",
+        "for curl, from spawn to the arrival of its `next` request, exactly as for a function. "
+        + ("Each is measured twice, in a before and an after slot of the same rounds: nothing "
+           "differs between the two, so their ratio shows what noise alone does to a ratio."
+           if before else ""),
+        "",
+        "## Verdicts",
+        "",
+        *verdict_lines(verdict, rows),
         "",
         "Caveat: this is not the Lambda cold start. A real cold start adds sandbox creation and "
         "code download before the process starts, which cannot be measured locally; the "
@@ -480,70 +719,106 @@ def write_report(out: Path, meta: dict, results: list[dict], args: argparse.Name
     text = "\n".join(lines) + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
-    return text_table(rows)
+    return text_table(table)
 
 
 # --- main -------------------------------------------------------------------------------------
 
 
-def measure_target(server: RuntimeApiStandIn, t: Target, env_name: str, args: argparse.Namespace,
-                   logs: Path, kind: str, label: str) -> dict:
-    result = {"label": label, "name": t.name, "kind": kind, "argv": t.argv,
+@dataclass
+class Slot:
+    """One program measured in the interleaved rounds (a function of one set, or a reference)."""
+    target: Target
+    env_name: str
+    result: dict
+    consecutive: int = 0
+    done: bool = False
+
+
+def new_slot(t: Target, env_name: str, kind: str, label: str, set_name: str) -> Slot:
+    result = {"label": label, "name": t.name, "set": set_name, "kind": kind, "argv": t.argv,
               "binary_bytes": t.binary_bytes, "zip_bytes": t.zip_bytes,
               "zip_source": t.zip_source, "samples_ns": [], "warmup_ns": [], "failures": [],
               "runs_attempted": 0, "error": t.error, "stats_ms": None}
     if t.error:
-        print(f"FAILED {label}: {t.error}", file=sys.stderr)
-        return result
-    env = lambda_env(env_name, t.task_root or Path("/"), server.port)
-    log_path = logs / f"{t.name}.log"
-    consecutive = 0
+        print(f"FAILED {label} ({set_name}): {t.error}", file=sys.stderr)
+    return Slot(t, env_name, result, done=bool(t.error))
+
+
+def run_slot(server: RuntimeApiStandIn, slot: Slot, i: int, args: argparse.Namespace,
+             logs: Path) -> None:
+    t, result = slot.target, slot.result
+    warm = i < args.warmup
+    cwd = t.task_root or Path("/")
+    env = lambda_env(slot.env_name, cwd, server.port)
+    if result["kind"] == "exit-reference":
+        run = measure_exit_once(t.argv, env, cwd, args.timeout)
+    else:
+        run = measure_once(server, t.argv, env, cwd, args.timeout,
+                           logs / f"{result['set']}-{t.name}.log")
+    if not warm:
+        result["runs_attempted"] += 1
+    label = f"{result['label']} ({result['set']})"
+    if run.init_ns is None:
+        msg = f"{'warm-up run' if warm else f'run {i + 1 - args.warmup}'}: {run.error}"
+        result["failures"].append(msg)
+        print(f"FAILED {label}: {msg}", file=sys.stderr)
+        slot.consecutive += 1
+        if slot.consecutive >= args.max_failures:
+            result["failures"].append(f"gave up after {slot.consecutive} consecutive failures")
+            print(f"FAILED {label}: giving up after {slot.consecutive} consecutive failures",
+                  file=sys.stderr)
+            slot.done = True
+        return
+    slot.consecutive = 0
+    (result["warmup_ns"] if warm else result["samples_ns"]).append(run.init_ns)
+
+
+def measure_rounds(server: RuntimeApiStandIn, slots: list[Slot], args: argparse.Namespace,
+                   logs: Path) -> None:
+    """Each round runs every program once, in the opposite order from the round before."""
     for i in range(args.warmup + args.runs):
-        warm = i < args.warmup
-        if kind == "exit-reference":
-            run = measure_exit_once(t.argv, env, t.task_root or Path("/"), args.timeout)
-        else:
-            run = measure_once(server, t.argv, env, t.task_root or Path("/"), args.timeout,
-                               log_path)
-        if not warm:
-            result["runs_attempted"] += 1
-        if run.init_ns is None:
-            msg = f"{'warm-up run' if warm else f'run {i + 1 - args.warmup}'}: {run.error}"
-            result["failures"].append(msg)
-            print(f"FAILED {label}: {msg}", file=sys.stderr)
-            consecutive += 1
-            if consecutive >= args.max_failures:
-                result["failures"].append(
-                    f"gave up after {consecutive} consecutive failures")
-                print(f"FAILED {label}: giving up after {consecutive} consecutive failures",
-                      file=sys.stderr)
-                break
-            continue
-        consecutive = 0
-        (result["warmup_ns"] if warm else result["samples_ns"]).append(run.init_ns)
-    result["stats_ms"] = summarize(result["samples_ns"])
-    return result
+        for slot in (slots if i % 2 == 0 else slots[::-1]):
+            if not slot.done:
+                run_slot(server, slot, i, args, logs)
+    for slot in slots:
+        slot.result["stats_ms"] = summarize(slot.result["samples_ns"])
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("lambda_dir", nargs="?", default=str(ROOT / "target" / "lambda"),
-                   help="cargo lambda build output dir (default: the repository's target/lambda)")
-    p.add_argument("--runs", type=int, default=30, help="measured runs per function (default 30)")
+                   help="cargo lambda build output dir of today's build, the `after` "
+                        "(default: the repository's target/lambda)")
+    p.add_argument("--before", metavar="DIR",
+                   help="cargo lambda build output dir of an earlier commit's build, measured "
+                        "in the same run as the `before` (bench/coldstart.sh passes eeade17's)")
+    p.add_argument("--before-commit", metavar="COMMIT", default=None,
+                   help="the earlier commit, for the report (default: the name of DIR)")
+    p.add_argument("--before-function", action="append", dest="before_functions",
+                   metavar="NAME",
+                   help="a function of the earlier commit (repeatable; default: the "
+                        "subdirectories of DIR); one listed but not built is a failure, one "
+                        "not listed is new since that commit")
+    p.add_argument("--runs", type=int, default=30, help="measured runs per program (default 30)")
     p.add_argument("--warmup", type=int, default=1,
-                   help="runs before the measured ones, left out of the statistics (they warm the page cache; "
-                        "default 1; kept in the JSON)")
+                   help="rounds before the measured ones, left out of the statistics (they warm "
+                        "the page cache; default 1; kept in the JSON)")
     p.add_argument("--timeout", type=float, default=10.0,
                    help="seconds to wait for a process's first `next` (default 10)")
     p.add_argument("--max-failures", type=int, default=3,
-                   help="stop measuring a function after this many consecutive failures (default 3)")
+                   help="stop measuring a program after this many consecutive failures "
+                        "(default 3)")
     p.add_argument("--function", action="append", dest="functions", metavar="NAME",
-                   help=f"measure only this function (repeatable; default all of {FUNCTIONS})")
+                   help=f"measure only this function (repeatable; default all of {FUNCTIONS} "
+                        "and the earlier commit's)")
     p.add_argument("--command", action="append", default=[], metavar="NAME=CMD",
-                   help="also measure an arbitrary command like a function (for checking the "
-                        "failure path, e.g. 'sleeper=/bin/sleep 60')")
-    p.add_argument("--no-baseline", action="store_true", help="skip the reference rows")
+                   help="also measure an arbitrary command like a function, in the after set "
+                        "(for checking the failure path, e.g. 'sleeper=/bin/sleep 60')")
+    p.add_argument("--no-reference", "--no-baseline", dest="no_reference", action="store_true",
+                   help="skip the reference rows (then each function's init tolerance is its "
+                        "own noise)")
     p.add_argument("--target", default="x86_64-unknown-linux-gnu",
                    help="target triple the binaries were built for (for the report only)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "coldstart.md"),
@@ -554,28 +829,56 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--runs and --max-failures must be >= 1, --warmup >= 0, --timeout > 0")
 
     lambda_dir = Path(args.lambda_dir).absolute()
+    before_dir = Path(args.before).absolute() if args.before else None
     out = Path(args.out).absolute()
-    names = args.functions if args.functions is not None else FUNCTIONS
-    unknown = [n for n in names if n not in FUNCTIONS]
+    before_names: list[str] = []
+    if before_dir:
+        if args.before_functions:
+            before_names = args.before_functions
+        elif before_dir.is_dir():
+            before_names = sorted(d.name for d in before_dir.iterdir() if d.is_dir())
+        if not before_names:
+            p.error(f"--before {before_dir}: no functions (neither --before-function nor "
+                    "subdirectories)")
+    elif args.before_functions:
+        p.error("--before-function needs --before")
+    known = FUNCTIONS + [n for n in before_names if n not in FUNCTIONS]
+    names = args.functions if args.functions is not None else known
+    unknown = [n for n in names if n not in known]
     if unknown:
-        p.error(f"unknown function(s) {unknown}; known: {FUNCTIONS}")
+        p.error(f"unknown function(s) {unknown}; known: {known}")
+    names = [n for n in known if n in names]  # the table's order
+    before_label = (args.before_commit or before_dir.name) if before_dir else None
 
     command = os.environ.get("COLDSTART_COMMAND") or " ".join(
         shlex.quote(a) for a in ["python3", os.path.relpath(__file__)] + sys.argv[1:])
+    machine = machine_info()
     meta = {
         "date_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
-        "machine": machine_info(),
+        "machine": machine,
         "command": command,
+        "after": {"commit": machine["commit"], "lambda_dir": str(lambda_dir),
+                  "functions": [n for n in names if n in FUNCTIONS],
+                  "build": os.environ.get("COLDSTART_BUILD_AFTER") or "not by this command",
+                  "build_seconds": _int_env("COLDSTART_BUILD_AFTER_SECONDS")},
+        "before": None if not before_dir else {
+            "commit": before_label, "lambda_dir": str(before_dir),
+            "worktree": os.environ.get("COLDSTART_BEFORE_WORKTREE"),
+            "functions": [n for n in names if n in before_names],
+            "build": os.environ.get("COLDSTART_BUILD_BEFORE") or "not by this command",
+            "build_seconds": _int_env("COLDSTART_BUILD_BEFORE_SECONDS")},
         "lambda_dir": str(lambda_dir),
         "target": args.target,
         "runs": args.runs,
         "warmup": args.warmup,
+        "interleaved": True,
         "timeout_s": args.timeout,
         "loadavg_start": loadavg(),
         "goals": {"init_median_ms_below": INIT_GOAL_MS, "zip_bytes_below": ZIP_GOAL_BYTES},
     }
 
-    results: list[dict] = []
+    sets = [("before", before_dir)] if before_dir else []
+    sets.append(("after", lambda_dir))
     server = RuntimeApiStandIn()
     server.start()
     started = time.monotonic()
@@ -583,45 +886,62 @@ def main(argv: list[str] | None = None) -> int:
         scratch = Path(scratch_s)
         logs = scratch / "logs"
         logs.mkdir()
-        try:
-            if not args.no_baseline:
-                curl = shutil.which("curl") or "/usr/bin/curl"
+        slots: list[Slot] = []
+        if not args.no_reference:
+            curl = shutil.which("curl") or "/usr/bin/curl"
+            for set_name, _ in sets:
+                slots.append(new_slot(Target("true", argv=["/bin/true"], task_root=scratch),
+                                      "true", "exit-reference",
+                                      "(reference) process spawn + exit of /bin/true", set_name))
+            for set_name, _ in sets:
                 ref = Target("curl", argv=[curl, "-s", "-o", "/dev/null", "--max-time", "5",
                                            f"http://127.0.0.1:{server.port}{NEXT_PATH}"],
                              task_root=scratch)
-                print("measuring references: /bin/true, curl ...", file=sys.stderr)
-                results.append(measure_target(
-                    server, Target("true", argv=["/bin/true"], task_root=scratch), "true", args,
-                    logs, "exit-reference", "(reference) process spawn + exit of /bin/true"))
-                results.append(measure_target(
-                    server, ref, "curl", args, logs, "reference",
-                    "(reference) process spawn + one HTTP request by curl"))
-            for name in names:
-                t = prepare_function(name, lambda_dir, scratch / "task")
-                print(f"measuring {name} ...", file=sys.stderr)
-                results.append(measure_target(server, t, name, args, logs, "function", name))
-            for spec in args.command:
-                t = prepare_command(spec)
-                print(f"measuring command {t.name} ...", file=sys.stderr)
-                results.append(measure_target(server, t, t.name, args, logs, "command",
-                                              f"{t.name} (command)"))
+                slots.append(new_slot(ref, "curl", "reference",
+                                      "(reference) process spawn + one HTTP request by curl",
+                                      set_name))
+        for name in names:
+            for set_name, d in sets:
+                if set_name == "before" and name not in before_names:
+                    continue
+                if set_name == "after" and name not in FUNCTIONS:
+                    continue
+                t = prepare_function(name, d, scratch / "task" / set_name)
+                slots.append(new_slot(t, name, "function", name, set_name))
+        for spec in args.command:
+            t = prepare_command(spec)
+            slots.append(new_slot(t, t.name, "command", f"{t.name} (command)", "after"))
+        print(f"measuring {len(slots)} programs ({', '.join(s for s, _ in sets)}), "
+              f"{args.warmup} + {args.runs} interleaved rounds ...", file=sys.stderr)
+        try:
+            measure_rounds(server, slots, args, logs)
         finally:
             server.stop()
     meta["bench_seconds"] = round(time.monotonic() - started, 1)
     meta["loadavg_end"] = loadavg()
+    results = [s.result for s in slots]
+    rows = compare(results, before_label)
+    verdict = verdicts(rows, before_label)
+    verdict["after"] = machine["commit"]
 
-    table = write_report(out, meta, results, args)
+    table = write_report(out, meta, results, rows, verdict, args)
     json_path = out.with_suffix(".json")
-    json_path.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+    comparison = [{k: v for k, v in r.items() if k not in ("before", "after")}
+                  | {"before": _brief(r["before"]), "after": _brief(r["after"])} for r in rows]
+    json_path.write_text(json.dumps({"meta": meta, "verdicts": verdict,
+                                     "comparison": comparison, "results": results},
+                                    indent=2) + "\n")
     print(table)
+    print()
+    print("\n".join(verdict_lines(verdict, rows)))
     show = lambda path: (os.path.relpath(path) if path.is_relative_to(Path.cwd())  # noqa: E731
                          else str(path))
     print(f"\nwrote {show(out)} and {show(json_path)} "
           f"({meta['bench_seconds']} s)")
 
-    failed = [r["label"] for r in results
+    failed = [f"{r['label']} ({r['set']})" for r in results
               if not r["kind"].endswith("reference") and (r["error"] or r["failures"])]
-    ref_failed = [r["label"] for r in results
+    ref_failed = [f"{r['label']} ({r['set']})" for r in results
                   if r["kind"].endswith("reference") and (r["error"] or r["failures"])]
     if ref_failed:
         print(f"warning: reference measurement failed: {ref_failed}", file=sys.stderr)
@@ -630,6 +950,22 @@ def main(argv: list[str] | None = None) -> int:
               "see the Failures section of the report", file=sys.stderr)
         return 1
     return 0
+
+
+def _int_env(name: str) -> int | None:
+    try:
+        return int(os.environ[name])
+    except (KeyError, ValueError):
+        return None
+
+
+def _brief(r: dict | None) -> dict | None:
+    """A result's numbers without its raw samples (those are under `results`)."""
+    if r is None:
+        return None
+    return {"set": r["set"], "stats_ms": r["stats_ms"], "zip_bytes": r["zip_bytes"],
+            "binary_bytes": r["binary_bytes"], "ok_runs": len(r["samples_ns"]),
+            "runs_attempted": r["runs_attempted"], "failed": bool(r["error"] or r["failures"])}
 
 
 if __name__ == "__main__":
