@@ -27,6 +27,7 @@ import math
 import os
 import platform
 import queue
+import random
 import select
 import shlex
 import shutil
@@ -63,10 +64,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (http.server naming)
         if self.path.split("?", 1)[0] == NEXT_PATH:
             arrival = time.perf_counter_ns()
+            with self.server.held_cond:
+                self.server.held += 1
             self.server.arrivals.put(arrival)
             # Hold the request: the benchmark only needs its arrival time. Return as soon as the
             # client goes away (it is killed right after this) or the stand-in shuts down.
-            self._hold()
+            try:
+                self._hold()
+            finally:
+                with self.server.held_cond:
+                    self.server.held -= 1
+                    self.server.held_cond.notify_all()
             self.close_connection = True
             return
         self._not_found()
@@ -112,6 +120,9 @@ class RuntimeApiStandIn(http.server.ThreadingHTTPServer):
         self.arrivals: "queue.Queue[int]" = queue.Queue()
         self.others: list[tuple[str, str]] = []
         self.stopping = threading.Event()
+        # Requests being held (one per process that called `next` and may not be reaped yet).
+        self.held = 0
+        self.held_cond = threading.Condition()
         self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.1},
                                         name="runtime-api-stand-in", daemon=True)
 
@@ -126,6 +137,12 @@ class RuntimeApiStandIn(http.server.ThreadingHTTPServer):
         self.stopping.set()
         self.shutdown()
         self.server_close()
+
+    def wait_released(self, timeout_s: float) -> None:
+        """Waits until no request is held any more: the previous process's connection is closed
+        and its handler thread done, so none of its teardown runs during the next measurement."""
+        with self.held_cond:
+            self.held_cond.wait_for(lambda: self.held == 0, timeout_s)
 
     def drain(self) -> None:
         """Forget arrivals and stray requests left over from earlier runs."""
@@ -235,6 +252,7 @@ def measure_once(server: RuntimeApiStandIn, argv: list[str], env: dict[str, str]
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
+            server.wait_released(1.0)
 
 
 def measure_exit_once(argv: list[str], env: dict[str, str], cwd: Path, timeout_s: float) -> Run:
@@ -678,8 +696,9 @@ def write_report(out: Path, meta: dict, results: list[dict], rows: list[dict], v
     lines += [
         f"- Runs: {args.runs} measured runs of every program after {args.warmup} warm-up "
         "run(s), interleaved: each round runs every program of both sets once, one process at a "
-        "time, in the opposite order from the round before (so drift and other load fall on "
-        f"before and after alike); took {meta['bench_seconds']} s",
+        f"time, in a random order (seed {args.seed}), so drift, other load and whichever "
+        "program ran just before fall on before and after alike; took "
+        f"{meta['bench_seconds']} s",
         f"- Load average (1/5/15 min) at start: {meta['loadavg_start']}, at end: "
         f"{meta['loadavg_end']} (other work on the machine inflates the figures)",
         "",
@@ -776,9 +795,14 @@ def run_slot(server: RuntimeApiStandIn, slot: Slot, i: int, args: argparse.Names
 
 def measure_rounds(server: RuntimeApiStandIn, slots: list[Slot], args: argparse.Namespace,
                    logs: Path) -> None:
-    """Each round runs every program once, in the opposite order from the round before."""
+    """Each round runs every program once, in a new random order (seeded: --seed), so that no
+    program is always measured right after the same one (the one before can still be winding
+    down: a fixed order showed a bias of a few percent between two slots of the same curl)."""
+    rng = random.Random(args.seed)
     for i in range(args.warmup + args.runs):
-        for slot in (slots if i % 2 == 0 else slots[::-1]):
+        order = slots[:]
+        rng.shuffle(order)
+        for slot in order:
             if not slot.done:
                 run_slot(server, slot, i, args, logs)
     for slot in slots:
@@ -805,6 +829,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=1,
                    help="rounds before the measured ones, left out of the statistics (they warm "
                         "the page cache; default 1; kept in the JSON)")
+    p.add_argument("--seed", type=int, default=1,
+                   help="seed of the random order of each round (default 1)")
     p.add_argument("--timeout", type=float, default=10.0,
                    help="seconds to wait for a process's first `next` (default 10)")
     p.add_argument("--max-failures", type=int, default=3,
@@ -872,6 +898,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": args.runs,
         "warmup": args.warmup,
         "interleaved": True,
+        "order_seed": args.seed,
         "timeout_s": args.timeout,
         "loadavg_start": loadavg(),
         "goals": {"init_median_ms_below": INIT_GOAL_MS, "zip_bytes_below": ZIP_GOAL_BYTES},
