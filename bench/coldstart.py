@@ -825,7 +825,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="a function of the earlier commit (repeatable; default: the "
                         "subdirectories of DIR); one listed but not built is a failure, one "
                         "not listed is new since that commit")
-    p.add_argument("--runs", type=int, default=30, help="measured runs per program (default 30)")
+    # 100: on this shared machine a median of 30 runs moves by 0.4-2 ms by chance, as much as
+    # the before/after differences looked for; 100 rounds of both sets take about 15 s.
+    p.add_argument("--runs", type=int, default=100,
+                   help="measured runs per program (default 100)")
     p.add_argument("--warmup", type=int, default=1,
                    help="rounds before the measured ones, left out of the statistics (they warm "
                         "the page cache; default 1; kept in the JSON)")
