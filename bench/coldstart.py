@@ -6,10 +6,13 @@ the Lambda Runtime API, the time from process spawn to the process's first
 `GET /2018-06-01/runtime/invocation/next` (that is, its whole init phase), and the size of the
 deployment zip. It writes a Markdown report and a JSON file with the raw samples.
 
-With --before DIR it also measures a second build (the functions of an earlier commit, built by
-bench/coldstart.sh into their own lambda dir) in the same run, interleaved run by run with
-today's, and writes one table with before and after side by side, their ratios, and the
-verdicts "init did not grow" and "stripe-webhook zip shrank" (or their opposites).
+With --before ROLE=DIR (repeatable) it also measures the builds of earlier commits (built by
+bench/coldstart.sh into their own lambda dirs: before = eeade17, the design before issue 10's
+restructuring, and restructure = 9daa5a3, the restructuring alone) in the same run, interleaved
+run by run with today's, and writes one table with every set side by side, the ratios of each
+later set to the first, and, for each later set against the first, the verdicts "init did not
+grow" and "stripe-webhook zip shrank" (or their opposites); --requirement names the comparison
+that is the requirement's test (the restructuring alone), the others are for information.
 
 Standard library only (Python 3.11). Usually run through bench/coldstart.sh, which builds first.
 Exit status: 0 when every run of every function reached `next`, 1 when any did not (a missed
@@ -165,8 +168,8 @@ class Run:
 
 def lambda_env(name: str, task_root: Path, port: int) -> dict[str, str]:
     """A clean environment resembling Lambda's (nothing inherited from this shell): template.yaml's
-    variables, today's and the earlier commit's alike (a build ignores a variable it does not
-    read), so both sets of a before/after run start with the same environment."""
+    variables of every commit measured (a build ignores a variable it does not read), so every
+    set of a run starts with the same environment."""
     return {
         "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{port}",
         "AWS_LAMBDA_FUNCTION_NAME": name,
@@ -452,8 +455,8 @@ def fmt_mb(b: int | None) -> str:
     return "—" if b is None else f"{b / 1e6:.2f}"
 
 
-def ratio(after: float | None, before: float | None) -> float | None:
-    return None if after is None or not before else after / before
+def ratio(num: float | None, den: float | None) -> float | None:
+    return None if num is None or not den else num / den
 
 
 def fmt_ratio(r: float | None) -> str:
@@ -469,81 +472,124 @@ def _ok(r: dict | None) -> bool:
     return bool(r) and not r["error"] and not r["failures"] and bool(r["samples_ns"])
 
 
-def compare(results: list[dict], before_label: str | None) -> list[dict]:
-    """Pairs each program's before and after results (one row of the table each)."""
+@dataclass
+class BuildSet:
+    """One set of functions measured: an earlier commit's build, or today's (the last)."""
+    role: str  # its name in the table and the JSON: before, restructure, today, ...
+    commit: str
+    lambda_dir: Path
+    functions: list[str]
+    note: str = ""
+    worktree: str | None = None
+    build: str = "not by this command"
+    build_seconds: int | None = None
+
+    def meta(self) -> dict:
+        return {"role": self.role, "commit": self.commit, "note": self.note,
+                "lambda_dir": str(self.lambda_dir), "worktree": self.worktree,
+                "functions": self.functions, "build": self.build,
+                "build_seconds": self.build_seconds}
+
+
+def compare(results: list[dict], sets: list[BuildSet]) -> list[dict]:
+    """Gathers each program's results of every set (one row of the table each) and, for every
+    set after the first, its ratios and differences against the first (the before)."""
+    base = sets[0].role if len(sets) > 1 else None
     rows: dict[tuple[str, str], dict] = {}
     for r in results:
         key = (r["kind"], r["name"])
         row = rows.setdefault(key, {"name": r["name"], "label": r["label"], "kind": r["kind"],
-                                    "before": None, "after": None})
-        row[r["set"]] = r
+                                    "sets": {}})
+        row["sets"][r["set"]] = r
     out = []
     for row in rows.values():
-        b, a = row["before"], row["after"]
-        row["new_since_before"] = bool(before_label) and a is not None and b is None \
-            and row["kind"] == "function"
-        row["init_median_ratio"] = ratio(_median(a), _median(b))
-        row["zip_ratio"] = ratio(a and a["zip_bytes"], b and b["zip_bytes"])
-        row["init_median_delta_ms"] = (None if _median(a) is None or _median(b) is None
-                                       else _median(a) - _median(b))
-        nb, na = median_noise(b and b["stats_ms"]), median_noise(a and a["stats_ms"])
-        # The function's own noise of the difference (for information; the verdict uses the
-        # reference's, see verdicts()).
-        row["own_noise_ms"] = None if nb is None or na is None else math.hypot(nb, na)
+        b = row["sets"].get(base) if base else None
+        row["new_since_before"] = bool(base) and b is None and row["kind"] == "function"
+        row["vs_before"] = {}
+        for s in sets[1:] if base else []:
+            a = row["sets"].get(s.role)
+            if a is None or b is None:
+                continue
+            nb, na = median_noise(b["stats_ms"]), median_noise(a["stats_ms"])
+            delta = (None if _median(a) is None or _median(b) is None
+                     else _median(a) - _median(b))
+            row["vs_before"][s.role] = {
+                "init_median_ratio": ratio(_median(a), _median(b)),
+                "init_median_delta_ms": delta,
+                "zip_ratio": ratio(a["zip_bytes"], b["zip_bytes"]),
+                "zip_delta_bytes": (None if a["zip_bytes"] is None or b["zip_bytes"] is None
+                                    else a["zip_bytes"] - b["zip_bytes"]),
+                # The function's own noise of the difference (for information; the verdict
+                # uses the reference's, see compare_with_before()).
+                "own_noise_ms": None if nb is None or na is None else math.hypot(nb, na),
+            }
         out.append(row)
     return out
 
 
-def verdicts(rows: list[dict], before_label: str | None) -> dict:
+def verdicts(rows: list[dict], sets: list[BuildSet], requirement: str | None) -> dict:
+    """The verdicts of every set after the first against the first (the before); `requirement`
+    names the set whose comparison is the requirement's test."""
+    base = sets[0] if len(sets) > 1 else None
+    out: dict = {"before": base.commit if base else None, "before_role": base.role if base else None,
+                 "requirement": requirement, "comparisons": []}
+    if base:
+        for s in sets[1:]:
+            out["comparisons"].append(compare_with_before(rows, base, s, s.role == requirement))
+    return out
+
+
+def compare_with_before(rows: list[dict], base: BuildSet, s: BuildSet, is_requirement: bool) -> dict:
     """Tolerance: the noise of a difference of two medians as shown by the curl reference,
-    measured in the same interleaved rounds in both slots. curl does what every function's init
-    does outside its own code (spawn, dynamic loading, one connection and HTTP request to the
-    stand-in) and nothing in it changed, so how far its median can move by chance is how far a
-    function's median can move for reasons that are not the function's code. Each slot's median
-    carries half its 95 % interval of noise (`median_noise`); the difference of two independent
-    medians carries the two combined: T = sqrt(h_before^2 + h_after^2)."""
-    out: dict = {"before": before_label, "tolerance_ms": None, "tolerance_source": None,
-                 "reference_delta_ms": None, "reference_within_tolerance": None,
-                 "init": [], "init_did_not_grow": None, "zip": [], "zip_shrank": None}
-    if not before_label:
-        return out
+    measured in the same interleaved rounds in every set's slot. curl does what every function's
+    init does outside its own code (spawn, dynamic loading, one connection and HTTP request to
+    the stand-in) and nothing in it differs between slots, so how far its median can move by
+    chance is how far a function's median can move for reasons that are not the function's code.
+    Each slot's median carries half its 95 % interval of noise (`median_noise`); the difference
+    of two independent medians carries the two combined: T = sqrt(h_before^2 + h_set^2)."""
+    out: dict = {"role": s.role, "commit": s.commit, "before_role": base.role,
+                 "before": base.commit, "is_requirement": is_requirement,
+                 "tolerance_ms": None, "tolerance_source": None, "reference_delta_ms": None,
+                 "reference_within_tolerance": None, "init": [], "init_did_not_grow": None,
+                 "zip": [], "zip_shrank": None}
     curl = next((r for r in rows if r["kind"] == "reference" and r["name"] == "curl"), None)
-    if curl and _ok(curl["before"]) and _ok(curl["after"]):
-        out["tolerance_ms"] = math.hypot(median_noise(curl["before"]["stats_ms"]),
-                                         median_noise(curl["after"]["stats_ms"]))
+    cb, ca = (curl["sets"].get(base.role), curl["sets"].get(s.role)) if curl else (None, None)
+    if _ok(cb) and _ok(ca):
+        out["tolerance_ms"] = math.hypot(median_noise(cb["stats_ms"]), median_noise(ca["stats_ms"]))
         out["tolerance_source"] = "curl reference"
-        out["reference_delta_ms"] = curl["init_median_delta_ms"]
-        out["reference_within_tolerance"] = abs(curl["init_median_delta_ms"]) \
-            <= out["tolerance_ms"]
+        out["reference_delta_ms"] = _median(ca) - _median(cb)
+        out["reference_within_tolerance"] = abs(out["reference_delta_ms"]) <= out["tolerance_ms"]
     grew_any, all_compared = False, True
     for row in rows:
         if row["kind"] != "function" or row["new_since_before"]:
             continue
-        b, a = row["before"], row["after"]
+        b, a = row["sets"].get(base.role), row["sets"].get(s.role)
         if not (_ok(b) and _ok(a)):
             all_compared = False
-            out["init"].append({"function": row["name"], "compared": False})
+            out["init"].append({"function": row["name"], "compared": False,
+                                "reason": "not built in this set" if a is None
+                                else "a build or a run failed"})
             continue
+        vs = row["vs_before"][s.role]
         tol, source = out["tolerance_ms"], out["tolerance_source"]
         if tol is None:  # no reference rows: fall back on the function's own noise
-            tol, source = row["own_noise_ms"], "own samples"
-        delta = row["init_median_delta_ms"]
+            tol, source = vs["own_noise_ms"], "own samples"
+        delta = vs["init_median_delta_ms"]
         grew = delta > tol
         grew_any |= grew
         out["init"].append({"function": row["name"], "compared": True,
-                            "before_median_ms": _median(b), "after_median_ms": _median(a),
-                            "delta_ms": delta, "ratio": row["init_median_ratio"],
+                            "before_median_ms": _median(b), "median_ms": _median(a),
+                            "delta_ms": delta, "ratio": vs["init_median_ratio"],
                             "tolerance_ms": tol, "tolerance_source": source,
-                            "own_noise_ms": row["own_noise_ms"], "grew": grew})
-    compared = [v for v in out["init"] if v["compared"]]
-    if compared:
+                            "own_noise_ms": vs["own_noise_ms"], "grew": grew})
+    if any(v["compared"] for v in out["init"]):
         # "Did not grow" needs every function of the before build compared.
         out["init_did_not_grow"] = (not grew_any) if all_compared else (False if grew_any
                                                                         else None)
     shrank_all = None
     for name in SHRINK_EXPECTED:
         row = next((r for r in rows if r["kind"] == "function" and r["name"] == name), None)
-        b, a = (row["before"], row["after"]) if row else (None, None)
+        b, a = (row["sets"].get(base.role), row["sets"].get(s.role)) if row else (None, None)
         zb, za = (b and b["zip_bytes"]), (a and a["zip_bytes"])
         if zb is None or za is None:
             out["zip"].append({"function": name, "compared": False})
@@ -551,132 +597,200 @@ def verdicts(rows: list[dict], before_label: str | None) -> dict:
             continue
         shrank = za < zb
         out["zip"].append({"function": name, "compared": True, "before_bytes": zb,
-                           "after_bytes": za, "delta_bytes": za - zb, "ratio": za / zb,
+                           "bytes": za, "delta_bytes": za - zb, "ratio": za / zb,
                            "shrank": shrank})
         shrank_all = shrank if shrank_all is None else (shrank_all and shrank)
     out["zip_shrank"] = shrank_all
     return out
 
 
-def build_rows(rows: list[dict]) -> list[list[str]]:
+def _goals(r: dict | None, kind: str) -> tuple[str, str]:
+    """The goals' cells for today's result of a program."""
+    if kind.endswith("reference") or r is None:
+        return "", ""
+    if r["failures"] or r["error"]:
+        init_goal = "FAILED"
+    else:
+        init_goal = "pass" if r["stats_ms"] and r["stats_ms"]["median"] < INIT_GOAL_MS else "fail"
+    z = r["zip_bytes"]
+    return init_goal, "—" if z is None else ("pass" if z < ZIP_GOAL_BYTES else "fail")
+
+
+def _label(row: dict) -> str:
+    return row["label"] + (" *" if row["new_since_before"] else "")
+
+
+def main_table(rows: list[dict], sets: list[BuildSet], short: bool = False
+               ) -> tuple[list[str], list[list[str]]]:
+    """Per program: median init of every set, the ratios of every later set to the first, the
+    zip of every set and its ratios, the goals for today's build (the last set)."""
+    base, later, today = sets[0], sets[1:], sets[-1]
+    if short:
+        header = (["function"] + [f"init {s.role}" for s in sets]
+                  + [f"{s.role}/{base.role}" for s in later]
+                  + [f"zip MB {s.role}" for s in sets] + [f"{s.role}/{base.role}" for s in later]
+                  + ["init<10ms", "zip<6MB"])
+    else:
+        header = (["function"]
+                  + [f"init median (ms) {s.role} {s.commit}" for s in sets]
+                  + [f"init {s.role} / {base.role}" for s in later]
+                  + [f"zip (MB) {s.role} {s.commit}" for s in sets]
+                  + [f"zip {s.role} / {base.role}" for s in later]
+                  + [f"init < 10 ms ({today.role})", f"zip < 6 MB ({today.role})"])
     table = []
     for row in rows:
-        b, a = row["before"], row["after"]
-        sb, sa = (b and b["stats_ms"]) or {}, (a and a["stats_ms"]) or {}
-        runs = lambda r: "—" if r is None else f"{len(r['samples_ns'])}/{r['runs_attempted']}"  # noqa: E731
-        init_goal = zip_goal = ""
-        if not row["kind"].endswith("reference") and a is not None:
-            if a["failures"] or a["error"]:
-                init_goal = "FAILED"
-            else:
-                init_goal = "pass" if sa and sa["median"] < INIT_GOAL_MS else "fail"
-            za = a["zip_bytes"]
-            zip_goal = "—" if za is None else ("pass" if za < ZIP_GOAL_BYTES else "fail")
-        label = row["label"] + (" *" if row["new_since_before"] else "")
-        table.append([label, f"{runs(b)} · {runs(a)}",
-                      fmt_ms(sb.get("median")), fmt_ms(sa.get("median")),
-                      fmt_ratio(row["init_median_ratio"]),
-                      fmt_ms(sb.get("p90")), fmt_ms(sa.get("p90")),
-                      fmt_mb(b and b["zip_bytes"]), fmt_mb(a and a["zip_bytes"]),
-                      fmt_ratio(row["zip_ratio"]),
-                      fmt_mb(b and b["binary_bytes"]), fmt_mb(a and a["binary_bytes"]),
-                      init_goal, zip_goal])
-    return table
+        rs = [row["sets"].get(s.role) for s in sets]
+        vs = [row["vs_before"].get(s.role, {}) for s in later]
+        table.append([_label(row)]
+                     + [fmt_ms(_median(r)) for r in rs]
+                     + [fmt_ratio(v.get("init_median_ratio")) for v in vs]
+                     + [fmt_mb(r and r["zip_bytes"]) for r in rs]
+                     + [fmt_ratio(v.get("zip_ratio")) for v in vs]
+                     + list(_goals(rs[-1], row["kind"])))
+    return header, table
 
 
-HEADER = ["function", "ok runs before · after", "init median before (ms)", "after (ms)",
-          "after / before", "p90 before (ms)", "after (ms)", "zip before (MB)", "after (MB)",
-          "after / before", "binary before (MB)", "after (MB)", "init < 10 ms", "zip < 6 MB"]
+def details_table(rows: list[dict], sets: list[BuildSet]) -> tuple[list[str], list[list[str]]]:
+    """Per program: runs that reached `next`, p90 init and binary size of every set."""
+    runs = lambda r: "—" if r is None else f"{len(r['samples_ns'])}/{r['runs_attempted']}"  # noqa: E731
+    header = (["function", "ok runs " + " · ".join(s.role for s in sets)]
+              + [f"init p90 (ms) {s.role}" for s in sets]
+              + [f"Δ init median vs {sets[0].role} (ms) {s.role}" for s in sets[1:]]
+              + [f"binary (MB) {s.role}" for s in sets])
+    table = []
+    for row in rows:
+        rs = [row["sets"].get(s.role) for s in sets]
+        vs = [row["vs_before"].get(s.role, {}) for s in sets[1:]]
+        delta = lambda v: ("—" if v.get("init_median_delta_ms") is None  # noqa: E731
+                           else f"{v['init_median_delta_ms']:+.2f}")
+        table.append([_label(row), " · ".join(runs(r) for r in rs)]
+                     + [fmt_ms(((r and r["stats_ms"]) or {}).get("p90")) for r in rs]
+                     + [delta(v) for v in vs]
+                     + [fmt_mb(r and r["binary_bytes"]) for r in rs])
+    return header, table
 
 
-def markdown_table(rows: list[list[str]]) -> str:
-    align = ["---"] + ["--:"] * 11 + [":-:", ":-:"]
-    lines = ["| " + " | ".join(HEADER) + " |", "| " + " | ".join(align) + " |"]
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    align = ["---"] + ["--:" if not h.startswith(("init <", "zip <")) else ":-:"
+                       for h in header[1:]]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
 
 
-TEXT_HEADER = ["function", "runs b·a", "init med b", "a", "a/b", "p90 b", "a", "zip MB b", "a",
-               "a/b", "bin MB b", "a", "init<10ms", "zip<6MB"]
-
-
-def text_table(rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(TEXT_HEADER)]
+def text_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     fmt = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
                                   for i, (c, w) in enumerate(zip(cells, widths)))
-    return "\n".join([fmt(TEXT_HEADER), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows])
+    return "\n".join([fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows])
 
 
-def verdict_lines(v: dict, rows: list[dict]) -> list[str]:
-    before = v["before"]
-    if not before:
-        return ["No before build was measured (BASELINE=none): no verdicts."]
-    lines = []
-    tol = v["tolerance_ms"]
-    if tol is not None:
+def _init_word(v: bool | None) -> str:
+    return {True: "init did not grow", False: "init grew", None: "init not established"}[v]
+
+
+def _zip_word(c: dict) -> str:
+    names = ", ".join(z["function"] for z in c["zip"]) or "no"
+    return {True: f"{names} zip shrank", False: f"{names} zip did not shrink",
+            None: f"{names} zip not compared"}[c["zip_shrank"]]
+
+
+def summary_lines(v: dict) -> list[str]:
+    """One line per comparison, the requirement's first."""
+    comps = sorted(v["comparisons"], key=lambda c: not c["is_requirement"])
+    out = []
+    for c in comps:
+        what = "Requirement" if c["is_requirement"] else "For information"
+        out.append(f"{what}, {c['role']} ({c['commit']}) against {c['before_role']} "
+                   f"({c['before']}): {_init_word(c['init_did_not_grow'])}; {_zip_word(c)}.")
+    return out
+
+
+def verdict_lines(v: dict, rows: list[dict], sets: list[BuildSet]) -> list[str]:
+    if not v["before"]:
+        return ["Only today's build was measured (BASELINES=none): no verdicts."]
+    lines = [f"- {line}" for line in summary_lines(v)] + [""]
+    if any(c["tolerance_ms"] is not None for c in v["comparisons"]):
         lines.append(
-            f"Tolerance for init: **T = {tol:.3f} ms**, the noise of a difference of two medians "
-            "shown by the curl reference in this run: each of its two slots' medians has a "
-            "distribution-free 95 % interval (order statistics), T combines their half-widths "
-            "(sqrt(h_before² + h_after²)). curl does what every init does outside the "
-            "function's own code (spawn, loading, one connection and HTTP request to the "
-            "stand-in) and none of it changed, so a function's median moving by no more than T "
-            "is indistinguishable from noise. A function's init *grew* when its median after "
-            "exceeds its median before by more than T. Not a percentage: a fixed tolerance "
-            "would be too loose on a quiet machine and too strict on a loaded one.")
-        if v["reference_within_tolerance"] is False:
-            lines.append(
-                f"Warning: the curl reference's own two medians differ by "
-                f"{v['reference_delta_ms']:+.3f} ms, more than T: this run was noisier than "
-                "T assumes (other load?); rerun before trusting the init verdict.")
-        else:
-            lines.append(
-                f"Check: the curl reference's own two medians (nothing differs between them) "
-                f"differ by {v['reference_delta_ms']:+.3f} ms, within T.")
+            "Tolerance for init, per comparison: **T**, the noise of a difference of two medians "
+            "shown by the curl reference in this run: each of its slots' medians (one slot per "
+            "set, in the same rounds) has a distribution-free 95 % interval (order statistics), "
+            "and T combines the half-widths of the before's slot and the compared set's "
+            "(sqrt(h_before² + h_set²)). curl does what every init does outside the function's "
+            "own code (spawn, loading, one connection and HTTP request to the stand-in) and "
+            "nothing of it differs between slots, so a function's median moving by no more than "
+            "T is indistinguishable from noise. A function's init *grew* when its median in the "
+            "compared set exceeds its median before by more than T. Not a percentage: a fixed "
+            "tolerance would be too loose on a quiet machine and too strict on a loaded one.")
+        lines.append("")
     else:
-        lines.append("No reference rows (--no-reference): each function's tolerance is its own "
-                     "noise, the half-widths of its two medians' 95 % intervals combined.")
-    lines.append("")
-    iv = v["init_did_not_grow"]
-    head = {True: "**Init did not grow**", False: "**Init grew**",
-            None: "**Init: not established**"}[iv]
-    lines.append(f"- {head} (after = {v.get('after') or 'today'}, before = {before}):")
-    for f in v["init"]:
-        if not f["compared"]:
-            lines.append(f"  - {f['function']}: not compared (a build or a run failed, see "
-                         "Failures)")
-            continue
-        word = "grew" if f["grew"] else "did not grow"
-        lines.append(
-            f"  - {f['function']}: median {f['before_median_ms']:.2f} → "
-            f"{f['after_median_ms']:.2f} ms, Δ {f['delta_ms']:+.3f} ms (ratio "
-            f"{f['ratio']:.3f}) {'>' if f['grew'] else '≤'} T {f['tolerance_ms']:.3f} ms: "
-            f"{word} (its own noise of the difference: {f['own_noise_ms']:.3f} ms)")
-    for z in v["zip"]:
-        if not z["compared"]:
-            lines.append(f"- **{z['function']} zip: not compared** (missing from one build)")
-            continue
-        head = f"**{z['function']} zip shrank**" if z["shrank"] else \
-            f"**{z['function']} zip did not shrink**"
-        lines.append(
-            f"- {head}: {z['before_bytes']:,} → {z['after_bytes']:,} bytes "
-            f"({z['delta_bytes']:+,} bytes, ratio {z['ratio']:.3f}); sizes are exact, no "
-            "tolerance.")
-    new = [r["name"] for r in rows if r["new_since_before"]]
-    if new:
-        lines.append(f"- New since {before} (no before): {', '.join(new)}.")
-    return lines
+        lines += ["No reference rows (--no-reference): each function's tolerance is its own "
+                  "noise, the half-widths of its two medians' 95 % intervals combined.", ""]
+    notes = {s.role: s.note for s in sets}
+    for c in sorted(v["comparisons"], key=lambda c: not c["is_requirement"]):
+        pair = f"{c['role']} ({c['commit']}) against {c['before_role']} ({c['before']})"
+        if c["is_requirement"]:
+            lines += [f"### The requirement: {pair}", ""]
+            lines.append(
+                f"{c['role']} is {notes.get(c['role']) or 'the set the requirement is about'}. "
+                "The requirement (init must not grow; the stripe-webhook zip should shrink, as "
+                "it no longer links the API) is judged on this comparison.")
+        else:
+            lines += [f"### For information: {pair}", ""]
+            lines.append(
+                f"{c['role']} is {notes.get(c['role']) or 'another build'}. Not the "
+                "requirement's test: this build holds other changes besides the restructuring, "
+                "so what it shows cannot be put down to the restructuring alone.")
+        lines.append("")
+        tol = c["tolerance_ms"]
+        if tol is not None:
+            check = (f"T = {tol:.3f} ms; the curl reference's own two slots (nothing differs "
+                     f"between them) differ by {c['reference_delta_ms']:+.3f} ms")
+            if c["reference_within_tolerance"] is False:
+                lines.append(f"{check}, more than T. Warning: this run was noisier than T "
+                             "assumes (other load?); rerun before trusting the init verdict.")
+            else:
+                lines.append(f"{check}, within T.")
+            lines.append("")
+        head = {True: "**Init did not grow**", False: "**Init grew**",
+                None: "**Init: not established**"}[c["init_did_not_grow"]]
+        lines.append(f"- {head}:")
+        for f in c["init"]:
+            if not f["compared"]:
+                lines.append(f"  - {f['function']}: not compared ({f['reason']}, see Failures)")
+                continue
+            word = "grew" if f["grew"] else "did not grow"
+            lines.append(
+                f"  - {f['function']}: median {f['before_median_ms']:.2f} → "
+                f"{f['median_ms']:.2f} ms, Δ {f['delta_ms']:+.3f} ms (ratio "
+                f"{f['ratio']:.3f}) {'>' if f['grew'] else '≤'} T {f['tolerance_ms']:.3f} ms: "
+                f"{word} (its own noise of the difference: {f['own_noise_ms']:.3f} ms)")
+        for z in c["zip"]:
+            if not z["compared"]:
+                lines.append(f"- **{z['function']} zip: not compared** (missing from one build)")
+                continue
+            head = f"**{z['function']} zip shrank**" if z["shrank"] else \
+                f"**{z['function']} zip did not shrink**"
+            lines.append(
+                f"- {head}: {z['before_bytes']:,} → {z['bytes']:,} bytes "
+                f"({z['delta_bytes']:+,} bytes, ratio {z['ratio']:.3f}); sizes are exact, no "
+                "tolerance.")
+        new = [r["name"] for r in rows if r["new_since_before"] and c["role"] in r["sets"]]
+        if new:
+            lines.append(f"- New since {c['before']} (no before): {', '.join(new)}.")
+        lines.append("")
+    return lines[:-1] if lines and lines[-1] == "" else lines
 
 
 def write_report(out: Path, meta: dict, results: list[dict], rows: list[dict], verdict: dict,
-                 args: argparse.Namespace) -> str:
-    table = build_rows(rows)
+                 sets: list[BuildSet], args: argparse.Namespace) -> str:
     failures = [(f"{r['label']} ({r['set']})", f) for r in results
                 for f in ([r["error"]] if r["error"] else []) + r["failures"]]
-    before, after = meta["before"], meta["after"]
+    several = len(sets) > 1
     title = "# Cold-start and package-size benchmark"
-    if before:
-        title += f": before ({before['commit']}) and after ({after['commit']})"
+    if several:
+        title += ": " + ", ".join(f"{s.role} ({s.commit})" for s in sets[:-1]) \
+            + f" and {sets[-1].role} ({sets[-1].commit})"
     lines = [
         title,
         "",
@@ -685,19 +799,17 @@ def write_report(out: Path, meta: dict, results: list[dict], rows: list[dict], v
         f"{meta['machine']['cpu']}",
         f"- Toolchain: {meta['machine']['rustc']}",
         f"- Command: `{meta['command']}`",
-        f"- After: commit {after['commit']}, `{after['lambda_dir']}`; build: "
-        f"{after['build']}",
     ]
-    if before:
+    for s in sets:
         lines.append(
-            f"- Before: commit {before['commit']}"
-            + (f" (worktree `{before['worktree']}`)" if before.get("worktree") else "")
-            + f", `{before['lambda_dir']}`; build: {before['build']}")
+            f"- Set **{s.role}**: commit {s.commit}" + (f", {s.note}" if s.note else "")
+            + (f"; worktree `{s.worktree}`" if s.worktree else "")
+            + f"; `{s.lambda_dir}`; build: {s.build}")
     lines += [
         f"- Runs: {args.runs} measured runs of every program after {args.warmup} warm-up "
-        "run(s), interleaved: each round runs every program of both sets once, one process at a "
-        f"time, in a random order (seed {args.seed}), so drift, other load and whichever "
-        "program ran just before fall on before and after alike; took "
+        "run(s), interleaved: each round runs every program of every set once, one process at "
+        f"a time, in a random order (seed {args.seed}), so drift, other load and whichever "
+        "program ran just before fall on every set alike; took "
         f"{meta['bench_seconds']} s",
         f"- Load average (1/5/15 min) at start: {meta['loadavg_start']}, at end: "
         f"{meta['loadavg_end']} (other work on the machine inflates the figures)",
@@ -705,26 +817,31 @@ def write_report(out: Path, meta: dict, results: list[dict], rows: list[dict], v
         "Init = time from spawning `bootstrap` to the arrival of its first "
         "`GET /2018-06-01/runtime/invocation/next` at a local Runtime API stand-in "
         "(127.0.0.1), process level. Goals (for today's build): median init < 10 ms, zipped "
-        "package < 6 MB (MB = 10^6 bytes). p90 is nearest-rank. Ratios are after / before. "
-        "Both sets run with the same environment (template.yaml's variables of either commit).",
+        "package < 6 MB (MB = 10^6 bytes)."
+        + (f" Ratios are a set's figure divided by {sets[0].role}'s ({sets[0].commit}). Every "
+           "set runs with the same environment (template.yaml's variables of every commit "
+           "measured: a build ignores the ones it does not read)." if several else ""),
         "",
-        markdown_table(table),
+        markdown_table(*main_table(rows, sets)),
         "",
     ]
     if any(r["new_since_before"] for r in rows):
-        lines += [f"\\* New since {before['commit']}: no before.", ""]
+        lines += [f"\\* New since {sets[0].commit}: no {sets[0].role}.", ""]
     lines += [
+        "Details (p90 is nearest-rank; Δ is the difference of the medians):",
+        "",
+        markdown_table(*details_table(rows, sets)),
+        "",
         "The reference rows are not functions: they show how much of the figure is process spawn "
         "and the stand-in's own overhead on this machine, with the same spawn and timing code. "
         "For /bin/true the time runs from spawn to its exit being reaped (it makes no request); "
         "for curl, from spawn to the arrival of its `next` request, exactly as for a function. "
-        + ("Each is measured twice, in a before and an after slot of the same rounds: nothing "
-           "differs between the two, so their ratio shows what noise alone does to a ratio."
-           if before else ""),
+        + ("Each is measured once per set, in slots of the same rounds: nothing differs between "
+           "them, so their ratios show what noise alone does to a ratio." if several else ""),
         "",
         "## Verdicts",
         "",
-        *verdict_lines(verdict, rows),
+        *verdict_lines(verdict, rows, sets),
         "",
         "Caveat: this is not the Lambda cold start. A real cold start adds sandbox creation and "
         "code download before the process starts, which cannot be measured locally; the "
@@ -738,7 +855,7 @@ def write_report(out: Path, meta: dict, results: list[dict], rows: list[dict], v
     text = "\n".join(lines) + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
-    return text_table(table)
+    return text_table(*main_table(rows, sets, short=True))
 
 
 # --- main -------------------------------------------------------------------------------------
@@ -809,24 +926,86 @@ def measure_rounds(server: RuntimeApiStandIn, slots: list[Slot], args: argparse.
         slot.result["stats_ms"] = summarize(slot.result["samples_ns"])
 
 
+def _keyed(p: argparse.ArgumentParser, option: str, values: list[str] | None,
+           roles: list[str]) -> dict[str, str]:
+    """ROLE=VALUE options, each naming a set given by --before."""
+    out: dict[str, str] = {}
+    for v in values or []:
+        role, sep, value = v.partition("=")
+        if not sep or role not in roles:
+            p.error(f"{option} wants ROLE=VALUE with ROLE one of --before's {roles}, got {v!r}")
+        out[role] = value
+    return out
+
+
+def parse_sets(p: argparse.ArgumentParser, args: argparse.Namespace) -> list[BuildSet]:
+    """The earlier sets (--before, oldest first; the first is the before) and today's (last)."""
+    sets: list[BuildSet] = []
+    for i, spec in enumerate(args.before or []):
+        role, sep, d = spec.partition("=")
+        if not sep or not role.replace("-", "").replace("_", "").isalnum():
+            # The older form, --before DIR: the one earlier set, named "before".
+            role, d = ("before" if i == 0 else Path(spec).name), spec
+        if role == "today" or any(s.role == role for s in sets):
+            p.error(f"--before: set name {role!r} used twice (or 'today', which is today's)")
+        sets.append(BuildSet(role, "", Path(d).absolute(), []))
+    roles = [s.role for s in sets]
+    commits = _keyed(p, "--before-commit", args.before_commit, roles)
+    functions = _keyed(p, "--before-functions", args.before_functions, roles)
+    notes = _keyed(p, "--before-note", args.before_note, roles)
+    worktrees = _keyed(p, "--before-worktree", args.before_worktree, roles)
+    builds = _keyed(p, "--before-build", args.before_build, roles)
+    seconds = _keyed(p, "--before-build-seconds", args.before_build_seconds, roles)
+    for s in sets:
+        s.commit = commits.get(s.role) or s.lambda_dir.name
+        if s.role in functions:
+            s.functions = [f for f in functions[s.role].split(",") if f]
+        elif s.lambda_dir.is_dir():
+            s.functions = sorted(d.name for d in s.lambda_dir.iterdir() if d.is_dir())
+        if not s.functions:
+            p.error(f"--before {s.role}={s.lambda_dir}: no functions (neither "
+                    "--before-functions nor subdirectories)")
+        s.note = notes.get(s.role, "")
+        s.worktree = worktrees.get(s.role)
+        s.build = builds.get(s.role, s.build)
+        s.build_seconds = int(seconds[s.role]) if seconds.get(s.role, "").isdigit() else None
+    return sets
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("lambda_dir", nargs="?", default=str(ROOT / "target" / "lambda"),
-                   help="cargo lambda build output dir of today's build, the `after` "
+                   help="cargo lambda build output dir of today's build, the set `today` "
                         "(default: the repository's target/lambda)")
-    p.add_argument("--before", metavar="DIR",
+    p.add_argument("--before", action="append", metavar="ROLE=DIR",
                    help="cargo lambda build output dir of an earlier commit's build, measured "
-                        "in the same run as the `before` (bench/coldstart.sh passes eeade17's)")
-    p.add_argument("--before-commit", metavar="COMMIT", default=None,
-                   help="the earlier commit, for the report (default: the name of DIR)")
-    p.add_argument("--before-function", action="append", dest="before_functions",
-                   metavar="NAME",
-                   help="a function of the earlier commit (repeatable; default: the "
-                        "subdirectories of DIR); one listed but not built is a failure, one "
-                        "not listed is new since that commit")
+                        "in the same run as the set named ROLE (repeatable, oldest first: the "
+                        "first is the before every other set is compared with; bench/coldstart.sh "
+                        "passes before=eeade17's and restructure=9daa5a3's). A bare DIR names "
+                        "the set `before`")
+    p.add_argument("--before-commit", action="append", metavar="ROLE=COMMIT",
+                   help="that set's commit, for the report (default: the name of its DIR)")
+    p.add_argument("--before-functions", action="append", metavar="ROLE=NAME,NAME",
+                   help="that set's functions (default: the subdirectories of its DIR); one "
+                        "listed but not built is a failure, one not listed is not in that set")
+    p.add_argument("--before-note", action="append", metavar="ROLE=TEXT",
+                   help="what that set is, for the report")
+    p.add_argument("--before-worktree", action="append", metavar="ROLE=PATH",
+                   help="the worktree it was built in, for the report")
+    p.add_argument("--before-build", action="append", metavar="ROLE=TEXT",
+                   help="how it was built, for the report")
+    p.add_argument("--before-build-seconds", action="append", metavar="ROLE=N",
+                   help="its build time, for the JSON")
+    p.add_argument("--today-build", metavar="TEXT", default="not by this command",
+                   help="how today's set was built, for the report")
+    p.add_argument("--today-build-seconds", type=int, metavar="N", help="its build time")
+    p.add_argument("--today-note", metavar="TEXT", default="", help="what today's set is")
+    p.add_argument("--requirement", metavar="ROLE",
+                   help="the set whose comparison with the before is the requirement's test "
+                        "(default: today's; bench/coldstart.sh passes restructure)")
     # 100: on this shared machine a median of 30 runs moves by 0.4-2 ms by chance, as much as
-    # the before/after differences looked for; 100 rounds of both sets take about 15 s.
+    # the before/after differences looked for; 100 rounds of three sets take about 20 s.
     p.add_argument("--runs", type=int, default=100,
                    help="measured runs per program (default 100)")
     p.add_argument("--warmup", type=int, default=1,
@@ -841,9 +1020,9 @@ def main(argv: list[str] | None = None) -> int:
                         "(default 3)")
     p.add_argument("--function", action="append", dest="functions", metavar="NAME",
                    help=f"measure only this function (repeatable; default all of {FUNCTIONS} "
-                        "and the earlier commit's)")
+                        "and the earlier commits')")
     p.add_argument("--command", action="append", default=[], metavar="NAME=CMD",
-                   help="also measure an arbitrary command like a function, in the after set "
+                   help="also measure an arbitrary command like a function, in today's set "
                         "(for checking the failure path, e.g. 'sleeper=/bin/sleep 60')")
     p.add_argument("--no-reference", "--no-baseline", dest="no_reference", action="store_true",
                    help="skip the reference rows (then each function's init tolerance is its "
@@ -857,46 +1036,34 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs < 1 or args.warmup < 0 or args.timeout <= 0 or args.max_failures < 1:
         p.error("--runs and --max-failures must be >= 1, --warmup >= 0, --timeout > 0")
 
-    lambda_dir = Path(args.lambda_dir).absolute()
-    before_dir = Path(args.before).absolute() if args.before else None
+    machine = machine_info()
+    sets = parse_sets(p, args)
+    sets.append(BuildSet("today", machine["commit"], Path(args.lambda_dir).absolute(),
+                         FUNCTIONS[:], args.today_note, None, args.today_build,
+                         args.today_build_seconds))
+    roles = [s.role for s in sets]
+    requirement = args.requirement or (roles[-1] if len(sets) > 1 else None)
+    if requirement is not None and requirement not in roles[1:]:
+        p.error(f"--requirement {requirement!r}: not one of the compared sets {roles[1:]}")
     out = Path(args.out).absolute()
-    before_names: list[str] = []
-    if before_dir:
-        if args.before_functions:
-            before_names = args.before_functions
-        elif before_dir.is_dir():
-            before_names = sorted(d.name for d in before_dir.iterdir() if d.is_dir())
-        if not before_names:
-            p.error(f"--before {before_dir}: no functions (neither --before-function nor "
-                    "subdirectories)")
-    elif args.before_functions:
-        p.error("--before-function needs --before")
-    known = FUNCTIONS + [n for n in before_names if n not in FUNCTIONS]
+    known = FUNCTIONS + [n for s in sets for n in s.functions if n not in FUNCTIONS]
+    known = list(dict.fromkeys(known))
     names = args.functions if args.functions is not None else known
     unknown = [n for n in names if n not in known]
     if unknown:
         p.error(f"unknown function(s) {unknown}; known: {known}")
     names = [n for n in known if n in names]  # the table's order
-    before_label = (args.before_commit or before_dir.name) if before_dir else None
+    for s in sets:
+        s.functions = [n for n in names if n in s.functions]
 
     command = os.environ.get("COLDSTART_COMMAND") or " ".join(
         shlex.quote(a) for a in ["python3", os.path.relpath(__file__)] + sys.argv[1:])
-    machine = machine_info()
     meta = {
         "date_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
         "machine": machine,
         "command": command,
-        "after": {"commit": machine["commit"], "lambda_dir": str(lambda_dir),
-                  "functions": [n for n in names if n in FUNCTIONS],
-                  "build": os.environ.get("COLDSTART_BUILD_AFTER") or "not by this command",
-                  "build_seconds": _int_env("COLDSTART_BUILD_AFTER_SECONDS")},
-        "before": None if not before_dir else {
-            "commit": before_label, "lambda_dir": str(before_dir),
-            "worktree": os.environ.get("COLDSTART_BEFORE_WORKTREE"),
-            "functions": [n for n in names if n in before_names],
-            "build": os.environ.get("COLDSTART_BUILD_BEFORE") or "not by this command",
-            "build_seconds": _int_env("COLDSTART_BUILD_BEFORE_SECONDS")},
-        "lambda_dir": str(lambda_dir),
+        "sets": [s.meta() for s in sets],
+        "requirement": requirement,
         "target": args.target,
         "runs": args.runs,
         "warmup": args.warmup,
@@ -907,8 +1074,6 @@ def main(argv: list[str] | None = None) -> int:
         "goals": {"init_median_ms_below": INIT_GOAL_MS, "zip_bytes_below": ZIP_GOAL_BYTES},
     }
 
-    sets = [("before", before_dir)] if before_dir else []
-    sets.append(("after", lambda_dir))
     server = RuntimeApiStandIn()
     server.start()
     started = time.monotonic()
@@ -919,29 +1084,26 @@ def main(argv: list[str] | None = None) -> int:
         slots: list[Slot] = []
         if not args.no_reference:
             curl = shutil.which("curl") or "/usr/bin/curl"
-            for set_name, _ in sets:
+            for s in sets:
                 slots.append(new_slot(Target("true", argv=["/bin/true"], task_root=scratch),
                                       "true", "exit-reference",
-                                      "(reference) process spawn + exit of /bin/true", set_name))
-            for set_name, _ in sets:
+                                      "(reference) process spawn + exit of /bin/true", s.role))
+            for s in sets:
                 ref = Target("curl", argv=[curl, "-s", "-o", "/dev/null", "--max-time", "5",
                                            f"http://127.0.0.1:{server.port}{NEXT_PATH}"],
                              task_root=scratch)
                 slots.append(new_slot(ref, "curl", "reference",
                                       "(reference) process spawn + one HTTP request by curl",
-                                      set_name))
+                                      s.role))
         for name in names:
-            for set_name, d in sets:
-                if set_name == "before" and name not in before_names:
-                    continue
-                if set_name == "after" and name not in FUNCTIONS:
-                    continue
-                t = prepare_function(name, d, scratch / "task" / set_name)
-                slots.append(new_slot(t, name, "function", name, set_name))
+            for s in sets:
+                if name in s.functions:
+                    t = prepare_function(name, s.lambda_dir, scratch / "task" / s.role)
+                    slots.append(new_slot(t, name, "function", name, s.role))
         for spec in args.command:
             t = prepare_command(spec)
-            slots.append(new_slot(t, t.name, "command", f"{t.name} (command)", "after"))
-        print(f"measuring {len(slots)} programs ({', '.join(s for s, _ in sets)}), "
+            slots.append(new_slot(t, t.name, "command", f"{t.name} (command)", "today"))
+        print(f"measuring {len(slots)} programs ({', '.join(roles)}), "
               f"{args.warmup} + {args.runs} interleaved rounds ...", file=sys.stderr)
         try:
             measure_rounds(server, slots, args, logs)
@@ -950,20 +1112,21 @@ def main(argv: list[str] | None = None) -> int:
     meta["bench_seconds"] = round(time.monotonic() - started, 1)
     meta["loadavg_end"] = loadavg()
     results = [s.result for s in slots]
-    rows = compare(results, before_label)
-    verdict = verdicts(rows, before_label)
-    verdict["after"] = machine["commit"]
+    rows = compare(results, sets)
+    verdict = verdicts(rows, sets, requirement)
 
-    table = write_report(out, meta, results, rows, verdict, args)
+    table = write_report(out, meta, results, rows, verdict, sets, args)
     json_path = out.with_suffix(".json")
-    comparison = [{k: v for k, v in r.items() if k not in ("before", "after")}
-                  | {"before": _brief(r["before"]), "after": _brief(r["after"])} for r in rows]
+    comparison = [{k: v for k, v in r.items() if k != "sets"}
+                  | {"sets": {role: _brief(res) for role, res in r["sets"].items()}}
+                  for r in rows]
     json_path.write_text(json.dumps({"meta": meta, "verdicts": verdict,
                                      "comparison": comparison, "results": results},
                                     indent=2) + "\n")
     print(table)
     print()
-    print("\n".join(verdict_lines(verdict, rows)))
+    print("\n".join(summary_lines(verdict) if verdict["before"]
+                    else verdict_lines(verdict, rows, sets)))
     show = lambda path: (os.path.relpath(path) if path.is_relative_to(Path.cwd())  # noqa: E731
                          else str(path))
     print(f"\nwrote {show(out)} and {show(json_path)} "
@@ -980,13 +1143,6 @@ def main(argv: list[str] | None = None) -> int:
               "see the Failures section of the report", file=sys.stderr)
         return 1
     return 0
-
-
-def _int_env(name: str) -> int | None:
-    try:
-        return int(os.environ[name])
-    except (KeyError, ValueError):
-        return None
 
 
 def _brief(r: dict | None) -> dict | None:

@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
-# Cold-start and package-size benchmark (`make bench`), before and after: builds today's Lambda
-# functions in release, zipped as deployed, into target/lambda, and the functions of an earlier
-# commit (BASELINE, default eeade17: the design before issue 10's restructuring) the same way
-# from a git worktree of it, with its own Cargo.lock and target dir; then runs
-# bench/coldstart.py, which measures both sets interleaved in one run and writes one table with
-# before and after side by side to bench/results/coldstart.md and coldstart.json.
+# Cold-start and package-size benchmark (`make bench`), before, between and after: builds
+# today's Lambda functions in release, zipped as deployed, into target/lambda, and the functions
+# of earlier commits (BASELINES, default "eeade17 9daa5a3": the design before issue 10's
+# restructuring, and the restructuring alone, its direct child) the same way, each from its own
+# git worktree with its own Cargo.lock; then runs bench/coldstart.py, which measures every set
+# interleaved in one run and writes one table with the sets side by side to
+# bench/results/coldstart.md and coldstart.json.
 #
-#   bench/coldstart.sh                 build both sets (the first baseline build takes tens of
-#                                      minutes on the shared 2-core machine), then measure
-#   SKIP_BUILD=1 bench/coldstart.sh    reuse the last builds (target/lambda and the baseline's)
-#   BASELINE=<commit>                  the before (default eeade17); BASELINE=none: today's only
+#   bench/coldstart.sh                    build the three sets (a baseline's first build takes
+#                                         about ten minutes on the shared 2-core machine), measure
+#   SKIP_BUILD=1 bench/coldstart.sh       reuse the last builds of every set
+#   SKIP_BUILD="today eeade17" ...        skip only these sets' builds (today or a commit)
+#   BASELINES="<commit> [<commit> ...]"   the earlier sets, oldest first: the first is the
+#                                         "before" every other set is compared with (default
+#                                         "eeade17 9daa5a3"); BASELINES=none: today's only
+#   BASELINE=<commit>                     the older form: one earlier set
 #
-# Extra arguments go to coldstart.py (e.g. --runs 100). The baseline: a worktree in
+# Extra arguments go to coldstart.py (e.g. --runs 100). Each baseline: a worktree in
 # bench/.work/baseline (eeade17, shared with bench/usage.sh) or bench/.work/baseline-<commit>,
-# built with CARGO_TARGET_DIR=bench/.work/target (never target/) into
+# built with CARGO_TARGET_DIR=bench/.work/target (never target/; shared by the baselines, so
+# dependencies compiled alike are reused: cargo keys artifacts by their inputs) into
 # bench/.work/lambda-<commit>; all ignored by git. Builds run under `nice -n 10` (the machine is
 # shared) and refuse to start with less than 15 GB free.
 set -euo pipefail
@@ -21,8 +27,6 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 LAMBDA_DIR="$ROOT/target/lambda"  # coldstart.py's default too
 FUNCTIONS=(api usage-matcher billing-run stripe-webhook dashboard webhook-dispatcher)
-baseline_given="${BASELINE:-}"
-BASELINE="${BASELINE:-eeade17}"
 WORK="$ROOT/bench/.work"
 BASELINE_TARGET="$WORK/target"
 export PATH="$ROOT/infra/.venv/bin:$PATH"  # the pinned cargo-lambda
@@ -31,9 +35,49 @@ say() { echo "coldstart.sh: $*" >&2; }
 
 # The command as called, for the report.
 command="bench/coldstart.sh"
-[[ -n "$baseline_given" ]] && command="BASELINE=$baseline_given $command"
-[[ "${SKIP_BUILD:-}" == 1 ]] && command="SKIP_BUILD=1 $command"
+if [[ -n "${BASELINES:-}" ]]; then
+    command="BASELINES=$(printf '%q' "$BASELINES") $command"
+elif [[ -n "${BASELINE:-}" ]]; then
+    command="BASELINE=$BASELINE $command"
+fi
+[[ -n "${SKIP_BUILD:-}" ]] && command="SKIP_BUILD=$(printf '%q' "$SKIP_BUILD") $command"
 (($#)) && command+="$(printf ' %q' "$@")"
+
+read -r -a baselines <<<"${BASELINES:-${BASELINE:-eeade17 9daa5a3}}"
+[[ "${baselines[*]}" == none ]] && baselines=()
+
+# The name of a set in the table and the JSON: the first baseline is "before" (the one every
+# other set is compared with), 9daa5a3 after it "restructure", any other its commit.
+role_of() {
+    if ((${#seen[@]} == 1)); then
+        echo before
+    elif [[ "$1" == 9daa5a3 ]]; then
+        echo restructure
+    else
+        echo "$1"
+    fi
+}
+note_of() {
+    case "$1" in
+        eeade17) echo "the design before issue 10's restructuring (stripe-webhook links the api crate)" ;;
+        9daa5a3) echo "issue 10's restructuring alone (\"Split the house into rooms\", eeade17's direct child: domain crate apart from adapters and HTTP edge, stripe-webhook no longer links the api crate)" ;;
+        *) echo "commit $1" ;;
+    esac
+}
+
+# SKIP_BUILD=1 skips every build; otherwise a list of sets ("today" and/or commits) to skip.
+skip_build() {
+    local set="$1" s
+    [[ "${SKIP_BUILD:-}" == 1 ]] && return 0
+    for s in ${SKIP_BUILD:-}; do
+        [[ "$s" == "$set" ]] && return 0
+        # A commit may be named by any unambiguous prefix or name git knows.
+        [[ "$set" != today && "$s" != today ]] &&
+            [[ "$(git -C "$ROOT" rev-parse --short=7 --verify --quiet "$s^{commit}" || true)" == "$set" ]] &&
+            return 0
+    done
+    return 1
+}
 
 check_disk() {
     local free_kb
@@ -58,64 +102,87 @@ lambda_build() {
 # infra/.venv holds the pinned cargo-lambda (a no-op when already installed).
 "$ROOT/infra/install.sh"
 
-export COLDSTART_BUILD_AFTER="skipped (SKIP_BUILD=1)" COLDSTART_BUILD_BEFORE="skipped (SKIP_BUILD=1)"
-if [[ "${SKIP_BUILD:-}" != 1 ]]; then
+today_args=(--today-build "skipped (SKIP_BUILD)")
+if ! skip_build today; then
     check_disk
-    say "building ${FUNCTIONS[*]} (release, x86_64, zip) into target/lambda"
+    say "building today's ${FUNCTIONS[*]} (release, x86_64, zip) into target/lambda"
     start=$SECONDS
     (cd "$ROOT" && lambda_build "$LAMBDA_DIR" "${FUNCTIONS[@]}")
-    export COLDSTART_BUILD_AFTER_SECONDS=$((SECONDS - start))
-    export COLDSTART_BUILD_AFTER="\`cargo lambda build --release --locked --x86-64 --output-format zip\`, $COLDSTART_BUILD_AFTER_SECONDS s"
-    say "build took $COLDSTART_BUILD_AFTER_SECONDS s"
+    took=$((SECONDS - start))
+    today_args=(--today-build "\`cargo lambda build --release --locked --x86-64 --output-format zip\`, $took s"
+                --today-build-seconds "$took")
+    say "build of today's took $took s"
 fi
 
 before_args=()
 build_failed=0
-if [[ "$BASELINE" != none ]]; then
-    commit="$(git -C "$ROOT" rev-parse --short=7 --verify --quiet "$BASELINE^{commit}")" ||
-        { say "error: BASELINE=$BASELINE is not a commit of this clone (a shallow clone?)"; exit 1; }
+has_restructure=0
+seen=()
+for baseline in "${baselines[@]}"; do
+    commit="$(git -C "$ROOT" rev-parse --short=7 --verify --quiet "$baseline^{commit}")" ||
+        { say "error: $baseline is not a commit of this clone (a shallow clone?)"; exit 1; }
+    [[ " ${seen[*]} " == *" $commit "* ]] && { say "error: $commit listed twice"; exit 1; }
+    seen+=("$commit")
+    role="$(role_of "$commit")"
+    [[ "$role" == restructure ]] && has_restructure=1
     if [[ "$commit" == eeade17 ]]; then
         worktree="$WORK/baseline"  # the one bench/usage.sh uses
     else
         worktree="$WORK/baseline-$commit"
     fi
-    before_dir="$WORK/lambda-$commit"
+    lambda_dir="$WORK/lambda-$commit"
     if [[ ! -e "$worktree/.git" ]]; then
         mkdir -p "$WORK"
         git -C "$ROOT" worktree prune
         git -C "$ROOT" worktree add --detach "$worktree" "$commit" >&2
     fi
     [[ "$(git -C "$worktree" rev-parse --short=7 HEAD)" == "$commit" ]] ||
-        { say "error: $worktree is not at $commit"; exit 1; }
-    # The baseline's functions: its functions/ crates (eeade17: api usage-matcher billing-run
-    # stripe-webhook).
-    baseline_functions=()
+        { say "error: ${worktree#"$ROOT/"} is not at $commit"; exit 1; }
+    # The commit's functions: its functions/ crates (eeade17 and 9daa5a3: api usage-matcher
+    # billing-run stripe-webhook).
+    functions=()
     for manifest in "$worktree"/functions/*/Cargo.toml; do
-        baseline_functions+=("$(sed -n 's/^name = "\(.*\)"$/\1/p' "$manifest" | head -1)")
+        functions+=("$(sed -n 's/^name = "\(.*\)"$/\1/p' "$manifest" | head -1)")
     done
-    if [[ "${SKIP_BUILD:-}" != 1 ]]; then
+    build="skipped (SKIP_BUILD)"
+    build_seconds=()
+    if ! skip_build "$commit"; then
         check_disk
-        say "building $commit's ${baseline_functions[*]} (release, x86_64, zip, its Cargo.lock) into ${before_dir#"$ROOT/"}"
+        say "building $commit's ${functions[*]} (release, x86_64, zip, its Cargo.lock) into ${lambda_dir#"$ROOT/"}"
         start=$SECONDS
         if (cd "$worktree" && export CARGO_TARGET_DIR="$BASELINE_TARGET" &&
-            lambda_build "$before_dir" "${baseline_functions[@]}"); then
-            export COLDSTART_BUILD_BEFORE_SECONDS=$((SECONDS - start))
-            export COLDSTART_BUILD_BEFORE="the same command in the worktree with CARGO_TARGET_DIR=\`${BASELINE_TARGET#"$ROOT/"}\`, $COLDSTART_BUILD_BEFORE_SECONDS s"
-            say "baseline build took $COLDSTART_BUILD_BEFORE_SECONDS s"
+            lambda_build "$lambda_dir" "${functions[@]}"); then
+            took=$((SECONDS - start))
+            build="the same command in \`${worktree#"$ROOT/"}\` with CARGO_TARGET_DIR=\`${BASELINE_TARGET#"$ROOT/"}\`, $took s"
+            build_seconds=(--before-build-seconds "$role=$took")
+            say "build of $commit took $took s"
         else
-            # Measure today's anyway: the report lists the baseline's missing zips as failures.
+            # Measure the others anyway: the report lists this set's missing zips as failures.
             build_failed=1
-            export COLDSTART_BUILD_BEFORE="FAILED after $((SECONDS - start)) s (see the build output)"
+            build="FAILED after $((SECONDS - start)) s (see the build output)"
             say "error: the build of $commit failed; measuring what exists"
         fi
     fi
-    export COLDSTART_BEFORE_WORKTREE="${worktree#"$ROOT/"}"
-    before_args=(--before "$before_dir" --before-commit "$commit")
-    for f in "${baseline_functions[@]}"; do before_args+=(--before-function "$f"); done
+    before_args+=(--before "$role=$lambda_dir" --before-commit "$role=$commit"
+                  --before-worktree "$role=${worktree#"$ROOT/"}"
+                  --before-note "$role=$(note_of "$commit")"
+                  --before-functions "$role=$(IFS=,; echo "${functions[*]}")"
+                  --before-build "$role=$build" "${build_seconds[@]}")
+done
+# Which comparison with the first set is the requirement's test: the restructuring alone when
+# it is measured, otherwise today's.
+((has_restructure)) && before_args+=(--requirement restructure)
+# What today's set is: the commits after the last earlier set.
+today_note="the working tree at HEAD"
+if ((${#seen[@]})); then
+    last="${seen[-1]}"
+    today_note+=", $(git -C "$ROOT" rev-list --count --first-parent "$last..HEAD") first-parent commits after $last"
+    [[ "$last" == 9daa5a3 ]] && today_note+=" (the restructuring plus the rest of issue 10's work and issues 11-14: the dashboard, the usage storage design, LocalStack, outgoing webhooks with an outbox and SQS nudges)"
 fi
+today_args+=(--today-note "$today_note")
 
 status=0
 COLDSTART_COMMAND="$command" python3 "$ROOT/bench/coldstart.py" \
-    --target x86_64-unknown-linux-gnu "${before_args[@]}" "$@" || status=$?
+    --target x86_64-unknown-linux-gnu "${today_args[@]}" "${before_args[@]}" "$@" || status=$?
 ((build_failed)) && ((status == 0)) && status=1
 exit "$status"
