@@ -1,5 +1,5 @@
 # The two commands of the README. Everything they need is installed by the scripts they call.
-.PHONY: dev test test-stripe stop example deploy-localstack bench bench-usage bench-dashboard
+.PHONY: dev test test-stripe stop example deploy-localstack bench bench-usage bench-dashboard bench-webhooks
 
 ## Run the service locally on http://127.0.0.1:3000 (emulators, tables, queues, API).
 dev:
@@ -42,3 +42,8 @@ bench-usage:
 ## invoices); writes bench/results/dashboard.md.
 bench-dashboard:
 	bench/dashboard.sh
+
+## Outgoing webhooks benchmark (deliveries per second through the dispatcher, write units each
+## webhook adds to its change); writes bench/results/webhooks.md and webhooks.json.
+bench-webhooks:
+	bench/webhooks.sh
