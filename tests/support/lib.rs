@@ -2,6 +2,7 @@
 //! serving the real handlers against the local emulators, and a small HTTP client for it.
 //! Tests run only against the local stack; `make test` starts it and exports its environment.
 
+pub mod helper_process;
 pub mod payments;
 pub mod webhooks;
 

@@ -9,10 +9,8 @@
 //! deliver webhooks to this machine's loopback address, so the steps that need the fake's
 //! test-only routes say so on stderr and are left out there (see [`TestStripe::fake_only`]).
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{OnceLock, mpsc};
+use std::process::Child;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -75,46 +73,15 @@ impl TestStripe {
     }
 
     fn start_fake() -> Self {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("the workspace root")
-            .to_path_buf();
-        let python = root.join("infra/.venv/bin/python");
-        assert!(
-            python.exists(),
-            "{} is missing: run infra/install.sh (it installs the fake Stripe)",
-            python.display()
+        let started = crate::helper_process::start(
+            "infra/stripe/launcher.py",
+            &["--port", "0"],
+            false,
+            Duration::from_secs(60),
+            "the fake Stripe",
+            "the fake Stripe",
         );
-        let log = std::env::temp_dir().join(format!("fake_stripe_{}.log", uuid::Uuid::new_v4()));
-        let mut child = Command::new(&python)
-            .arg(root.join("infra/stripe/launcher.py"))
-            .args(["--port", "0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("a log file"))
-            .spawn()
-            .expect("start infra/stripe/launcher.py");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let _ = tx.send(lines.next());
-            for _ in lines {}
-        });
-        let first = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(Some(Ok(line))) => line,
-            other => {
-                let _ = child.kill();
-                panic!(
-                    "the fake Stripe did not start ({other:?}); log: {}",
-                    log.display()
-                )
-            }
-        };
-        let port = first
-            .strip_prefix("LISTENING ")
-            .unwrap_or_else(|| panic!("unexpected first line from the launcher: {first}"))
-            .to_owned();
+        let (child, port) = (started.child, started.ports[0]);
         Self {
             fake: Some(child),
             base: format!("http://127.0.0.1:{port}"),

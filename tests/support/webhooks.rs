@@ -3,10 +3,7 @@
 //! it, and answers as the test tells it (failures before success, down, hanging up); and
 //! helpers to create endpoints and read their deliveries through the API.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, ChildStdin};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -81,56 +78,19 @@ pub struct Receiver {
     client: reqwest::Client,
 }
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the workspace root")
-        .to_path_buf()
-}
-
 impl Receiver {
     /// Starts a receiver on free loopback ports, verifying with no secret yet (see
     /// [`Receiver::secrets`]); fails clearly when infra/install.sh has not installed it.
     pub fn start() -> Self {
-        let root = root();
-        let python = root.join("infra/.venv/bin/python");
-        assert!(
-            python.exists(),
-            "{} is missing: run infra/install.sh (it installs standardwebhooks for the receiver)",
-            python.display()
+        let started = crate::helper_process::start(
+            "tests/webhooks/receiver.py",
+            &[],
+            true,
+            Duration::from_secs(30),
+            "the receiver",
+            "standardwebhooks for the receiver",
         );
-        let log = std::env::temp_dir().join(format!("receiver_{}.log", uuid::Uuid::new_v4()));
-        let mut child = Command::new(&python)
-            .arg(root.join("tests/webhooks/receiver.py"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("a log file"))
-            .spawn()
-            .expect("start tests/webhooks/receiver.py");
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let _ = tx.send(lines.next());
-            for _ in lines {}
-        });
-        let first = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(Some(Ok(line))) => line,
-            other => {
-                let _ = child.kill();
-                panic!(
-                    "the receiver did not start ({other:?}); log: {}",
-                    log.display()
-                )
-            }
-        };
-        let ports: Vec<u16> = first
-            .strip_prefix("LISTENING ")
-            .unwrap_or_else(|| panic!("unexpected first line from the receiver: {first}"))
-            .split(' ')
-            .map(|p| p.parse().expect("a port"))
-            .collect();
+        let (child, stdin, ports) = (started.child, started.stdin.expect("stdin"), started.ports);
         Self {
             child,
             _stdin: stdin,

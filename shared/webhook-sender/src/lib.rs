@@ -58,15 +58,27 @@ impl Resolve for GuardedResolver {
 /// Sends deliveries with one shared connection pool.
 #[derive(Debug, Clone)]
 pub struct HttpWebhookSender {
-    client: reqwest::Client,
+    /// Built on the first send: building it loads the platform's root certificates, which
+    /// takes milliseconds of a cold start that a sweep (no delivery) never needs.
+    client: std::sync::OnceLock<reqwest::Client>,
     policy: UrlPolicy,
 }
 
 impl HttpWebhookSender {
     /// A sender under `policy` (deployed: [`UrlPolicy::PublicHttps`]).
     pub fn new(policy: UrlPolicy) -> Result<Self, String> {
+        Ok(Self {
+            client: std::sync::OnceLock::new(),
+            policy,
+        })
+    }
+
+    fn client(&self) -> Result<&reqwest::Client, String> {
+        if let Some(client) = self.client.get() {
+            return Ok(client);
+        }
         let client = reqwest::Client::builder()
-            .dns_resolver(std::sync::Arc::new(GuardedResolver(policy)))
+            .dns_resolver(std::sync::Arc::new(GuardedResolver(self.policy)))
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(ATTEMPT_TIMEOUT)
@@ -74,7 +86,7 @@ impl HttpWebhookSender {
             .user_agent(concat!("billing-webhooks/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build the webhook HTTP client: {e}"))?;
-        Ok(Self { client, policy })
+        Ok(self.client.get_or_init(|| client))
     }
 
     /// Refuses a URL the policy does not allow before any connection: the scheme, and an IP
@@ -161,8 +173,11 @@ impl WebhookSender for HttpWebhookSender {
                 Err(e) => return failed(start, format!("cannot sign: {e}")),
             }
         }
-        let sent = self
-            .client
+        let client = match self.client() {
+            Ok(client) => client,
+            Err(e) => return failed(start, e),
+        };
+        let sent = client
             .post(url)
             .header("content-type", "application/json")
             .header("webhook-id", request.event_id.as_str())
