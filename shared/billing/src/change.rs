@@ -39,6 +39,20 @@ impl<T> Change<T> {
     pub fn is_keep(&self) -> bool {
         matches!(self, Change::Keep)
     }
+
+    /// For a field that cannot be removed: the new value if any, and `null` refused as
+    /// `field_required` at `field`.
+    pub fn required(self, field: &str) -> crate::error::Result<Option<T>> {
+        match self {
+            Change::Keep => Ok(None),
+            Change::Clear => Err(crate::error::Error::unprocessable(
+                "field_required",
+                format!("{field} cannot be removed"),
+            )
+            .at(field)),
+            Change::Set(v) => Ok(Some(v)),
+        }
+    }
 }
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Change<T> {

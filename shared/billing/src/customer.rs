@@ -606,15 +606,11 @@ fn list_change<T>(c: Change<Vec<T>>) -> Option<Vec<T>> {
 impl UpdateCustomer {
     /// Parses the mentioned fields, reporting the first invalid one by its path.
     pub fn parse(self) -> Result<CustomerPatch> {
-        let name = match self.name {
-            Change::Keep => None,
-            Change::Clear => {
-                return Err(
-                    Error::unprocessable("field_required", "name cannot be removed").at("name"),
-                );
-            }
-            Change::Set(n) => Some(CustomerName::parse(n).map_err(|e| e.at("name"))?),
-        };
+        let name = self
+            .name
+            .required("name")?
+            .map(|n| CustomerName::parse(n).map_err(|e| e.at("name")))
+            .transpose()?;
         if self.provider.is_some() && !matches!(self.payment_provider_id, Change::Set(_)) {
             return Err(orphan("provider", "paymentProviderId"));
         }

@@ -408,15 +408,18 @@ impl CreateEndpoint {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateEndpoint {
-    /// A new URL.
-    pub url: Option<String>,
-    /// New event types (`["*"]`: every type).
-    pub events: Option<Vec<String>>,
+    /// A new URL (cannot be removed).
+    #[serde(default)]
+    pub url: Change<String>,
+    /// New event types (`["*"]`: every type; cannot be removed).
+    #[serde(default)]
+    pub events: Change<Vec<String>>,
     /// A new description, or `null` to remove it.
     #[serde(default)]
     pub description: Change<String>,
     /// Disable, or re-enable (which also forgets a failing streak).
-    pub disabled: Option<bool>,
+    #[serde(default)]
+    pub disabled: Change<bool>,
 }
 
 impl UpdateEndpoint {
@@ -428,17 +431,17 @@ impl UpdateEndpoint {
         now: DateTime<Utc>,
     ) -> Result<WebhookEndpoint> {
         let mut next = current.clone();
-        if let Some(url) = self.url {
+        if let Some(url) = self.url.required("url")? {
             next.url = EndpointUrl::parse(&url, policy)?;
         }
-        if self.events.is_some() {
-            next.events = EventSelection::parse(self.events)?;
+        if let Some(events) = self.events.required("events")? {
+            next.events = EventSelection::parse(Some(events))?;
         }
         next.description = self
             .description
             .try_map(|d| EndpointDescription::parse(d).map_err(|e| e.at("description")))?
             .apply(next.description);
-        match self.disabled {
+        match self.disabled.required("disabled")? {
             Some(true) => {
                 next.disabled = true;
                 next.disabled_reason = None;

@@ -6,6 +6,7 @@ use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use serde_json::json;
 
 use super::{DeliveryStatus, Dispatcher, Job, Outcome};
+use crate::change::Change;
 use crate::customer::Customer;
 use crate::error::ErrorKind;
 use crate::ids::InvoiceId;
@@ -496,7 +497,7 @@ async fn an_endpoint_failing_for_five_days_is_disabled_and_the_operator_is_maile
         .update_webhook_endpoint(
             hook.id.as_str(),
             UpdateEndpoint {
-                disabled: Some(false),
+                disabled: Change::Set(false),
                 ..Default::default()
             },
         )
@@ -517,7 +518,7 @@ async fn endpoints_get_only_their_types_and_disabled_or_deleted_ones_nothing() {
         .update_webhook_endpoint(
             other.id.as_str(),
             UpdateEndpoint {
-                disabled: Some(true),
+                disabled: Change::Set(true),
                 ..Default::default()
             },
         )
@@ -752,4 +753,35 @@ async fn send_mails_the_invoice_again_at_once_and_emits_invoice_sent() {
             .code,
         "invoice_not_sent"
     );
+}
+
+#[tokio::test]
+async fn an_endpoints_url_events_and_disabled_flag_cannot_be_removed() {
+    let world = World::at(t("2026-02-01T09:00:00Z"));
+    let hook = endpoint(&world, HOOK, None).await;
+    for (field, patch) in [
+        ("url", json!({"url": null})),
+        ("events", json!({"events": null})),
+        ("disabled", json!({"disabled": null})),
+    ] {
+        let request: UpdateEndpoint = serde_json::from_value(patch).unwrap();
+        let refused = world
+            .billing
+            .update_webhook_endpoint(hook.id.as_str(), request)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.kind,
+            ErrorKind::Unprocessable,
+            "{field}: {refused:?}"
+        );
+        assert_eq!(refused.code, "field_required", "{field}");
+        assert_eq!(refused.param.as_deref(), Some(field));
+    }
+    let unchanged = world
+        .billing
+        .webhook_endpoint(hook.id.as_str())
+        .await
+        .unwrap();
+    assert_eq!(unchanged.url.as_str(), HOOK);
 }
