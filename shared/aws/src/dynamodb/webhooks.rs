@@ -28,7 +28,7 @@ use billing::webhooks::{
     Delivery, DeliveryStatus, Job, OutboxEntry, OutgoingEvent, WebhookEndpoint,
 };
 
-/// Writes in flight at once when creating deliveries.
+/// Writes in flight at once when creating deliveries or coalesced events.
 const CONCURRENT_WRITES: usize = 16;
 
 fn time_key(at: DateTime<Utc>) -> String {
@@ -135,6 +135,58 @@ impl DynamoStore {
             return Ok(None);
         };
         Ok(Some((self.put(outbox_item(&entry)?, None), entry.key)))
+    }
+
+    /// Writes one coalesced event: its window's entry unless it exists (`usage.unbillable`
+    /// adds its count either way); nudges the dispatcher when it made the entry.
+    async fn coalesce_one(&self, event: &CoalescedEvent) -> Result<bool> {
+        let key = keys::webhook_outbox(&event.key);
+        let due = time_key(event.not_before);
+        let (gsi4pk, gsi4sk) = keys::outbox_agenda_keys(&event.key, &due);
+        let mut expression = "SET #events = if_not_exists(#events, :events), \
+             #notBefore = if_not_exists(#notBefore, :due), #id = if_not_exists(#id, :id), \
+             gsi4pk = if_not_exists(gsi4pk, :g4pk), gsi4sk = if_not_exists(gsi4sk, :g4sk)"
+            .to_owned();
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(&key.pk))
+            .key("sk", s(&key.sk))
+            .expression_attribute_names("#events", "events")
+            .expression_attribute_names("#notBefore", "notBefore")
+            .expression_attribute_names("#id", "id")
+            .expression_attribute_values(":events", s(json(&vec![event.event.clone()])?))
+            .expression_attribute_values(":due", s(&due))
+            .expression_attribute_values(":id", s(&event.key))
+            .expression_attribute_values(":g4pk", s(gsi4pk))
+            .expression_attribute_values(":g4sk", s(gsi4sk))
+            .return_values(ReturnValue::UpdatedOld);
+        if let Some((count, first)) = &event.unbillable {
+            expression.push_str(", #first = if_not_exists(#first, :first) ADD #count :n");
+            update = update
+                .expression_attribute_names("#first", "first")
+                .expression_attribute_names("#count", "count")
+                .expression_attribute_values(":first", s(json(first)?))
+                .expression_attribute_values(":n", n(*count));
+        }
+        let out = update
+            .update_expression(expression)
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        let new = out
+            .attributes
+            .as_ref()
+            .is_none_or(|old| !old.contains_key("events"));
+        if new {
+            self.nudge(
+                Some(event.key.clone()),
+                (event.not_before - Utc::now()).max(TimeDelta::zero()),
+            )
+            .await;
+        }
+        Ok(new)
     }
 
     /// Tells the dispatcher an entry is waiting, after `delay`. Best effort: a lost nudge is
@@ -270,57 +322,16 @@ impl WebhookStore for DynamoStore {
     }
 
     async fn coalesce(&self, events: &[CoalescedEvent]) -> Result<Vec<bool>> {
-        let mut created = Vec::with_capacity(events.len());
-        for event in events {
-            let key = keys::webhook_outbox(&event.key);
-            let due = time_key(event.not_before);
-            let (gsi4pk, gsi4sk) = keys::outbox_agenda_keys(&event.key, &due);
-            let mut expression = "SET #events = if_not_exists(#events, :events), \
-                 #notBefore = if_not_exists(#notBefore, :due), #id = if_not_exists(#id, :id), \
-                 gsi4pk = if_not_exists(gsi4pk, :g4pk), gsi4sk = if_not_exists(gsi4sk, :g4sk)"
-                .to_owned();
-            let mut update = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .key("pk", s(&key.pk))
-                .key("sk", s(&key.sk))
-                .expression_attribute_names("#events", "events")
-                .expression_attribute_names("#notBefore", "notBefore")
-                .expression_attribute_names("#id", "id")
-                .expression_attribute_values(":events", s(json(&vec![event.event.clone()])?))
-                .expression_attribute_values(":due", s(&due))
-                .expression_attribute_values(":id", s(&event.key))
-                .expression_attribute_values(":g4pk", s(gsi4pk))
-                .expression_attribute_values(":g4sk", s(gsi4sk))
-                .return_values(ReturnValue::UpdatedOld);
-            if let Some((count, first)) = &event.unbillable {
-                expression.push_str(", #first = if_not_exists(#first, :first) ADD #count :n");
-                update = update
-                    .expression_attribute_names("#first", "first")
-                    .expression_attribute_names("#count", "count")
-                    .expression_attribute_values(":first", s(json(first)?))
-                    .expression_attribute_values(":n", n(*count));
-            }
-            let out = update
-                .update_expression(expression)
-                .send()
-                .await
-                .map_err(sdk_error)?;
-            let new = out
-                .attributes
-                .as_ref()
-                .is_none_or(|old| !old.contains_key("events"));
-            if new {
-                self.nudge(
-                    Some(event.key.clone()),
-                    (event.not_before - Utc::now()).max(TimeDelta::zero()),
-                )
-                .await;
-            }
-            created.push(new);
-        }
-        Ok(created)
+        let writes: Vec<_> = events
+            .iter()
+            .map(|event| Box::pin(self.coalesce_one(event)))
+            .collect();
+        futures_util::stream::iter(writes)
+            .buffered(CONCURRENT_WRITES)
+            .collect::<Vec<Result<bool>>>()
+            .await
+            .into_iter()
+            .collect()
     }
 
     async fn outbox_entry(&self, key: &str) -> Result<Option<OutboxEntry>> {

@@ -2,11 +2,11 @@
 //! meters, contracts, customer look-ups for at most [`CACHE_TTL`], plans while warm, and the
 //! derived invoice ids and lines, which never change for one input.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 
 use super::{CACHE_TTL, Matcher, Meters};
 use crate::contract::{Contract, ContractSummary};
@@ -16,6 +16,7 @@ use crate::invoice::Invoice;
 use crate::pagination::PageRequest;
 use crate::plan::Plan;
 use crate::usage::CustomerRef;
+use crate::webhooks::EventType;
 
 pub(super) use super::landing::LineCache;
 
@@ -36,6 +37,11 @@ pub(super) struct Cache {
     /// (deriving one hashes): cleared past [`DERIVED_CACHE_LIMIT`] entries to bound memory.
     invoice_ids: Mutex<HashMap<(ContractId, NaiveDate), InvoiceId>>,
     pub(super) lines: Mutex<LineCache>,
+    /// The usage event types some enabled webhook endpoint receives.
+    subscriptions: Mutex<Option<Cached<Arc<BTreeSet<EventType>>>>>,
+    /// The coalesced `invoice.updated` keys this instance wrote in the current window (one
+    /// write per invoice and window is enough: the event is rendered when dispatched).
+    pub(super) coalesced: Mutex<(Option<DateTime<Utc>>, HashSet<String>)>,
 }
 
 /// Entries after which the derived-id caches start over.
@@ -85,6 +91,43 @@ impl Matcher {
             );
         }
         Ok(found)
+    }
+
+    /// Which of the matcher's event types (`invoice.updated`, `usage.unbillable`) some enabled
+    /// endpoint receives, read at most every [`CACHE_TTL`]: without a subscriber the matcher
+    /// writes no coalesced event, so usage costs no webhook writes nobody will receive.
+    pub(super) async fn subscriptions(
+        &self,
+        webhooks: &dyn crate::ports::WebhookStore,
+    ) -> Result<Arc<BTreeSet<EventType>>> {
+        if let Some(s) = fresh(lock(&self.cache.subscriptions).as_ref()) {
+            return Ok(s);
+        }
+        let mut wanted = BTreeSet::new();
+        let mut page = PageRequest {
+            limit: crate::pagination::MAX_LIMIT,
+            after: None,
+        };
+        loop {
+            let result = webhooks.list_endpoints(&page).await?;
+            for endpoint in &result.items {
+                wanted.extend(
+                    [EventType::InvoiceUpdated, EventType::UsageUnbillable]
+                        .into_iter()
+                        .filter(|t| endpoint.receives(*t)),
+                );
+            }
+            match result.next {
+                Some(next) => page.after = Some(next),
+                None => break,
+            }
+        }
+        let wanted = Arc::new(wanted);
+        *lock(&self.cache.subscriptions) = Some(Cached {
+            at: Instant::now(),
+            value: wanted.clone(),
+        });
+        Ok(wanted)
     }
 
     pub(super) async fn all_meters(&self, refresh: bool) -> Result<Meters> {

@@ -4,11 +4,12 @@
 //! acknowledged, so a matcher that dies in between writes them on the redelivery (which finds
 //! its own records again); writing one twice is one event.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use chrono::{DateTime, Utc};
 
 use super::Matcher;
+use super::cache::lock;
 use crate::error::Result;
 use crate::ids::InvoiceId;
 use crate::usage::{EventRecord, EventStatus};
@@ -62,16 +63,42 @@ impl Notices {
 }
 
 impl Matcher {
-    /// Writes the batch's coalesced events (nothing without a webhook store).
+    /// Writes the batch's coalesced events: only the types some endpoint receives (nothing
+    /// without a webhook store), and each invoice's `invoice.updated` once per window per
+    /// instance (`usage.unbillable` writes carry counts, so each batch adds its own).
     pub(super) async fn notify(&self, notices: Notices, now: DateTime<Utc>) -> Result<()> {
         let Some(webhooks) = &self.webhooks else {
             return Ok(());
         };
-        let events = notices.events(now);
+        let mut events = notices.events(now);
+        if events.is_empty() {
+            return Ok(());
+        }
+        let wanted = self.subscriptions(webhooks.as_ref()).await?;
+        let window = coalesce::window_start(now);
+        {
+            let mut written = lock(&self.cache.coalesced);
+            if written.0 != Some(window) {
+                *written = (Some(window), HashSet::new());
+            }
+            events.retain(|e| {
+                wanted.contains(&e.event.event_type)
+                    && (e.unbillable.is_some() || !written.1.contains(&e.key))
+            });
+        }
         if events.is_empty() {
             return Ok(());
         }
         webhooks.coalesce(&events).await?;
+        let mut written = lock(&self.cache.coalesced);
+        if written.0 == Some(window) {
+            written.1.extend(
+                events
+                    .into_iter()
+                    .filter(|e| e.unbillable.is_none())
+                    .map(|e| e.key),
+            );
+        }
         Ok(())
     }
 }

@@ -785,3 +785,58 @@ async fn an_endpoints_url_events_and_disabled_flag_cannot_be_removed() {
         .unwrap();
     assert_eq!(unchanged.url.as_str(), HOOK);
 }
+
+/// Writes a batch of two new calls makes through `matcher`.
+async fn writes_of_a_batch(
+    world: &World,
+    matcher: &crate::matcher::Matcher,
+    customer: &Customer,
+    keys: [&str; 2],
+) -> usize {
+    let events = keys
+        .iter()
+        .map(|k| usage_event("api_call", &customer.id, k, world.now(), &[]))
+        .collect();
+    let before = world.store.writes();
+    matcher.process(message(events)).await.expect("matched");
+    world.store.writes() - before
+}
+
+#[tokio::test]
+async fn usage_writes_no_coalesced_event_nobody_receives_and_one_per_invoice_and_minute() {
+    let world = World::at(t("2026-02-10T09:00:10Z"));
+    let plan = plan(&world).await;
+    let bob = customer(&world, "Bob", "pm_card_visa").await;
+    world.subscribe(&bob, &plan, d("2026-02-01")).await;
+    // An endpoint for other types only: usage writes no webhook event.
+    endpoint(&world, OTHER, Some(vec!["customer.created"])).await;
+    let matcher = world.matcher();
+    writes_of_a_batch(&world, &matcher, &bob, ["w1", "w2"]).await; // flips the invoice
+    let plain = writes_of_a_batch(&world, &matcher, &bob, ["a1", "a2"]).await;
+    world.clock.set(t("2026-02-10T09:01:10Z"));
+    assert_eq!(
+        writes_of_a_batch(&world, &matcher, &bob, ["b1", "b2"]).await,
+        plain,
+        "a new minute, and still nothing for nobody"
+    );
+
+    // Subscribed (a new instance reads the endpoints): the first batch of a minute writes the
+    // invoice's coalesced entry, later ones in the same minute write nothing more.
+    endpoint(&world, HOOK, Some(vec!["invoice.updated"])).await;
+    let matcher = world.matcher();
+    assert_eq!(
+        writes_of_a_batch(&world, &matcher, &bob, ["c1", "c2"]).await,
+        plain + 1
+    );
+    world.clock.set(t("2026-02-10T09:01:40Z"));
+    assert_eq!(
+        writes_of_a_batch(&world, &matcher, &bob, ["d1", "d2"]).await,
+        plain
+    );
+    world.clock.set(t("2026-02-10T09:02:05Z"));
+    assert_eq!(
+        writes_of_a_batch(&world, &matcher, &bob, ["e1", "e2"]).await,
+        plain + 1,
+        "a new minute, a new entry"
+    );
+}
