@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The deployed Lambda functions never carry the dev server's `/_local/…` routes (the test
-# clock, the on-demand billing run): no function links the dev-server crate, and no built
-# bootstrap (target/lambda/*/bootstrap, from `cargo lambda build`) contains the path. The
+# clock, the on-demand billing run): no function links the dev-server crate, and no function's
+# built bootstrap (target/lambda/<function>/bootstrap, from `cargo lambda build`) contains the path. The
 # routers themselves are checked by infra/dev-server/tests/deployed_have_no_local_routes.rs.
 # Run by `make test` after the deployable build.
 set -euo pipefail
@@ -19,7 +19,10 @@ for function in "${functions[@]}"; do
     fi
 done
 checked=0
-for bootstrap in "${CARGO_TARGET_DIR:-$ROOT/target}"/lambda/*/bootstrap; do
+for function in "${functions[@]}"; do
+    # Each function's own bootstrap (target/lambda also holds the dev server's and the
+    # benchmarks' when a build without -p made them: they are never deployed).
+    bootstrap="${CARGO_TARGET_DIR:-$ROOT/target}/lambda/$function/bootstrap"
     [[ -f "$bootstrap" ]] || continue
     if grep -aq '/_local/' "$bootstrap"; then
         echo "check-deployed.sh: $bootstrap contains a /_local/ route" >&2

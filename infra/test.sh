@@ -114,7 +114,10 @@ EXAMPLE=tests/browser/dashboard.py STACK=dashboard infra/example.sh
 
 if [[ "${SKIP_LAMBDA_BUILD:-0}" != 1 ]]; then
     step "cargo lambda build --release (x86_64)"
-    PATH="$VENV/bin:$PATH" cargo lambda build --release --locked --x86-64
+    # The functions only (template.yaml's), not the dev server or the benchmarks' binaries.
+    packages=()
+    for manifest in functions/*/Cargo.toml; do packages+=(-p "$(basename "$(dirname "$manifest")")"); done
+    PATH="$VENV/bin:$PATH" cargo lambda build --release --locked --x86-64 "${packages[@]}"
     ls -la "$TARGET_DIR"/lambda/*/bootstrap >&2
 fi
 step "no deployed function carries the dev server's /_local/ routes (infra/check-deployed.sh)"
