@@ -933,24 +933,12 @@ async fn void_takes_sent_and_open_invoices_and_later_usage_for_the_period_goes_l
         .wait_for_events(&format!("customerId={customer}&status=late"), 1)
         .await;
     assert_eq!(late[0]["matches"][0]["invoiceId"], this_month["id"]);
-    // The record is written before the invoice's usage share: wait for the line.
-    let has_late_line = |invoice: &Value| {
-        invoice["lineItems"].as_array().unwrap().iter().any(|l| {
+    app.wait_for_invoice(this_month["id"].as_str().unwrap(), "late usage line", |i| {
+        i["lineItems"].as_array().unwrap().iter().any(|l| {
             l["description"].as_str().unwrap().contains("late usage") && l["quantity"] == "1"
         })
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let current = invoice(&app, this_month["id"].as_str().unwrap()).await;
-        if has_late_line(&current) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no late usage line after 30 s: {current:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(150)).await;
-    }
+    })
+    .await;
     assert_eq!(
         invoice(&app, sent_id).await,
         voided,

@@ -454,12 +454,17 @@ async fn an_invoice_takes_usage_until_its_end_plus_grace_and_later_usage_goes_to
         .wait_for_events(&format!("customerId={customer}&status=late"), 1)
         .await;
     assert_eq!(late[0]["matches"][0]["invoiceId"], this_month["id"]);
-    let current = invoice(&app, this_month["id"].as_str().unwrap()).await;
+    let is_late = |l: &Value| l["description"].as_str().unwrap().contains("late usage");
+    let current = app
+        .wait_for_invoice(this_month["id"].as_str().unwrap(), "late line", |i| {
+            i["lineItems"].as_array().unwrap().iter().any(is_late)
+        })
+        .await;
     let late_line = current["lineItems"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|l| l["description"].as_str().unwrap().contains("late usage"))
+        .find(|l| is_late(l))
         .unwrap_or_else(|| panic!("no late line in {current}"));
     assert_eq!(late_line["quantity"], "1");
     assert_eq!(late_line["amount"], "0.10");

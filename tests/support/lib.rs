@@ -324,6 +324,33 @@ impl TestApp {
         }
     }
 
+    /// Waits until invoice `id` (as `GET /v1/invoices/{id}` answers) satisfies `ready`, failing
+    /// after 30 s with `what` and the last answer: the matcher writes an event's record before
+    /// the invoice's usage share, so a listed record can come a moment before its line.
+    pub async fn wait_for_invoice(
+        &self,
+        id: &str,
+        what: &str,
+        ready: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let invoice = self
+                .get(&format!("/v1/invoices/{id}"))
+                .await
+                .expect(200)
+                .clone();
+            if ready(&invoice) {
+                return invoice;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {what} after 30 s: {invoice:#}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        }
+    }
+
     /// Sends one usage event and expects 202.
     pub async fn send_event(&self, event: Value) {
         self.post("/v1/events", event).await.expect(202);
