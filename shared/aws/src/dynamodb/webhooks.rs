@@ -31,6 +31,20 @@ use billing::webhooks::{
 /// Writes in flight at once when creating deliveries or coalesced events.
 const CONCURRENT_WRITES: usize = 16;
 
+/// Runs `writes` [`CONCURRENT_WRITES`] at a time; their results in order, or the first error.
+async fn in_order<T, F>(writes: impl Iterator<Item = F>) -> Result<Vec<T>>
+where
+    F: std::future::Future<Output = Result<T>>,
+{
+    let writes: Vec<_> = writes.map(Box::pin).collect();
+    futures_util::stream::iter(writes)
+        .buffered(CONCURRENT_WRITES)
+        .collect::<Vec<Result<T>>>()
+        .await
+        .into_iter()
+        .collect()
+}
+
 fn time_key(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
@@ -322,16 +336,7 @@ impl WebhookStore for DynamoStore {
     }
 
     async fn coalesce(&self, events: &[CoalescedEvent]) -> Result<Vec<bool>> {
-        let writes: Vec<_> = events
-            .iter()
-            .map(|event| Box::pin(self.coalesce_one(event)))
-            .collect();
-        futures_util::stream::iter(writes)
-            .buffered(CONCURRENT_WRITES)
-            .collect::<Vec<Result<bool>>>()
-            .await
-            .into_iter()
-            .collect()
+        in_order(events.iter().map(|event| self.coalesce_one(event))).await
     }
 
     async fn outbox_entry(&self, key: &str) -> Result<Option<OutboxEntry>> {
@@ -358,16 +363,12 @@ impl WebhookStore for DynamoStore {
     }
 
     async fn create_deliveries(&self, deliveries: &[Delivery]) -> Result<Vec<Versioned<Delivery>>> {
-        let writes: Vec<_> = deliveries
-            .iter()
-            .map(|delivery| Box::pin(self.create_delivery(delivery)))
-            .collect();
-        futures_util::stream::iter(writes)
-            .buffered(CONCURRENT_WRITES)
-            .collect::<Vec<Result<_>>>()
-            .await
-            .into_iter()
-            .collect()
+        in_order(
+            deliveries
+                .iter()
+                .map(|delivery| self.create_delivery(delivery)),
+        )
+        .await
     }
 
     async fn get_delivery(

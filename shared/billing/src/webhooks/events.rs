@@ -75,6 +75,28 @@ impl OutgoingEvent {
     fn invoice(event_type: EventType, id: &InvoiceId, at: DateTime<Utc>) -> Self {
         Self::new(event_type, Subject::Invoice { id: id.clone() }, at)
     }
+
+    fn customer(event_type: EventType, customer: &Customer, at: DateTime<Utc>) -> Self {
+        let id = customer.id.clone();
+        Self::new(event_type, Subject::Customer { id }, at)
+    }
+
+    fn contract(event_type: EventType, contract: &Contract, at: DateTime<Utc>) -> Self {
+        let id = contract.id.clone();
+        Self::new(event_type, Subject::Contract { id }, at)
+    }
+}
+
+/// Whether `next` is `previous` but for its update time (`keep_time` copies `previous`'s onto
+/// the copy of `next`): such a write tells a receiver nothing.
+fn only_touched<T: Clone + PartialEq>(
+    previous: &T,
+    next: &T,
+    keep_time: impl Fn(&mut T, &T),
+) -> bool {
+    let mut same = next.clone();
+    keep_time(&mut same, previous);
+    &same == previous
 }
 
 /// The count and first event of a coalesced `usage.unbillable`.
@@ -144,11 +166,9 @@ pub enum Resource {
 
 /// `customer.created`.
 pub fn customer_created(customer: &Customer, at: DateTime<Utc>) -> Vec<OutgoingEvent> {
-    vec![OutgoingEvent::new(
+    vec![OutgoingEvent::customer(
         EventType::CustomerCreated,
-        Subject::Customer {
-            id: customer.id.clone(),
-        },
+        customer,
         at,
     )]
 }
@@ -159,27 +179,23 @@ pub fn customer_changed(
     next: &Customer,
     at: DateTime<Utc>,
 ) -> Vec<OutgoingEvent> {
-    let mut same = next.clone();
-    same.updated_at = previous.updated_at;
-    if &same == previous {
+    if only_touched(previous, next, |same, previous| {
+        same.updated_at = previous.updated_at
+    }) {
         return Vec::new();
     }
-    vec![OutgoingEvent::new(
+    vec![OutgoingEvent::customer(
         EventType::CustomerUpdated,
-        Subject::Customer {
-            id: next.id.clone(),
-        },
+        next,
         at,
     )]
 }
 
 /// `contract.created` and `invoice.created` for each pre-generated invoice.
 pub fn contract_created(new: &NewContract, at: DateTime<Utc>) -> Vec<OutgoingEvent> {
-    let mut events = vec![OutgoingEvent::new(
+    let mut events = vec![OutgoingEvent::contract(
         EventType::ContractCreated,
-        Subject::Contract {
-            id: new.contract.id.clone(),
-        },
+        &new.contract,
         at,
     )];
     events.extend(
@@ -197,9 +213,9 @@ pub fn contract_changed(
     next: &Contract,
     at: DateTime<Utc>,
 ) -> Vec<OutgoingEvent> {
-    let mut same = next.clone();
-    same.updated_at = previous.updated_at;
-    if &same == previous {
+    if only_touched(previous, next, |same, previous| {
+        same.updated_at = previous.updated_at
+    }) {
         return Vec::new();
     }
     let event_type =
@@ -208,13 +224,7 @@ pub fn contract_changed(
         } else {
             EventType::ContractUpdated
         };
-    vec![OutgoingEvent::new(
-        event_type,
-        Subject::Contract {
-            id: next.id.clone(),
-        },
-        at,
-    )]
+    vec![OutgoingEvent::contract(event_type, next, at)]
 }
 
 /// `invoice.created` for a draft written on its own (a new period's).
@@ -253,9 +263,9 @@ pub fn invoice_changed(
         (None, true, _) => EventType::InvoiceSent,
         (None, false, true) => EventType::InvoicePaymentFailed,
         (None, false, false) => {
-            let mut same = next.clone();
-            same.updated_at = previous.updated_at;
-            if &same == previous {
+            if only_touched(previous, next, |same, previous| {
+                same.updated_at = previous.updated_at
+            }) {
                 return Vec::new();
             }
             EventType::InvoiceUpdated
