@@ -429,12 +429,12 @@ def main():
       "checked against the adapter's count (`DynamoStore::usage_write_actions()`). No event is "
       "unbillable (all are matched), so no record carries index keys.")
     w("")
-    w("| customers | messages / batch | batches | events | events / message | events / customer / batch | record puts | lane puts | claims | status flips | **WCU / event** | writes / event |")
-    w("| --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |")
+    w("| customers | messages / batch | batches | events | events / message | events / customer / batch | record puts | lane puts | day tally puts | claims | status flips | **WCU / event** | writes / event |")
+    w("| --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |")
     for s in (one, many):
         for r in s["rounds"]:
             rep = r["report"]
-            w(f"| {s['customers']:,} | {f(r['messages_per_batch'], 1)} | {r['batches']} | {r['events']:,} | {f(r['events_per_message'], 0)} | {f(r['events_per_customer_per_batch'], 1)} | {rep['record_writes']:,} | {rep['lane_writes']:,} | {rep['claim_writes']} | {rep['status_writes']} | **{f(r['wcu_per_event']['total'], 4)}** | {f(r['wcu_per_event']['writes_per_event'], 4)} |")
+            w(f"| {s['customers']:,} | {f(r['messages_per_batch'], 1)} | {r['batches']} | {r['events']:,} | {f(r['events_per_message'], 0)} | {f(r['events_per_customer_per_batch'], 1)} | {rep['record_writes']:,} | {rep['lane_writes']:,} | {rep.get('tally_writes', 0):,} | {rep['claim_writes']} | {rep['status_writes']} | **{f(r['wcu_per_event']['total'], 4)}** | {f(r['wcu_per_event']['writes_per_event'], 4)} |")
     w("")
     bpe = one_h.get("message_bytes_per_event", 0) or 1
     w(f"Messages: an event takes ≈ {f(bpe, 0)} bytes of message body, so a message of at most 250 KiB "
@@ -449,7 +449,9 @@ def main():
       "deployed BatchSize, as a lane with a backlog receives them). Thinner batches cost more when "
       "events spread over many customers: each batch writes one lane share per invoice it touches, so "
       "the lane part per event is (invoices touched ÷ events) per batch; for 1,000 customers that is "
-      "1 ÷ (events per customer per batch). One customer stays near 1.0 whatever the batch.")
+      "1 ÷ (events per customer per batch). One customer stays near 1.0 whatever the batch. Each "
+      "batch also writes one day tally (the dashboard's *events today*) per day its events were "
+      "received on, one here: 1 ÷ (events per batch) per event.")
     w("")
     for label, s in (("One customer", one), ("1,000 customers", many)):
         z = s["sizes"]
@@ -459,12 +461,13 @@ def main():
           "digits + 1, maps and lists 3 bytes + 1 per element): "
           f"records {z['record']['min_bytes']}–{z['record']['max_bytes']} bytes ({z['record']['samples']} samples, {f(wc['record_put'], 2)} WCU a put; "
           f"{z['records_with_index_keys']} with index keys), lane shares {z['lane']['min_bytes']}–{z['lane']['max_bytes']} bytes "
-          f"({z['lane']['samples']} samples, {f(wc['lane_put'], 2)} WCU a put), invoices {z['invoice']['min_bytes']}–{z['invoice']['max_bytes']} bytes "
+          f"({z['lane']['samples']} samples, {f(wc['lane_put'], 2)} WCU a put), day tallies {z['tally']['min_bytes']}–{z['tally']['max_bytes']} bytes "
+          f"({z['tally']['samples']} samples, {f(wc['tally_put'], 2)} WCU a put), invoices {z['invoice']['min_bytes']}–{z['invoice']['max_bytes']} bytes "
           f"(statuses {', '.join(f'{k} {v}' for k, v in z['invoice_statuses'].items())}).")
         w("")
     w("WCU rule: 1 per started KB of the item written (a put replacing an item, or an update, bills "
       "the larger of before and after); no transactions (factor 1); index writes: a record has gsi1 "
-      "keys only when unbillable (0 here), lane shares and value claims have none.")
+      "keys only when unbillable (0 here), lane shares, day tallies and value claims have none.")
     w("")
     w("**Once per invoice and period** (not in the steady-state figures above): an invoice's first "
       "usage flips it from Drafted to In Progress, one `UpdateItem` of the invoice item, which also "
@@ -499,6 +502,8 @@ def main():
             w(f"| {label} | record `PutItem` (new) | {ec['record']['item_bytes']} | {ec['record']['estimate_wcu']} | {cap(ec['record']['put_new'])} |")
         if "lane" in ec:
             w(f"| {label} | lane share `PutItem` (new / replacing) | {ec['lane']['item_bytes']} | {ec['lane']['estimate_wcu']} | {cap(ec['lane']['put_new'])} / {cap(ec['lane'].get('put_replace'))} |")
+        if "tally" in ec:
+            w(f"| {label} | day tally `PutItem` (new / replacing) | {ec['tally']['item_bytes']} | {ec['tally']['estimate_wcu']} | {cap(ec['tally']['put_new'])} / {cap(ec['tally'].get('put_replace'))} |")
         if "status_flip" in ec:
             w(f"| {label} | status flip `UpdateItem` | {ec['status_flip']['item_bytes']} | {ec['status_flip']['estimate_wcu']} | {cap(ec['status_flip']['update'])} |")
     w("")
@@ -589,7 +594,7 @@ def main():
       "caps a batch), one invocation at a time per message group, so a lane's message waits at most "
       "for its lane's batch in progress. Per batch the matcher makes one `BatchGetItem` of invoice "
       "statuses, the record puts (≤ 32 in flight), one `BatchGetItem` of lane shares and one lane "
-      "put per invoice: four round trips of single-digit milliseconds on DynamoDB, plus SQS receive "
+      "put per invoice, then a day tally read and put: six round trips of single-digit milliseconds on DynamoDB, plus SQS receive "
       "and Lambda invoke overhead of tens of milliseconds. A quiet lane should show new usage in "
       "roughly 0.1–0.3 s (p50); p99 is set by cold starts (≈ 0.1–0.5 s more), lanes with a backlog "
       "(a 10-message batch of 1,000-event messages is 10,000 puts, ≈ 1–2 s at 32 in flight) and "
@@ -610,7 +615,7 @@ def main():
     i1, im = cost_one["inputs"], cost_many["inputs"]
     rows = [
         ("dynamodbWrites", f"measured WCU/event at BatchSize 10 ({f(i1['wcu_per_event_steady'], 3)} / {f(im['wcu_per_event_steady'], 3)}) + status flips, each invoice once in the million"),
-        ("dynamodbReads", f"items the matcher reads per event (invoice statuses, lane shares; strongly consistent, ≤ 4 KB: 1 RRU each): {f(i1['rru_per_event'], 4)} / {f(im['rru_per_event'], 4)}"),
+        ("dynamodbReads", f"items the matcher reads per event (invoice statuses, lane shares, day tallies; strongly consistent, ≤ 4 KB: 1 RRU each): {f(i1['rru_per_event'], 4)} / {f(im['rru_per_event'], 4)}"),
         ("sqs", f"per message ({f(i1['events_per_message'], 0)} events, {i1['sqs_chunks_per_message']} chunks of 64 KB): send + receive per chunk, one delete request per batch"),
         ("lambdaMatcher", f"measured `process` time per event against DynamoDB Local ({f(i1['matcher_seconds_per_event'] * 1e6, 0)} / {f(im['matcher_seconds_per_event'] * 1e6, 0)} µs) × 256 MB, + one invocation per batch"),
         ("lambdaApi", f"median local POST time of a 1,000-event request ÷ 1,000 ({f(i1['api_seconds_per_event'] * 1e6, 0)} µs/event) × 256 MB, + one invocation per request"),

@@ -348,6 +348,16 @@ def main():
         nav(page, "Home")
         check(page.locator("#sent").inner_text() == "2" and page.locator("#paid").inner_text() == "1",
               "home counts: " + page.locator(".figures").inner_text().replace("\n", " "))
+        # Every event above was received today, the misspelt one unbillable (a day tally is
+        # written at the end of its batch, just after the invoices' shares: poll briefly).
+        deadline = time.monotonic() + 15
+        while page.locator("#events-today").inner_text() != f"{len(events):,}":
+            check(time.monotonic() < deadline,
+                  f"events today: {page.locator('#events-today').inner_text()}, sent {len(events)}")
+            time.sleep(0.5)
+            page.reload()
+        check(page.locator("#unbillable-today").inner_text() == "1 unbillable",
+              "unbillable today: " + page.locator(".figures").inner_text().replace("\n", " "))
         screens.capture(page, "home")
         page.goto(f"{url}/dashboard/customers/{bob_id}")
         page.get_by_role("switch", name="Pause auto-pay").click()

@@ -19,6 +19,7 @@ use billing::lanes::{LaneKey, UsageLane};
 use billing::matcher::{BatchReport, LaneMessage, Matcher};
 use billing::pagination::{Page, PageRequest};
 use billing::ports::{EventFilter, LaneWrite, RecordPut, UsageStore, ValueClaim};
+use billing::tally::{DayCount, DayTally, TallyKey};
 use billing::usage::{EventInput, EventRecord, MessageNonce, UsageEvent};
 use billing_aws::dynamodb::DynamoStore;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
@@ -179,6 +180,25 @@ fn event(name: &str, customer: &str, key: &str, at: DateTime<Utc>, tokens: &str)
         .expect("event JSON")
         .parse(Utc::now())
         .expect("a valid event")
+}
+
+/// A day of receipt no other test uses (tests share the tables, and a day's tallies are
+/// global): some day of the 23rd century, drawn at random.
+fn unique_day() -> NaiveDate {
+    let offset = uuid::Uuid::new_v4().as_u128() % 36_500;
+    NaiveDate::from_ymd_opt(2200, 1, 1).unwrap() + chrono::Days::new(offset as u64)
+}
+
+/// `event`, as if the API had accepted it on `day` (only the day tallies read it).
+fn received_on(mut event: UsageEvent, day: NaiveDate) -> UsageEvent {
+    event.received_at = day.and_hms_opt(12, 0, 0).unwrap().and_utc();
+    event
+}
+
+/// The events the day tallies counted on `day`.
+async fn received(day: NaiveDate) -> DayCount {
+    let store = integration_tests::startup().await.store();
+    store.day_count(day).await.expect("day count")
 }
 
 /// What a set of events should add up to per customer: (count, tokens in tenths).
@@ -347,6 +367,7 @@ async fn the_same_batch_delivered_twice_concurrently_to_two_matchers_counts_once
     let b = integration_tests::startup().await.matcher();
     let at = Utc::now();
     let run = uuid::Uuid::new_v4().simple().to_string();
+    let day = unique_day();
 
     let mut sent: Vec<(String, u64)> = Vec::new();
     let mut serial = 0u64;
@@ -356,13 +377,14 @@ async fn the_same_batch_delivered_twice_concurrently_to_two_matchers_counts_once
             serial += 1;
             let customer = if i % 2 == 0 { &alice } else { &bob };
             let tokens = serial % 9 + 1; // 0.1 … 0.9
-            events.push(event(
+            let e = event(
                 &catalog.event_name,
                 customer,
                 &format!("{run}-{serial}"),
                 at,
                 &format!("0.{tokens}"),
-            ));
+            );
+            events.push(received_on(e, day));
             sent.push((customer.clone(), tokens));
         }
         // One message (one nonce), delivered to two matchers at once: a visibility timeout
@@ -402,9 +424,17 @@ async fn the_same_batch_delivered_twice_concurrently_to_two_matchers_counts_once
             );
         }
     }
-    // 261 events: 131 for Alice, 130 for Bob; each one recorded once.
+    // 261 events: 131 for Alice, 130 for Bob; each one recorded once, and counted once in
+    // their day's tallies however the two matchers raced for them.
     assert_eq!(records_by_key(&app, &alice).await.len(), 131);
     assert_eq!(records_by_key(&app, &bob).await.len(), 130);
+    assert_eq!(
+        received(day).await,
+        DayCount {
+            events: 261,
+            unbillable: 0
+        }
+    );
 }
 
 // --- 3. A matcher dying between its writes ---------------------------------------------------
@@ -633,6 +663,33 @@ impl UsageStore for Faulty {
         Ok(outcomes)
     }
 
+    async fn tallies(&self, keys: &[TallyKey]) -> billing::Result<HashMap<TallyKey, DayTally>> {
+        self.read()?;
+        self.inner.tallies(keys).await
+    }
+
+    async fn write_tallies(
+        &self,
+        writes: &[(DayTally, DayTally)],
+    ) -> billing::Result<Vec<LaneWrite>> {
+        let mut outcomes = Vec::with_capacity(writes.len());
+        for write in writes {
+            let outcome = self
+                .item(
+                    true,
+                    vec![LaneWrite::Conflict],
+                    self.inner.write_tallies(std::slice::from_ref(write)),
+                )
+                .await?;
+            outcomes.extend(outcome);
+        }
+        Ok(outcomes)
+    }
+
+    async fn day_count(&self, day: chrono::NaiveDate) -> billing::Result<DayCount> {
+        self.inner.day_count(day).await
+    }
+
     async fn list_events(
         &self,
         filter: &EventFilter,
@@ -769,12 +826,13 @@ async fn kill_and_redeliver(
 #[tokio::test]
 async fn a_matcher_killed_after_each_write_step_then_redelivered_counts_once() {
     // 250 events over 3 invoices in one message: 250 record writes, then each invoice marked
-    // In Progress (3 writes), then one lane share per invoice (3 writes). Kill points: before
-    // anything, between records, after the last record, between the status marks, between the
-    // lane shares; the last one lets the run finish.
+    // In Progress (3 writes), then one lane share per invoice (3 writes), then the day's tally
+    // (1 write). Kill points: before anything, between records, after the last record, between
+    // the status marks, between the lane shares, before the tally; the last one lets the run
+    // finish.
     const SIZE: usize = 250;
     const CUSTOMERS: usize = 3;
-    const WRITES: usize = SIZE + 2 * CUSTOMERS;
+    const WRITES: usize = SIZE + 2 * CUSTOMERS + 1;
     let app = TestApp::spawn().await;
     let catalog = usage_catalog(&app).await;
 
@@ -788,6 +846,7 @@ async fn a_matcher_killed_after_each_write_step_then_redelivered_counts_once() {
         SIZE + CUSTOMERS,
         SIZE + CUSTOMERS + 1,
         SIZE + CUSTOMERS + 2,
+        SIZE + 2 * CUSTOMERS,
         WRITES,
     ];
     let outcomes = join_all(
@@ -804,8 +863,13 @@ async fn a_matcher_killed_after_each_write_step_then_redelivered_counts_once() {
         } else {
             let report = first.expect("not killed: enough writes allowed");
             assert_eq!(
-                (report.record_writes, report.lane_writes, report.recorded),
-                (SIZE, CUSTOMERS, SIZE)
+                (
+                    report.record_writes,
+                    report.lane_writes,
+                    report.tally_writes,
+                    report.recorded
+                ),
+                (SIZE, CUSTOMERS, 1, SIZE)
             );
         }
         assert_eq!(left, k.min(SIZE), "kill after {k}: {left} recorded");
@@ -823,6 +887,12 @@ async fn a_matcher_killed_after_each_write_step_then_redelivered_counts_once() {
         assert_eq!(
             redelivery.lane_writes,
             CUSTOMERS - shares_left,
+            "kill after {k}: {redelivery:?}"
+        );
+        // And the day's tally, unless the killed run wrote it.
+        assert_eq!(
+            redelivery.tally_writes,
+            usize::from(k < WRITES),
             "kill after {k}: {redelivery:?}"
         );
     }
@@ -923,6 +993,7 @@ async fn injected_conflicts_and_throttling_are_retried_to_exact_totals() {
     let (bob, bob_invoice) = subscriber(&app, &catalog.plan_id, "Flaky B").await;
     let run = uuid::Uuid::new_v4().simple().to_string();
     let at = Utc::now();
+    let day = unique_day();
 
     let flaky = Arc::new(Faulty::new(
         integration_tests::startup().await.store(),
@@ -945,13 +1016,14 @@ async fn injected_conflicts_and_throttling_are_retried_to_exact_totals() {
             serial += 1;
             let customer = if i % 3 == 0 { &bob } else { &alice };
             let tokens = serial % 9 + 1;
-            events.push(event(
+            let e = event(
                 &catalog.event_name,
                 customer,
                 &format!("{run}-{serial}"),
                 at,
                 &format!("0.{tokens}"),
-            ));
+            );
+            events.push(received_on(e, day));
             sent.push((customer.clone(), tokens));
         }
         let batch = message(events);
@@ -991,6 +1063,7 @@ async fn injected_conflicts_and_throttling_are_retried_to_exact_totals() {
             tenths(tokens)
         );
     }
+    assert_eq!(received(day).await.events, sent.len() as u64);
 }
 
 #[tokio::test]

@@ -33,6 +33,7 @@ use billing::pagination::{Page, PageRequest};
 use billing::ports::{
     Clock, EventFilter, LaneWrite, LedgerStore, RecordPut, SystemClock, UsageStore, ValueClaim,
 };
+use billing::tally::{DayCount, DayTally, TallyKey};
 use billing::usage::{CustomerRef, EventRecord, Lane, MessageNonce, QueuedEvents, pack};
 use billing::webhooks::OutgoingEvent;
 use billing_aws::dynamodb::DynamoStore;
@@ -140,6 +141,8 @@ struct Counting {
     statuses_read: AtomicU64,
     lane_requests: AtomicU64,
     lanes_read: AtomicU64,
+    tally_requests: AtomicU64,
+    tallies_read: AtomicU64,
 }
 
 impl Counting {
@@ -150,15 +153,19 @@ impl Counting {
             statuses_read: AtomicU64::new(0),
             lane_requests: AtomicU64::new(0),
             lanes_read: AtomicU64::new(0),
+            tally_requests: AtomicU64::new(0),
+            tallies_read: AtomicU64::new(0),
         }
     }
 
-    fn reads(&self) -> [u64; 4] {
+    fn reads(&self) -> [u64; 6] {
         [
             self.status_requests.load(Ordering::Relaxed),
             self.statuses_read.load(Ordering::Relaxed),
             self.lane_requests.load(Ordering::Relaxed),
             self.lanes_read.load(Ordering::Relaxed),
+            self.tally_requests.load(Ordering::Relaxed),
+            self.tallies_read.load(Ordering::Relaxed),
         ]
     }
 }
@@ -213,6 +220,24 @@ impl UsageStore for Counting {
         self.inner.write_lanes(writes).await
     }
 
+    async fn tallies(&self, keys: &[TallyKey]) -> billing::Result<HashMap<TallyKey, DayTally>> {
+        self.tally_requests.fetch_add(1, Ordering::Relaxed);
+        self.tallies_read
+            .fetch_add(keys.len() as u64, Ordering::Relaxed);
+        self.inner.tallies(keys).await
+    }
+
+    async fn write_tallies(
+        &self,
+        writes: &[(DayTally, DayTally)],
+    ) -> billing::Result<Vec<LaneWrite>> {
+        self.inner.write_tallies(writes).await
+    }
+
+    async fn day_count(&self, day: chrono::NaiveDate) -> billing::Result<DayCount> {
+        self.inner.day_count(day).await
+    }
+
     async fn list_events(
         &self,
         filter: &EventFilter,
@@ -234,6 +259,7 @@ fn add_report(total: &mut BatchReport, r: &BatchReport) {
     total.claim_writes += r.claim_writes;
     total.relabels += r.relabels;
     total.status_writes += r.status_writes;
+    total.tally_writes += r.tally_writes;
     total.conflicts += r.conflicts;
     total.retries += r.retries;
 }
@@ -249,6 +275,7 @@ fn report_json(r: &BatchReport) -> Value {
         "claim_writes": r.claim_writes,
         "relabels": r.relabels,
         "status_writes": r.status_writes,
+        "tally_writes": r.tally_writes,
         "conflicts": r.conflicts,
         "retries": r.retries,
         "writes": r.writes(),
@@ -457,6 +484,7 @@ struct Sizes {
     record: Vec<usize>,
     record_indexed: usize,
     lane: Vec<usize>,
+    tally: Vec<usize>,
     invoice: Vec<usize>,
     invoice_gsis: Vec<usize>,
     invoice_statuses: BTreeMap<String, usize>,
@@ -472,6 +500,9 @@ impl Sizes {
     }
     fn lane_wcu(&self) -> f64 {
         mean_wcu(&self.lane)
+    }
+    fn tally_wcu(&self) -> f64 {
+        mean_wcu(&self.tally)
     }
     /// The status flip: an UpdateItem of the invoice item (billed on the larger of before and
     /// after: after, since IN_PROGRESS is longer than DRAFTED), plus one write of the item in
@@ -490,6 +521,7 @@ impl Sizes {
             "record": size_stats(&self.record),
             "records_with_index_keys": self.record_indexed,
             "lane": size_stats(&self.lane),
+            "tally": size_stats(&self.tally),
             "invoice": size_stats(&self.invoice),
             "invoice_all_projected_gsis": self.invoice_gsis.iter().copied().max().unwrap_or(0),
             "invoice_statuses": self.invoice_statuses,
@@ -497,6 +529,7 @@ impl Sizes {
                 "record_put": self.record_wcu(),
                 "record_index": self.record_index_wcu(),
                 "lane_put": self.lane_wcu(),
+                "tally_put": self.tally_wcu(),
                 "claim_put": 1.0,
                 "status_flip": self.status_flip_wcu(),
             },
@@ -521,6 +554,7 @@ async fn sample_sizes(
         record: Vec::new(),
         record_indexed: 0,
         lane: Vec::new(),
+        tally: Vec::new(),
         invoice: Vec::new(),
         invoice_gsis: Vec::new(),
         invoice_statuses: BTreeMap::new(),
@@ -581,6 +615,19 @@ async fn sample_sizes(
             }
         }
     }
+    // The day tallies of the lanes seen (events are received today, by the system clock).
+    let lanes: BTreeSet<u8> = seen.iter().map(|(_, _, lane)| lane.number()).collect();
+    for lane in lanes {
+        let (pk, sk) = (format!("TALLY#{today}"), lane_sk(Lane::new(lane)));
+        let item = env
+            .get(&env.usage_table, &pk, &sk)
+            .await?
+            .ok_or_else(|| fail(format!("tally {pk}/{sk} is missing")))?;
+        sizes.tally.push(item_size(&item));
+        if templates.len() == 3 {
+            templates.push(("tally".to_owned(), env.usage_table.clone(), item));
+        }
+    }
     Ok((sizes, templates))
 }
 
@@ -597,8 +644,8 @@ fn describe_capacity(c: Option<&ConsumedCapacity>) -> Value {
 }
 
 /// DynamoDB Local's own accounting (`ReturnConsumedCapacity=INDEXES`) of one record put, one
-/// lane share put (new, then replacing it) and one status flip, each on a copy of a stored
-/// item under a probe key (deleted afterwards).
+/// lane share put and one day tally put (each new, then replacing it) and one status flip,
+/// each on a copy of a stored item under a probe key (deleted afterwards).
 async fn emulator_capacity(
     env: &Env,
     templates: &[(String, String, Item)],
@@ -615,7 +662,7 @@ async fn emulator_capacity(
             .unwrap_or_default();
         let size = item_size(&item);
         match kind.as_str() {
-            "record" | "lane" => {
+            "record" | "lane" | "tally" => {
                 let first = env
                     .client
                     .put_item()
@@ -630,7 +677,7 @@ async fn emulator_capacity(
                     "estimate_wcu": wcu(size, false) * if item.contains_key("gsi1pk") { 2 } else { 1 },
                     "put_new": describe_capacity(first.consumed_capacity.as_ref()),
                 });
-                if kind == "lane" {
+                if kind != "record" {
                     let replace = env
                         .client
                         .put_item()
@@ -708,7 +755,8 @@ fn round_wcu(r: &BatchReport, s: &Sizes) -> Value {
     let claims = r.claim_writes as f64;
     let relabels = r.relabels as f64 * s.record_wcu();
     let flips = r.status_writes as f64 * s.status_flip_wcu();
-    let total = records + record_index + lanes + claims + relabels + flips;
+    let tallies = r.tally_writes as f64 * s.tally_wcu();
+    let total = records + record_index + lanes + claims + relabels + flips + tallies;
     let e = r.recorded.max(1) as f64;
     json!({
         "records": records / e,
@@ -717,6 +765,7 @@ fn round_wcu(r: &BatchReport, s: &Sizes) -> Value {
         "claims": claims / e,
         "relabels": relabels / e,
         "status_flips": flips / e,
+        "tallies": tallies / e,
         "total": total / e,
         "writes_per_event": r.writes() as f64 / e,
     })
@@ -788,7 +837,9 @@ async fn scenario(
             "statuses_read": reads_after[1] - reads_before[1],
             "lane_requests": reads_after[2] - reads_before[2],
             "lanes_read": reads_after[3] - reads_before[3],
-            "items_read_per_event": ((reads_after[1] - reads_before[1]) + (reads_after[3] - reads_before[3])) as f64 / round.events.max(1) as f64,
+            "tally_requests": reads_after[4] - reads_before[4],
+            "tallies_read": reads_after[5] - reads_before[5],
+            "items_read_per_event": ((reads_after[1] - reads_before[1]) + (reads_after[3] - reads_before[3]) + (reads_after[5] - reads_before[5])) as f64 / round.events.max(1) as f64,
         });
         eprintln!(
             "usage-bench writes: {name}: {k} messages/batch: {} batches, {} events, {:.1} events/customer/batch, {:.4} WCU/event",

@@ -251,17 +251,28 @@ fn group_thousands(text: &str) -> String {
     let (int, frac) = digits
         .split_once('.')
         .map_or((digits, None), |(i, f)| (i, Some(f)));
-    let mut grouped = String::with_capacity(int.len() + int.len() / 3);
-    for (i, c) in int.chars().enumerate() {
-        if i > 0 && (int.len() - i) % 3 == 0 {
-            grouped.push(',');
-        }
-        grouped.push(c);
-    }
+    let grouped = grouped(int);
     match frac {
         Some(frac) => format!("{code} {sign}{grouped}.{frac}"),
         None => format!("{code} {sign}{grouped}"),
     }
+}
+
+/// A count as people read it: `12,345`.
+pub fn count(n: u64) -> String {
+    grouped(&n.to_string())
+}
+
+/// `,` between groups of three of a run of digits.
+fn grouped(digits: &str) -> String {
+    let mut grouped = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    grouped
 }
 
 /// A date for people: `30 Nov 2026`.
@@ -340,6 +351,14 @@ mod tests {
         assert_eq!(minor(5096, Currency::USD), "USD 50.96");
         assert_eq!(minor(1200, jpy), "JPY 1,200");
         assert_eq!(unit_price(dec("0.0001"), Currency::USD), "USD 0.0001");
+    }
+
+    #[test]
+    fn counts_group_thousands() {
+        assert_eq!(count(0), "0");
+        assert_eq!(count(999), "999");
+        assert_eq!(count(1000), "1,000");
+        assert_eq!(count(1_234_567), "1,234,567");
     }
 }
 

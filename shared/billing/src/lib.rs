@@ -33,6 +33,7 @@ pub mod ports;
 pub mod pricing;
 pub mod provider_webhooks;
 pub mod refunds;
+pub mod tally;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod text;

@@ -1,5 +1,5 @@
 //! Home: the current month at a glance. Billed and collected so far, invoices sent, paid and
-//! overdue, unbillable events, and a chart of the last six months, all from bounded reads
+//! overdue, events received today (from the matcher's day tallies), unbillable events, and a chart of the last six months, all from bounded reads
 //! ([`billing::Billing::overview`]), so the screen costs the same however large the table.
 
 use askama::Template;
@@ -31,8 +31,17 @@ struct Home {
     paid: i64,
     overdue: String,
     unbillable: Option<String>,
+    today: Option<Today>,
     chart: Option<String>,
     chart_label: String,
+}
+
+/// Events received today (UTC).
+struct Today {
+    /// `12,345`
+    events: String,
+    /// How many of them bill nothing, when any do.
+    unbillable: Option<String>,
 }
 
 fn capped(count: CappedCount) -> String {
@@ -106,6 +115,11 @@ pub async fn show(State(state): State<AppState>, signed: Signed) -> Response {
         paid: overview.this_month.paid,
         overdue: capped(overview.overdue),
         unbillable: signed.can.read_usage.then(|| capped(overview.unbillable)),
+        today: signed.can.read_usage.then(|| Today {
+            events: page::count(overview.today.events),
+            unbillable: (overview.today.unbillable > 0)
+                .then(|| page::count(overview.today.unbillable)),
+        }),
         chart: chart::bars(&bars, currency.code(), 640, 220),
         chart_label: format!(
             "Billed per month in {}, last six months. {}",

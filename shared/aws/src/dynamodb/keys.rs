@@ -135,6 +135,20 @@ pub(crate) fn lane(invoice: &InvoiceId, lane: billing::usage::Lane) -> Key {
 /// The sort key prefix of lane shares in an invoice's partition.
 pub(crate) const LANE_PREFIX: &str = "LANE#";
 
+/// A lane's tally of the events received on `day`, in the usage table: a partition per day,
+/// so one query reads the day's lanes.
+pub(crate) fn day_tally(day: chrono::NaiveDate, lane: billing::usage::Lane) -> Key {
+    key(
+        day_tallies(day),
+        &format!("{LANE_PREFIX}{:02}", lane.number()),
+    )
+}
+
+/// The partition of `day`'s tallies.
+pub(crate) fn day_tallies(day: chrono::NaiveDate) -> String {
+    format!("TALLY#{day}")
+}
+
 /// A distinct value of a `UNIQUE_COUNT` line, claimed once.
 pub(crate) fn distinct_value(invoice: &InvoiceId, line: &billing::ids::LineId, value: &str) -> Key {
     Key {

@@ -32,6 +32,7 @@ mod customers;
 mod invoices;
 mod keys;
 mod ledger;
+mod tallies;
 mod usage;
 mod webhooks;
 

@@ -1,6 +1,7 @@
 //! The matcher's side of the tables. Event records live in the usage table, one item each
 //! (under 1 KB, no index keys unless unbillable): the one write per event. Lane shares and
-//! distinct values live in the billing table, next to their invoice. Every write here is a
+//! distinct values live in the billing table, next to their invoice; day tallies in the usage
+//! table ([`super::tallies`]). Every write here is a
 //! single-item conditional write; none is transactional.
 
 use std::collections::HashMap;
@@ -21,6 +22,7 @@ use billing::invoice::{Invoice, InvoiceStatus};
 use billing::lanes::{LaneKey, LaneLine, UsageLane};
 use billing::pagination::{Cursor, Page, PageRequest};
 use billing::ports::{EventFilter, EventOwner, LaneWrite, RecordPut, UsageStore, ValueClaim};
+use billing::tally::{DayCount, DayTally, TallyKey};
 use billing::usage::{CustomerRef, EventRecord, EventStatus, Lane, MessageNonce, RECORD_RETENTION};
 use billing::webhooks::OutgoingEvent;
 
@@ -445,6 +447,18 @@ impl UsageStore for DynamoStore {
             .buffered(WRITES_IN_FLIGHT)
             .try_collect()
             .await
+    }
+
+    async fn tallies(&self, keys: &[TallyKey]) -> Result<HashMap<TallyKey, DayTally>> {
+        self.read_tallies(keys).await
+    }
+
+    async fn write_tallies(&self, writes: &[(DayTally, DayTally)]) -> Result<Vec<LaneWrite>> {
+        self.put_tallies(writes).await
+    }
+
+    async fn day_count(&self, day: chrono::NaiveDate) -> Result<DayCount> {
+        self.count_day(day).await
     }
 
     async fn list_events(

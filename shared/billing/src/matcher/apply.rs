@@ -18,6 +18,16 @@ use crate::lanes::{LaneKey, LaneLine, UsageLane};
 use crate::ports::{LaneWrite, RecordPut, ValueClaim};
 use crate::usage::{EventRecord, EventStatus, Lane, MeterMatch};
 
+/// An owned event as a day tally counts it.
+pub(super) struct Counted {
+    /// Which message of the batch owns it.
+    pub message: usize,
+    /// The day the API accepted it (UTC).
+    pub day: chrono::NaiveDate,
+    /// Whether any invoice line bills it.
+    pub billed: bool,
+}
+
 /// An owned event: its place in `pending`, its record as it stands, and whether this
 /// invocation wrote it (rather than an earlier delivery of its message).
 struct Owned {
@@ -142,6 +152,7 @@ impl Matcher {
             known.insert(record.key(), RecordPut::Exists(Box::new(record.clone())));
         }
         let mut notices = Notices::default();
+        let mut counted = Vec::with_capacity(owned.len());
         for o in &owned {
             let record = relabelled
                 .iter()
@@ -151,6 +162,11 @@ impl Matcher {
                 })
                 .unwrap_or(&o.record);
             notices.add(record, o.written_now);
+            counted.push(Counted {
+                message: pending[o.pending].message,
+                day: record.event.received_at.date_naive(),
+                billed: record.status.is_billed(),
+            });
         }
         let fresh: BTreeSet<LaneKey> = contributions
             .iter()
@@ -172,9 +188,20 @@ impl Matcher {
                 (previous, next)
             })
             .collect();
-        if writes.is_empty() {
-            return Ok((found, notices));
+        if !writes.is_empty() {
+            self.write_shares(&writes, &drafted, report).await?;
         }
+        self.tally(lane, batch, &counted, report).await?;
+        Ok((found, notices))
+    }
+
+    /// Writes the touched shares, after marking In Progress the invoices they start.
+    async fn write_shares(
+        &self,
+        writes: &[(UsageLane, UsageLane)],
+        drafted: &[InvoiceId],
+        report: &mut BatchReport,
+    ) -> Result<()> {
         // An invoice receiving its first usage shows it: Drafted becomes In Progress (once;
         // its usage itself stays in the lanes).
         let started: Vec<InvoiceId> = writes
@@ -188,7 +215,7 @@ impl Matcher {
             self.usage.mark_in_progress(&started).await?;
             report.status_writes += started.len();
         }
-        let outcomes = self.usage.write_lanes(&writes).await?;
+        let outcomes = self.usage.write_lanes(writes).await?;
         report.lane_writes += outcomes.iter().filter(|o| **o == LaneWrite::Done).count();
         report.conflicts += outcomes.iter().filter(|o| **o != LaneWrite::Done).count();
         if outcomes.iter().any(|o| *o != LaneWrite::Done) {
@@ -198,7 +225,7 @@ impl Matcher {
                 "an invoice's usage share moved or was sealed while matching; re-reading",
             ));
         }
-        Ok((found, notices))
+        Ok(())
     }
 
     /// Writes the records of the batch; returns the events this batch owns (those written now,
@@ -407,14 +434,9 @@ fn key(invoice: &InvoiceId, lane: Lane) -> LaneKey {
     }
 }
 
-/// Whether a share already includes the batch's message at `message`: it names that message
-/// or a later one of the batch as its last (a lane's messages are applied in order).
+/// Whether a share already includes the batch's message at `message`.
 fn includes(share: &UsageLane, batch: &[LaneMessage], message: usize) -> bool {
-    share
-        .last
-        .as_ref()
-        .and_then(|last| batch.iter().position(|m| &m.nonce == last))
-        .is_some_and(|p| message <= p)
+    super::includes(share.last.as_ref(), batch, message)
 }
 
 fn is_billed(status: EventStatus) -> bool {

@@ -12,7 +12,8 @@ use super::{LaneMessage, Matcher};
 use crate::Billing;
 use crate::ids::{ContractId, InvoiceId};
 use crate::invoice::{Invoice, InvoiceStatus};
-use crate::ports::LedgerStore;
+use crate::ports::{LedgerStore, UsageStore};
+use crate::tally::DayCount;
 use crate::testing::{ManualClock, MemoryStore};
 use crate::usage::{EventInput, EventStatus, Lane, MessageNonce, UsageEvent};
 
@@ -97,6 +98,27 @@ impl World {
         input.parse(now()).unwrap()
     }
 
+    /// An event of `customer` (a reference as the API takes it) received at `received`.
+    fn received(
+        &self,
+        key: &str,
+        customer: serde_json::Value,
+        received: DateTime<Utc>,
+    ) -> UsageEvent {
+        let mut body = json!({"eventName": "call", "idempotencyKey": key,
+            "timestamp": now().to_rfc3339(), "properties": {"tokens": 1, "user": "u"}});
+        body.as_object_mut()
+            .unwrap()
+            .extend(customer.as_object().unwrap().clone());
+        let input: EventInput = serde_json::from_value(body).unwrap();
+        input.parse(received).unwrap()
+    }
+
+    /// The events received on `day` (the day tallies, every lane).
+    async fn received_on(&self, day: DateTime<Utc>) -> DayCount {
+        self.store.day_count(day.date_naive()).await.unwrap()
+    }
+
     fn invoice_id(&self) -> InvoiceId {
         Invoice::id_for(&self.contract, now().date_naive().with_day(1).unwrap())
     }
@@ -158,7 +180,16 @@ async fn a_process_dying_after_any_write_then_redelivered_counts_each_event_once
     let before = clean.store.writes();
     clean.matcher().process(batch(&clean)).await.unwrap();
     let writes = clean.store.writes() - before;
-    assert_eq!(writes, 12 + 9 + 1 + 1, "records, claims, status, share");
+    assert_eq!(
+        writes,
+        12 + 9 + 1 + 1 + 1,
+        "records, claims, status, share, day tally"
+    );
+    let counted = DayCount {
+        events: 12,
+        unbillable: 0,
+    };
+    assert_eq!(clean.received_on(now()).await, counted);
     let expected = (dec(12), dec(78), dec(9));
     assert_eq!(clean.quantities().await, expected);
 
@@ -170,6 +201,8 @@ async fn a_process_dying_after_any_write_then_redelivered_counts_each_event_once
         assert!(died.is_err(), "killed after {n} writes");
         let (calls, _, users) = w.quantities().await;
         assert!(calls <= dec(12) && users <= dec(9), "nothing counted twice");
+        let left = w.received_on(now()).await;
+        assert!(left.events as usize <= w.store.records().len(), "{left:?}");
         w.store.crash_after_writes(None);
         let redelivered = w.matcher().process(batch.clone()).await.unwrap();
         assert_eq!(
@@ -179,6 +212,11 @@ async fn a_process_dying_after_any_write_then_redelivered_counts_each_event_once
         );
         assert_eq!(w.quantities().await, expected, "killed after {n} writes");
         assert_eq!(w.store.records().len(), 12);
+        assert_eq!(
+            w.received_on(now()).await,
+            counted,
+            "killed after {n} writes"
+        );
         // A third delivery finds everything in: it writes nothing.
         let before = w.store.writes();
         let third = w.matcher().process(batch).await.unwrap();
@@ -205,6 +243,83 @@ async fn a_resend_in_another_lane_counts_nothing_and_says_so() {
         .unwrap();
     assert_eq!((again.recorded, again.duplicates), (1, 1));
     assert_eq!(w.quantities().await, (dec(2), dec(7), dec(2)));
+    assert_eq!(
+        w.received_on(now()).await.events,
+        2,
+        "a resend is not an event"
+    );
+}
+
+#[tokio::test]
+async fn day_tallies_count_each_event_once_on_the_day_it_was_received() {
+    let w = World::new().await;
+    let acme = || json!({"customerId": w.customer});
+    let tomorrow = now() + chrono::Duration::days(1);
+    let m1 = message_in(
+        4,
+        vec![
+            w.received("a", acme(), now()),
+            w.received("b", acme(), now()),
+        ],
+    );
+    let m2 = message_in(
+        4,
+        vec![
+            w.received("c", acme(), now()),
+            w.received("x", json!({"externalCustomerId": "nobody"}), now()),
+        ],
+    );
+    let m3 = message_in(
+        4,
+        vec![
+            w.received("d", acme(), now()),
+            w.received("e", acme(), tomorrow),
+        ],
+    );
+    let first = w
+        .matcher()
+        .process(vec![m1.clone(), m2.clone()])
+        .await
+        .unwrap();
+    assert_eq!(first.tally_writes, 1, "one day, one lane: {first:?}");
+    let today = DayCount {
+        events: 4,
+        unbillable: 1,
+    };
+    assert_eq!(w.received_on(now()).await, today);
+
+    // The lane redelivered with a message more (its first two were not deleted): only the new
+    // one's events are added, each to its day's tally.
+    let again = w.matcher().process(vec![m1.clone(), m2, m3]).await.unwrap();
+    assert_eq!((again.redelivered, again.recorded), (4, 2), "{again:?}");
+    assert_eq!(again.tally_writes, 2, "today's and tomorrow's: {again:?}");
+    assert_eq!(
+        w.received_on(now()).await,
+        DayCount {
+            events: 5,
+            unbillable: 1
+        }
+    );
+    assert_eq!(
+        w.received_on(tomorrow).await,
+        DayCount {
+            events: 1,
+            unbillable: 0
+        }
+    );
+
+    // A resend in another lane is no event.
+    let resend = w
+        .matcher()
+        .process(vec![message_in(9, m1.events.clone())])
+        .await
+        .unwrap();
+    assert_eq!((resend.duplicates, resend.tally_writes), (2, 0));
+    assert_eq!(w.received_on(now()).await.events, 5);
+    assert_eq!(
+        w.received_on(now() - chrono::Duration::days(1)).await,
+        DayCount::default()
+    );
 }
 
 #[tokio::test]

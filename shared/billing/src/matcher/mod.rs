@@ -40,6 +40,7 @@ mod landing;
 mod lane_tests;
 mod notify;
 mod reading;
+mod tallying;
 #[cfg(test)]
 mod tests;
 
@@ -111,8 +112,10 @@ pub struct BatchReport {
     pub relabels: usize,
     /// Invoices marked In Progress on their first usage.
     pub status_writes: usize,
-    /// Lane share writes refused because another writer moved the share (or the invoice
-    /// sealed it) since it was read.
+    /// Day tally writes (one per day of receipt and lane touched, see [`crate::tally`]).
+    pub tally_writes: usize,
+    /// Lane share and day tally writes refused because another writer moved the item (or the
+    /// invoice sealed the share) since it was read.
     pub conflicts: usize,
     /// Passes repeated after a failure (a conflict, throttling, a lost answer).
     pub retries: usize,
@@ -131,6 +134,7 @@ impl BatchReport {
         self.claim_writes += other.claim_writes;
         self.relabels += other.relabels;
         self.status_writes += other.status_writes;
+        self.tally_writes += other.tally_writes;
         self.conflicts += other.conflicts;
         self.retries += other.retries;
     }
@@ -142,6 +146,7 @@ impl BatchReport {
             + self.claim_writes
             + self.relabels
             + self.status_writes
+            + self.tally_writes
     }
 }
 
@@ -326,6 +331,14 @@ fn overall(matches: &[MeterMatch], unread: Option<EventStatus>) -> EventStatus {
         .or_else(|| matches.first())
         .map(|m| m.status)
         .unwrap_or(EventStatus::Unmatched)
+}
+
+/// Whether an item naming `last` as the last message it includes (a lane share, a day tally)
+/// already includes the batch's message at `message`: `last` is that message or a later one of
+/// the batch (a lane's messages are applied in order). A `last` outside the batch is earlier.
+fn includes(last: Option<&MessageNonce>, batch: &[LaneMessage], message: usize) -> bool {
+    last.and_then(|last| batch.iter().position(|m| &m.nonce == last))
+        .is_some_and(|p| message <= p)
 }
 
 /// The key that makes an event unique (see [`crate::idempotency::usage_event`]).

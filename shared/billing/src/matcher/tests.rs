@@ -17,6 +17,7 @@ use crate::invoice::{Invoice, InvoiceStatus, PricedInvoice};
 use crate::meter::Meter;
 use crate::period::Period;
 use crate::plan::Plan;
+use crate::ports::UsageStore;
 use crate::testing::{World, usage_event};
 use crate::usage::{CustomerRef, EventRecord, EventStatus, UsageEvent};
 
@@ -647,6 +648,8 @@ async fn matchers_racing_on_one_invoice_count_every_event_exactly_once() {
     );
     assert_eq!(line(&invoice, &c.tokens_price).0, expected_tokens);
     assert_eq!(records_of(&world, &alice.id).len(), ROUNDS * BATCH);
+    let received = world.store.day_count(d("2026-03-10")).await.unwrap();
+    assert_eq!(received.events as usize, ROUNDS * BATCH, "{received:?}");
 }
 
 #[tokio::test]

@@ -20,6 +20,7 @@ use crate::lanes::{LaneKey, UsageLane};
 use crate::meter::{Meter, MeterCode};
 use crate::pagination::{Page, PageRequest};
 use crate::plan::Plan;
+use crate::tally::{DayCount, DayTally, TallyKey};
 use crate::totals::{Month, Totals};
 use crate::usage::{CustomerRef, EventRecord, EventStatus, MessageNonce};
 use crate::webhooks::OutgoingEvent;
@@ -492,6 +493,16 @@ pub trait UsageStore: Send + Sync {
     /// Writes each lane share as `next` if it is still at `previous.version` and not sealed;
     /// per write, how it went. Writes are independent: some may stick while others do not.
     async fn write_lanes(&self, writes: &[(UsageLane, UsageLane)]) -> Result<Vec<LaneWrite>>;
+
+    /// Reads day tallies, strongly consistent; tallies never written are absent.
+    async fn tallies(&self, keys: &[TallyKey]) -> Result<HashMap<TallyKey, DayTally>>;
+
+    /// Writes each day tally as `next` if it is still at `previous.version`; per write, `Done`
+    /// or `Conflict`. Writes are independent, as the lanes' are.
+    async fn write_tallies(&self, writes: &[(DayTally, DayTally)]) -> Result<Vec<LaneWrite>>;
+
+    /// The events received on `day` (UTC), every lane's tally added up.
+    async fn day_count(&self, day: NaiveDate) -> Result<DayCount>;
 
     /// Lists event records: of a customer in idempotency key order, of an outcome in no
     /// promised order.

@@ -27,6 +27,7 @@ use crate::ports::{
     InvoiceFilter, InvoiceState, InvoiceStore, LaneWrite, LedgerStore, MailTask, RecordPut,
     StoredSecret, UsageStore, ValueClaim, Versioned,
 };
+use crate::tally::{DayCount, DayTally, TallyKey};
 use crate::totals::{Month, Totals};
 use crate::usage::{EventRecord, Lane, MessageNonce};
 use crate::webhooks::{Delivery, OutboxEntry, OutgoingEvent, WebhookEndpoint};
@@ -51,6 +52,7 @@ struct Tables {
     indexes: HashMap<CustomerId, Versioned<Vec<ContractSummary>>>,
     invoices: HashMap<InvoiceId, Versioned<Invoice>>,
     lanes: BTreeMap<LaneKey, UsageLane>,
+    tallies: BTreeMap<TallyKey, DayTally>,
     values: HashMap<ValueKey, MessageNonce>,
     records: BTreeMap<String, EventRecord>,
     counter: u64,
@@ -936,6 +938,40 @@ impl UsageStore for MemoryStore {
             outcomes.push(LaneWrite::Done);
         }
         Ok(outcomes)
+    }
+
+    async fn tallies(&self, keys: &[TallyKey]) -> Result<HashMap<TallyKey, DayTally>> {
+        let t = self.tables();
+        Ok(keys
+            .iter()
+            .filter_map(|k| t.tallies.get(k).map(|v| (*k, v.clone())))
+            .collect())
+    }
+
+    async fn write_tallies(&self, writes: &[(DayTally, DayTally)]) -> Result<Vec<LaneWrite>> {
+        let mut outcomes = Vec::with_capacity(writes.len());
+        for (previous, next) in writes {
+            let mut t = self.tables();
+            if t.tallies.get(&next.key).map_or(0, |s| s.version) != previous.version {
+                outcomes.push(LaneWrite::Conflict);
+                continue;
+            }
+            self.write()?;
+            t.tallies.insert(next.key, next.clone());
+            outcomes.push(LaneWrite::Done);
+        }
+        Ok(outcomes)
+    }
+
+    async fn day_count(&self, day: NaiveDate) -> Result<DayCount> {
+        let t = self.tables();
+        let mut count = DayCount::default();
+        for lane in Lane::all() {
+            if let Some(tally) = t.tallies.get(&TallyKey { day, lane }) {
+                count.add(tally.count);
+            }
+        }
+        Ok(count)
     }
 
     async fn list_events(

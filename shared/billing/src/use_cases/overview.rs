@@ -5,6 +5,7 @@
 use crate::error::Result;
 use crate::pagination::PageRequest;
 use crate::ports::AgendaKind;
+use crate::tally::DayCount;
 use crate::totals::{Month, Totals};
 use crate::usage::EventStatus;
 
@@ -35,6 +36,8 @@ pub struct Overview {
     pub overdue: CappedCount,
     /// Event records the matcher could not bill (every reason), kept 400 days.
     pub unbillable: CappedCount,
+    /// Events received today (UTC), each counted once, from the matcher's day tallies.
+    pub today: DayCount,
 }
 
 /// The statuses of events that were not billed.
@@ -65,14 +68,15 @@ impl Billing {
         };
         let yesterday = today.pred_opt().unwrap_or(today);
         let far = chrono::NaiveDate::MAX;
-        let (totals, due, collect) = tokio::join!(
+        let (totals, due, collect, received) = tokio::join!(
             self.ledger.month_totals(&months),
             self.ledger.agenda(AgendaKind::Due, yesterday, &page),
             // Auto-pay invoices are due on their invoice date (net 0): every one still waiting
             // for a charge is past due.
             self.ledger.agenda(AgendaKind::Collect, far, &page),
+            self.usage.day_count(today),
         );
-        let (totals, due, collect) = (totals?, due?, collect?);
+        let (totals, due, collect, received) = (totals?, due?, collect?, received?);
         let overdue = CappedCount {
             count: (due.items.len() + collect.items.len()).min(OVERVIEW_CAP),
             more: due.next.is_some()
@@ -108,6 +112,7 @@ impl Billing {
             history,
             overdue,
             unbillable,
+            today: received,
         })
     }
 }

@@ -1,0 +1,76 @@
+//! Counting a lane's batch into the day tallies ([`crate::tally`]): one write per day the
+//! batch's events were received on (usually one), skipping the messages a tally already
+//! includes, exactly as the lanes' shares do.
+
+use std::collections::BTreeMap;
+
+use super::apply::Counted;
+use super::{BatchReport, LaneMessage, Matcher};
+use crate::error::{Error, ErrorKind, Result};
+use crate::ports::LaneWrite;
+use crate::tally::{DayTally, TallyKey};
+use crate::usage::Lane;
+
+impl Matcher {
+    /// Adds the batch's owned events to their days' tallies in this lane.
+    pub(super) async fn tally(
+        &self,
+        lane: Lane,
+        batch: &[LaneMessage],
+        counted: &[Counted],
+        report: &mut BatchReport,
+    ) -> Result<()> {
+        let (Some(last), false) = (batch.last(), counted.is_empty()) else {
+            return Ok(());
+        };
+        let keys: Vec<TallyKey> = counted
+            .iter()
+            .map(|c| TallyKey { day: c.day, lane })
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let stored = self.usage.tallies(&keys).await?;
+        let mut next: BTreeMap<TallyKey, DayTally> = BTreeMap::new();
+        for c in counted {
+            let key = TallyKey { day: c.day, lane };
+            let previous = stored.get(&key);
+            if previous.is_some_and(|t| super::includes(t.last.as_ref(), batch, c.message)) {
+                continue; // counted by an earlier delivery or pass
+            }
+            let tally = next.entry(key).or_insert_with(|| {
+                let mut tally = previous.cloned().unwrap_or_else(|| DayTally::empty(key));
+                tally.version += 1;
+                tally.last = Some(last.nonce.clone());
+                tally
+            });
+            tally.count.events += 1;
+            if !c.billed {
+                tally.count.unbillable += 1;
+            }
+        }
+        if next.is_empty() {
+            return Ok(());
+        }
+        let writes: Vec<(DayTally, DayTally)> = next
+            .into_iter()
+            .map(|(key, tally)| {
+                let previous = stored
+                    .get(&key)
+                    .cloned()
+                    .unwrap_or_else(|| DayTally::empty(key));
+                (previous, tally)
+            })
+            .collect();
+        let outcomes = self.usage.write_tallies(&writes).await?;
+        report.tally_writes += outcomes.iter().filter(|o| **o == LaneWrite::Done).count();
+        report.conflicts += outcomes.iter().filter(|o| **o != LaneWrite::Done).count();
+        if outcomes.iter().any(|o| *o != LaneWrite::Done) {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                "tally_moved",
+                "a day tally moved while matching; re-reading",
+            ));
+        }
+        Ok(())
+    }
+}
