@@ -36,7 +36,7 @@ use billing::ports::{
 use billing::tally::{DayCount, DayTally, TallyKey};
 use billing::usage::{CustomerRef, EventRecord, Lane, MessageNonce, QueuedEvents, pack};
 use billing::webhooks::OutgoingEvent;
-use billing_aws::dynamodb::DynamoStore;
+use billing_aws::dynamodb::{DynamoStore, raw_keys};
 use billing_startup::Startup;
 use serde_json::{Value, json};
 use usage_bench::{Catalog, contract_start, create_catalog, item_size, wcu};
@@ -49,8 +49,6 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 const EVENTS_PER_REQUEST: usize = 1_000;
 /// The FIFO event source's batch size (template.yaml, UsageMatcherFunction).
 const BATCH_SIZE: usize = 10;
-/// Record partitions per owner (shared/aws keys::RECORD_BUCKETS).
-const RECORD_BUCKETS: u32 = 8;
 
 fn fail(message: impl Into<String>) -> BoxError {
     message.into().into()
@@ -78,13 +76,14 @@ impl Env {
         Billing::new(self.store.clone(), Arc::new(SystemClock), None)
     }
 
-    async fn get(&self, table: &str, pk: &str, sk: &str) -> Result<Option<Item>, BoxError> {
+    /// An item by its `(pk, sk)` ([`raw_keys`]).
+    async fn get(&self, table: &str, key: &(String, String)) -> Result<Option<Item>, BoxError> {
         Ok(self
             .client
             .get_item()
             .table_name(table)
-            .key("pk", AttributeValue::S(pk.to_owned()))
-            .key("sk", AttributeValue::S(sk.to_owned()))
+            .key("pk", AttributeValue::S(key.0.clone()))
+            .key("sk", AttributeValue::S(key.1.clone()))
             .consistent_read(true)
             .send()
             .await?
@@ -108,27 +107,6 @@ impl Env {
             .ok_or_else(|| fail("the invoice has no COUNT line"))?;
         Ok(quantity.try_into().unwrap_or(0))
     }
-}
-
-/// The record key the adapter uses (shared/aws keys::event_record): owner and a bucket of the
-/// idempotency key.
-fn record_key(customer: &CustomerId, idempotency_key: &str) -> (String, String) {
-    let bucket = idempotency_key
-        .bytes()
-        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
-        % RECORD_BUCKETS;
-    (
-        format!("EVENTS#{customer}#{bucket}"),
-        idempotency_key.to_owned(),
-    )
-}
-
-fn invoice_pk(id: &InvoiceId) -> String {
-    format!("INVOICE#{id}")
-}
-
-fn lane_sk(lane: Lane) -> String {
-    format!("LANE#{:02}", lane.number())
 }
 
 // --- Counting usage port -------------------------------------------------------------------
@@ -564,11 +542,11 @@ async fn sample_sizes(
     let mut lanes_done = BTreeSet::new();
     let mut invoices_done = BTreeSet::new();
     for (customer, key, lane) in seen.iter().step_by(step) {
-        let (pk, sk) = record_key(customer, key);
+        let record = raw_keys::event_record(customer, key);
         let item = env
-            .get(&env.usage_table, &pk, &sk)
+            .get(&env.usage_table, &record)
             .await?
-            .ok_or_else(|| fail(format!("record {pk}/{sk} is missing")))?;
+            .ok_or_else(|| fail(format!("record {record:?} is missing")))?;
         sizes.record.push(item_size(&item));
         if item.contains_key("gsi1pk") {
             sizes.record_indexed += 1;
@@ -584,7 +562,7 @@ async fn sample_sizes(
             .ok_or_else(|| fail("no invoice covers today"))?;
         if lanes_done.insert((invoice.clone(), lane.number())) {
             let item = env
-                .get(&env.table, &invoice_pk(&invoice), &lane_sk(*lane))
+                .get(&env.table, &raw_keys::lane(&invoice, *lane))
                 .await?
                 .ok_or_else(|| fail(format!("lane {} of {invoice} is missing", lane.number())))?;
             sizes.lane.push(item_size(&item));
@@ -594,7 +572,7 @@ async fn sample_sizes(
         }
         if invoices_done.insert(invoice.clone()) {
             let item = env
-                .get(&env.table, &invoice_pk(&invoice), "INVOICE")
+                .get(&env.table, &raw_keys::invoice(&invoice))
                 .await?
                 .ok_or_else(|| fail(format!("invoice {invoice} is missing")))?;
             sizes.invoice.push(item_size(&item));
@@ -618,11 +596,11 @@ async fn sample_sizes(
     // The day tallies of the lanes seen (events are received today, by the system clock).
     let lanes: BTreeSet<u8> = seen.iter().map(|(_, _, lane)| lane.number()).collect();
     for lane in lanes {
-        let (pk, sk) = (format!("TALLY#{today}"), lane_sk(Lane::new(lane)));
+        let tally = raw_keys::day_tally(today, Lane::new(lane));
         let item = env
-            .get(&env.usage_table, &pk, &sk)
+            .get(&env.usage_table, &tally)
             .await?
-            .ok_or_else(|| fail(format!("tally {pk}/{sk} is missing")))?;
+            .ok_or_else(|| fail(format!("tally {tally:?} is missing")))?;
         sizes.tally.push(item_size(&item));
         if templates.len() == 3 {
             templates.push(("tally".to_owned(), env.usage_table.clone(), item));
