@@ -30,7 +30,11 @@ LOG="$WORK/dev-server.log"
 HAR="$WORK/requests.har"
 rm -f "$HAR"
 
-cargo build --locked -p dev-server
+# DEV_SERVER=path runs a dev server binary built elsewhere (make test's) instead of building.
+if [[ -z "${DEV_SERVER:-}" ]]; then
+    cargo build --locked -p dev-server
+    DEV_SERVER="${CARGO_TARGET_DIR:-$ROOT/target}/debug/dev-server"
+fi
 PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 BASE="http://127.0.0.1:$PORT"
 
@@ -42,7 +46,7 @@ export PORT
 . "$ROOT/infra/payments.sh"
 
 # No job control here, so the server stays in our process group; it is stopped by its pid.
-LOCAL_API_KEY="$KEY" PORT="$PORT" "${CARGO_TARGET_DIR:-$ROOT/target}/debug/dev-server" >"$LOG" 2>&1 &
+LOCAL_API_KEY="$KEY" PORT="$PORT" "$DEV_SERVER" >"$LOG" 2>&1 &
 SERVER_PID=$!
 
 finish() {

@@ -8,8 +8,8 @@
 #      external Stripe), schemathesis fuzzing of the API against functions/api/openapi.json
 #      (infra/fuzz.sh), the payment portal and the dashboard in headless Chromium
 #      (tests/browser/portal.py, tests/browser/dashboard.py)
-#   3. the deployable build: `cargo lambda build --release` for x86_64, and no bootstrap carries
-#      the dev server's /_local/ routes (infra/check-deployed.sh)
+#   3. the deployable build: `cargo lambda build --release` for x86_64 (without fat LTO), and no
+#      bootstrap carries the dev server's /_local/ routes (infra/check-deployed.sh)
 #   4. LocalStack: the integration tests (the binaries built above, not rebuilt) and the guide
 #      example once more on LocalStack's community runtime, each on a stack of its own; then
 #      template.yaml built with `sam build` and deployed to LocalStack's CloudFormation, and
@@ -89,6 +89,13 @@ else
     NEXTEST=0
     infra/cargo-test-isolated.sh
 fi
+# Fuzzing and the browser tests run the dev server this build made (the dev-server package has
+# an integration test, so its binary is built, with the workspace's features unified).
+# `cargo build -p dev-server` would resolve features for that package alone (no tokio
+# `test-util`, no `billing/testing`) and rebuild tokio and every crate above it: about four
+# minutes from a fresh clone. Same code either way; features only add.
+export DEV_SERVER="$TARGET_DIR/debug/dev-server"
+[[ -x "$DEV_SERVER" ]] || { echo "test.sh: the test build made no $DEV_SERVER" >&2; exit 1; }
 
 if [[ -z "${STRIPE_SECRET_KEY:-}" ]]; then
     step "payments tests against a Stripe outside the tests (the fake standing in for test mode)"
@@ -112,8 +119,15 @@ step "dashboard in headless Chromium with axe-core (tests/browser/dashboard.py)"
 # (tests/browser/results/).
 EXAMPLE=tests/browser/dashboard.py STACK=dashboard infra/example.sh
 
+# The deployable build here skips what only shrinks the zips: fat LTO and one codegen unit take
+# most of a release build (14 minutes from a fresh clone on 2 cores). Same code, same features
+# and target, so the /_local/ check and the deploy below hold for the real build (without LTO a
+# binary keeps more code and strings, not fewer); `make bench` builds and measures the real
+# profile.
+# `sam build` in infra/deploy-localstack.sh inherits this and reuses the build.
+export CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
 if [[ "${SKIP_LAMBDA_BUILD:-0}" != 1 ]]; then
-    step "cargo lambda build --release (x86_64)"
+    step "cargo lambda build --release (x86_64; no fat LTO, 16 codegen units)"
     # The functions only (template.yaml's), not the dev server or the benchmarks' binaries.
     packages=()
     for manifest in functions/*/Cargo.toml; do packages+=(-p "$(basename "$(dirname "$manifest")")"); done
