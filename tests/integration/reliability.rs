@@ -559,6 +559,31 @@ impl Faulty {
     }
 
     /// One item write through `write`, with the fate `step` decides.
+    /// Versioned writes (lane shares, day tallies) one at a time through [`Self::item`], each
+    /// of which may be refused as moved.
+    async fn one_by_one<'a, W, F, Fut>(
+        &self,
+        writes: &'a [W],
+        write: F,
+    ) -> billing::Result<Vec<LaneWrite>>
+    where
+        F: Fn(&'a [W]) -> Fut,
+        Fut: std::future::Future<Output = billing::Result<Vec<LaneWrite>>>,
+    {
+        let mut outcomes = Vec::with_capacity(writes.len());
+        for w in writes {
+            let outcome = self
+                .item(
+                    true,
+                    vec![LaneWrite::Conflict],
+                    write(std::slice::from_ref(w)),
+                )
+                .await?;
+            outcomes.extend(outcome);
+        }
+        Ok(outcomes)
+    }
+
     async fn item<T, F>(&self, lane: bool, moved: T, write: F) -> billing::Result<T>
     where
         F: std::future::Future<Output = billing::Result<T>>,
@@ -649,18 +674,7 @@ impl UsageStore for Faulty {
         &self,
         writes: &[(UsageLane, UsageLane)],
     ) -> billing::Result<Vec<LaneWrite>> {
-        let mut outcomes = Vec::with_capacity(writes.len());
-        for write in writes {
-            let outcome = self
-                .item(
-                    true,
-                    vec![LaneWrite::Conflict],
-                    self.inner.write_lanes(std::slice::from_ref(write)),
-                )
-                .await?;
-            outcomes.extend(outcome);
-        }
-        Ok(outcomes)
+        self.one_by_one(writes, |w| self.inner.write_lanes(w)).await
     }
 
     async fn tallies(&self, keys: &[TallyKey]) -> billing::Result<HashMap<TallyKey, DayTally>> {
@@ -672,18 +686,8 @@ impl UsageStore for Faulty {
         &self,
         writes: &[(DayTally, DayTally)],
     ) -> billing::Result<Vec<LaneWrite>> {
-        let mut outcomes = Vec::with_capacity(writes.len());
-        for write in writes {
-            let outcome = self
-                .item(
-                    true,
-                    vec![LaneWrite::Conflict],
-                    self.inner.write_tallies(std::slice::from_ref(write)),
-                )
-                .await?;
-            outcomes.extend(outcome);
-        }
-        Ok(outcomes)
+        self.one_by_one(writes, |w| self.inner.write_tallies(w))
+            .await
     }
 
     async fn day_count(&self, day: chrono::NaiveDate) -> billing::Result<DayCount> {

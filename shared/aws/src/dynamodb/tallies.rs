@@ -4,10 +4,10 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use chrono::{Duration, NaiveDate};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 
+use super::usage::{condition_failed, on_version};
 use super::{DynamoStore, Item, keys, n, number_attr, s, sdk_error, string_attr};
 use billing::error::{Error, Result};
 use billing::ports::LaneWrite;
@@ -98,29 +98,16 @@ impl DynamoStore {
     }
 
     async fn put_tally(&self, previous: &DayTally, next: &DayTally) -> Result<LaneWrite> {
-        let mut request = self
+        let request = self
             .client
             .put_item()
             .table_name(&self.usage_table)
             .set_item(Some(tally_item(next)));
-        request = if previous.version == 0 {
-            request.condition_expression("attribute_not_exists(pk)")
-        } else {
-            request
-                .condition_expression("#version = :version")
-                .expression_attribute_names("#version", "version")
-                .expression_attribute_values(":version", n(previous.version))
-        };
-        let result = request.send().await;
+        let result = on_version(request, previous.version, "").send().await;
         self.count_writes(1);
         match result {
             Ok(_) => Ok(LaneWrite::Done),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.code() == Some("ConditionalCheckFailedException")) =>
-            {
-                Ok(LaneWrite::Conflict)
-            }
+            Err(e) if e.as_service_error().is_some_and(condition_failed) => Ok(LaneWrite::Conflict),
             Err(e) => Err(sdk_error(e)),
         }
     }

@@ -138,8 +138,24 @@ pub(super) fn lane_from_item(invoice: &InvoiceId, item: &Item) -> Result<UsageLa
     })
 }
 
+/// A put of a versioned item (a lane share, a day tally) on condition that it is still at
+/// `version` (0: that it does not exist) and, when it exists, of `also` (` AND …`).
+pub(super) fn on_version(
+    request: aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder,
+    version: u64,
+    also: &str,
+) -> aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder {
+    if version == 0 {
+        return request.condition_expression("attribute_not_exists(pk)");
+    }
+    request
+        .condition_expression(format!("#version = :version{also}"))
+        .expression_attribute_names("#version", "version")
+        .expression_attribute_values(":version", n(version))
+}
+
 /// Whether a failed conditional write failed on its condition.
-fn condition_failed<E: ProvideErrorMetadata>(e: &E) -> bool {
+pub(super) fn condition_failed<E: ProvideErrorMetadata>(e: &E) -> bool {
     e.code() == Some("ConditionalCheckFailedException")
 }
 
@@ -270,21 +286,19 @@ impl DynamoStore {
 
     /// Writes one lane share on condition of the version read and of not being sealed.
     async fn write_lane(&self, previous: &UsageLane, next: &UsageLane) -> Result<LaneWrite> {
-        let mut request = self
+        let request = self
             .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(lane_item(next)?))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        request = if previous.version == 0 {
-            request.condition_expression("attribute_not_exists(pk)")
-        } else {
-            request
-                .condition_expression("#version = :version AND attribute_not_exists(sealed)")
-                .expression_attribute_names("#version", "version")
-                .expression_attribute_values(":version", n(previous.version))
-        };
-        let result = request.send().await;
+        let result = on_version(
+            request,
+            previous.version,
+            " AND attribute_not_exists(sealed)",
+        )
+        .send()
+        .await;
         self.count_writes(1);
         match result {
             Ok(_) => Ok(LaneWrite::Done),

@@ -11,11 +11,11 @@ use chrono::{DateTime, Utc};
 use super::notify::Notices;
 use super::{BatchReport, Landing, LaneMessage, Matcher, Prepared, Reading, Target};
 use crate::aggregation::{Aggregate, Aggregation};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::ids::{InvoiceId, LineId};
 use crate::invoice::{InvoiceLine, InvoiceStatus};
 use crate::lanes::{LaneKey, LaneLine, UsageLane};
-use crate::ports::{LaneWrite, RecordPut, ValueClaim};
+use crate::ports::{RecordPut, ValueClaim};
 use crate::usage::{EventRecord, EventStatus, Lane, MeterMatch};
 
 /// An owned event as a day tally counts it.
@@ -216,16 +216,13 @@ impl Matcher {
             report.status_writes += started.len();
         }
         let outcomes = self.usage.write_lanes(writes).await?;
-        report.lane_writes += outcomes.iter().filter(|o| **o == LaneWrite::Done).count();
-        report.conflicts += outcomes.iter().filter(|o| **o != LaneWrite::Done).count();
-        if outcomes.iter().any(|o| *o != LaneWrite::Done) {
-            return Err(Error::new(
-                ErrorKind::Conflict,
-                "lane_moved",
-                "an invoice's usage share moved or was sealed while matching; re-reading",
-            ));
-        }
-        Ok(())
+        super::settle(
+            &outcomes,
+            &mut report.lane_writes,
+            &mut report.conflicts,
+            "lane_moved",
+            "an invoice's usage share moved or was sealed while matching; re-reading",
+        )
     }
 
     /// Writes the records of the batch; returns the events this batch owns (those written now,

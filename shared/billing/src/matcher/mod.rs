@@ -333,6 +333,27 @@ fn overall(matches: &[MeterMatch], unread: Option<EventStatus>) -> EventStatus {
         .unwrap_or(EventStatus::Unmatched)
 }
 
+/// Counts a batch of versioned writes (lane shares, day tallies) into `written` and
+/// `report.conflicts`; any write that did not stick fails the pass with `code`, to re-read.
+fn settle(
+    outcomes: &[crate::ports::LaneWrite],
+    written: &mut usize,
+    conflicts: &mut usize,
+    code: &'static str,
+    message: &'static str,
+) -> Result<()> {
+    let done = outcomes
+        .iter()
+        .filter(|o| **o == crate::ports::LaneWrite::Done)
+        .count();
+    *written += done;
+    *conflicts += outcomes.len() - done;
+    if done < outcomes.len() {
+        return Err(Error::new(crate::error::ErrorKind::Conflict, code, message));
+    }
+    Ok(())
+}
+
 /// Whether an item naming `last` as the last message it includes (a lane share, a day tally)
 /// already includes the batch's message at `message`: `last` is that message or a later one of
 /// the batch (a lane's messages are applied in order). A `last` outside the batch is earlier.

@@ -6,8 +6,7 @@ use std::collections::BTreeMap;
 
 use super::apply::Counted;
 use super::{BatchReport, LaneMessage, Matcher};
-use crate::error::{Error, ErrorKind, Result};
-use crate::ports::LaneWrite;
+use crate::error::Result;
 use crate::tally::{DayTally, TallyKey};
 use crate::usage::Lane;
 
@@ -62,15 +61,12 @@ impl Matcher {
             })
             .collect();
         let outcomes = self.usage.write_tallies(&writes).await?;
-        report.tally_writes += outcomes.iter().filter(|o| **o == LaneWrite::Done).count();
-        report.conflicts += outcomes.iter().filter(|o| **o != LaneWrite::Done).count();
-        if outcomes.iter().any(|o| *o != LaneWrite::Done) {
-            return Err(Error::new(
-                ErrorKind::Conflict,
-                "tally_moved",
-                "a day tally moved while matching; re-reading",
-            ));
-        }
-        Ok(())
+        super::settle(
+            &outcomes,
+            &mut report.tally_writes,
+            &mut report.conflicts,
+            "tally_moved",
+            "a day tally moved while matching; re-reading",
+        )
     }
 }
