@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The deployed Lambda functions never carry the dev server's `/_local/…` routes (the test
 # clock, the on-demand billing run): no function links the dev-server crate, and no function's
-# built bootstrap (target/lambda/<function>/bootstrap, from `cargo lambda build`) contains the path. The
-# routers themselves are checked by infra/dev-server/tests/deployed_have_no_local_routes.rs.
+# built bootstrap (target/lambda/<function>/bootstrap, from `cargo lambda build`) contains the
+# path. The routers themselves are checked by infra/dev-server/tests/deployed_have_no_local_routes.rs.
 # Run by `make test` after the deployable build.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -594,9 +594,9 @@ async fn sample_sizes(
         }
     }
     // The day tallies of the lanes seen (events are received today, by the system clock).
-    let lanes: BTreeSet<u8> = seen.iter().map(|(_, _, lane)| lane.number()).collect();
+    let lanes: BTreeSet<Lane> = seen.iter().map(|(_, _, lane)| *lane).collect();
     for lane in lanes {
-        let tally = raw_keys::day_tally(today, Lane::new(lane));
+        let tally = raw_keys::day_tally(today, lane);
         let item = env
             .get(&env.usage_table, &tally)
             .await?

@@ -1,6 +1,7 @@
 //! Home: the current month at a glance. Billed and collected so far, invoices sent, paid and
-//! overdue, events received today (from the matcher's day tallies), unbillable events, and a chart of the last six months, all from bounded reads
-//! ([`billing::Billing::overview`]), so the screen costs the same however large the table.
+//! overdue, events received today (from the matcher's day tallies), unbillable events, and a
+//! chart of the last six months, all from bounded reads ([`billing::Billing::overview`]), so
+//! the screen costs the same however large the table.
 
 use askama::Template;
 use axum::extract::State;

@@ -31,6 +31,10 @@ mod contracts;
 mod customers;
 mod invoices;
 mod keys;
+mod ledger;
+mod tallies;
+mod usage;
+mod webhooks;
 
 /// Item keys as stored, `(pk, sk)`, for tools that read items raw (the usage benchmark reads
 /// them back to size them): the adapter's own key functions, so no tool keeps a copy of a key
@@ -67,10 +71,6 @@ pub mod raw_keys {
         pair(keys::day_tally(day, lane))
     }
 }
-mod ledger;
-mod tallies;
-mod usage;
-mod webhooks;
 
 pub(super) type Item = HashMap<String, AttributeValue>;
 

@@ -7,12 +7,12 @@ use std::collections::HashMap;
 use chrono::{Duration, NaiveDate};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 
-use super::usage::{condition_failed, on_version};
+use super::usage::{condition_failed, lane_of, on_version};
 use super::{DynamoStore, Item, keys, n, number_attr, s, sdk_error, string_attr};
 use billing::error::{Error, Result};
 use billing::ports::LaneWrite;
 use billing::tally::{DayCount, DayTally, TallyKey};
-use billing::usage::{Lane, MessageNonce};
+use billing::usage::MessageNonce;
 
 /// How long a day's tallies are kept.
 const TALLY_RETENTION_DAYS: i64 = 400;
@@ -44,15 +44,10 @@ fn count_of(item: &Item) -> DayCount {
 }
 
 fn tally_from_item(day: NaiveDate, item: &Item) -> Result<DayTally> {
-    let sk = string_attr(item, "sk").unwrap_or_default();
-    let lane: u8 = sk
-        .strip_prefix(keys::LANE_PREFIX)
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| Error::internal(format!("bad tally key '{sk}'")))?;
     Ok(DayTally {
         key: TallyKey {
             day,
-            lane: Lane::new(lane),
+            lane: lane_of(item)?,
         },
         version: super::version_of(item),
         last: string_attr(item, "last")

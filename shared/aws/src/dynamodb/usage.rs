@@ -1,8 +1,8 @@
 //! The matcher's side of the tables. Event records live in the usage table, one item each
 //! (under 1 KB, no index keys unless unbillable): the one write per event. Lane shares and
 //! distinct values live in the billing table, next to their invoice; day tallies in the usage
-//! table ([`super::tallies`]). Every write here is a
-//! single-item conditional write; none is transactional.
+//! table ([`super::tallies`]). Every write here is a single-item conditional write; none is
+//! transactional.
 
 use std::collections::HashMap;
 
@@ -44,7 +44,7 @@ fn record_item(record: &EventRecord) -> Result<Item> {
     }
     item.insert("pk".into(), s(&key.pk));
     item.insert("sk".into(), s(&key.sk));
-    if !matches!(record.status, EventStatus::Matched | EventStatus::Late) {
+    if !record.status.is_billed() {
         let processed = record
             .processed_at
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
@@ -105,13 +105,18 @@ fn lane_item(lane: &UsageLane) -> Result<Item> {
     Ok(item)
 }
 
+/// The lane a per-lane item (a lane share, a day tally) belongs to, from its `LANE#<nn>` sort
+/// key.
+pub(super) fn lane_of(item: &Item) -> Result<Lane> {
+    let sk = string_attr(item, "sk").unwrap_or_default();
+    sk.strip_prefix(keys::LANE_PREFIX)
+        .and_then(|n| n.parse().ok())
+        .map(Lane::new)
+        .ok_or_else(|| Error::internal(format!("bad lane key '{sk}'")))
+}
+
 /// Reads a lane share item.
 pub(super) fn lane_from_item(invoice: &InvoiceId, item: &Item) -> Result<UsageLane> {
-    let sk = string_attr(item, "sk").unwrap_or_default();
-    let number: u8 = sk
-        .strip_prefix(keys::LANE_PREFIX)
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| Error::internal(format!("bad lane key '{sk}'")))?;
     let mut lines = std::collections::BTreeMap::new();
     for (name, value) in item {
         if let Some(id) = name.strip_prefix("l#") {
@@ -123,7 +128,7 @@ pub(super) fn lane_from_item(invoice: &InvoiceId, item: &Item) -> Result<UsageLa
     Ok(UsageLane {
         key: LaneKey {
             invoice: invoice.clone(),
-            lane: Lane::new(number),
+            lane: lane_of(item)?,
         },
         version: super::version_of(item),
         last: string_attr(item, "last")

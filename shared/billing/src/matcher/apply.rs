@@ -9,6 +9,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::notify::Notices;
+use super::tallying::Counted;
 use super::{BatchReport, Landing, LaneMessage, Matcher, Prepared, Reading, Target};
 use crate::aggregation::{Aggregate, Aggregation};
 use crate::error::{Error, Result};
@@ -17,16 +18,6 @@ use crate::invoice::{InvoiceLine, InvoiceStatus};
 use crate::lanes::{LaneKey, LaneLine, UsageLane};
 use crate::ports::{RecordPut, ValueClaim};
 use crate::usage::{EventRecord, EventStatus, Lane, MeterMatch};
-
-/// An owned event as a day tally counts it.
-pub(super) struct Counted {
-    /// Which message of the batch owns it.
-    pub message: usize,
-    /// The day the API accepted it (UTC).
-    pub day: chrono::NaiveDate,
-    /// Whether any invoice line bills it.
-    pub billed: bool,
-}
 
 /// An owned event: its place in `pending`, its record as it stands, and whether this
 /// invocation wrote it (rather than an earlier delivery of its message).
@@ -73,7 +64,7 @@ impl Matcher {
         // when that invoice closed before the usage reached it).
         let mut keys: BTreeSet<LaneKey> = BTreeSet::new();
         for o in &owned {
-            for m in o.record.matches.iter().filter(|m| is_billed(m.status)) {
+            for m in o.record.matches.iter().filter(|m| m.status.is_billed()) {
                 if let Some(invoice) = &m.invoice_id {
                     keys.insert(key(invoice, lane));
                 }
@@ -90,7 +81,7 @@ impl Matcher {
                 let (Reading::Billable(t), Some(invoice)) = (reading, m.invoice_id.clone()) else {
                     continue;
                 };
-                if !is_billed(m.status) {
+                if !m.status.is_billed() {
                     continue;
                 }
                 let share = lanes.get(&key(&invoice, lane));
@@ -434,10 +425,6 @@ fn key(invoice: &InvoiceId, lane: Lane) -> LaneKey {
 /// Whether a share already includes the batch's message at `message`.
 fn includes(share: &UsageLane, batch: &[LaneMessage], message: usize) -> bool {
     super::includes(share.last.as_ref(), batch, message)
-}
-
-fn is_billed(status: EventStatus) -> bool {
-    matches!(status, EventStatus::Matched | EventStatus::Late)
 }
 
 /// The match of a reading that lands.
