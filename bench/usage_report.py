@@ -467,7 +467,7 @@ def main():
         w("")
     w("WCU rule: 1 per started KB of the item written (a put replacing an item, or an update, bills "
       "the larger of before and after); no transactions (factor 1); index writes: a record has gsi1 "
-      "keys only when unbillable (0 here), lane shares, day tallies and value claims have none.")
+      "keys only when late or unbillable (0 here), lane shares, day tallies and value claims have none.")
     w("")
     w("**Once per invoice and period** (not in the steady-state figures above): an invoice's first "
       "usage flips it from Drafted to In Progress, one `UpdateItem` of the invoice item, which also "

@@ -657,3 +657,144 @@ async fn events_the_queue_does_not_accept_are_never_acknowledged() {
         .await;
     batch.expect_error(503, "service_unavailable");
 }
+
+/// A listing filtered by outcome reads a bounded stretch of records per page, since a filter
+/// is applied only after DynamoDB reads (and bills) the items: a page may come back short, with
+/// a cursor, and following the cursors finds every event once. Late events are found through
+/// the outcome index, as unbillable ones are, so they never wait on a scan of the table. (The
+/// store's budget is shrunk so a few hundred records show what tens of thousands would.)
+#[tokio::test]
+async fn listings_by_outcome_read_a_bounded_stretch_per_page_and_miss_nothing() {
+    use billing::ids::CustomerId;
+    use billing::pagination::{Cursor, PageRequest};
+    use billing::ports::{EventFilter, EventOwner, RecordPut, UsageStore};
+    use billing::usage::{EventInput, EventRecord, EventStatus, MessageNonce};
+    use billing_aws::dynamodb::ReadBudget;
+
+    let tiny = ReadBudget {
+        step: 4,
+        bucket_calls: 1,
+        scan_calls: 1,
+    };
+    let store = (*integration_tests::startup().await.store())
+        .clone()
+        .with_read_budget(tiny);
+    let customer = CustomerId::parse(&format!("cus_{}", uuid::Uuid::now_v7().simple())).unwrap();
+    let now = Utc::now();
+    let record = |key: &str, status: EventStatus| {
+        let input: EventInput = serde_json::from_value(json!({
+            "customerId": customer.to_string(),
+            "eventName": "api_call",
+            "idempotencyKey": key,
+        }))
+        .unwrap();
+        EventRecord {
+            event: Arc::new(input.parse(now).unwrap()),
+            customer_id: Some(customer.clone()),
+            status,
+            matches: vec![],
+            processed_at: now,
+            nonce: MessageNonce::generate(),
+        }
+    };
+    let late = ["late-a", "late-m", "late-z"];
+    let mut records: Vec<EventRecord> = (0..300)
+        .map(|i| record(&format!("m-{i:03}"), EventStatus::Matched))
+        .collect();
+    records.extend(late.iter().map(|k| record(k, EventStatus::Late)));
+    records.extend(["miss-a", "miss-b"].map(|k| record(k, EventStatus::MissingProperty)));
+    for put in store.put_records(&records).await {
+        assert!(
+            matches!(put.unwrap(), RecordPut::Written),
+            "a fresh record is written"
+        );
+    }
+
+    /// Every page of a listing: its keys, and whether it was short yet said more follow.
+    async fn walk(
+        store: &billing_aws::dynamodb::DynamoStore,
+        filter: &EventFilter,
+        limit: usize,
+        pages_at_most: usize,
+    ) -> Vec<(Vec<String>, bool)> {
+        let mut pages = Vec::new();
+        let mut after: Option<Cursor> = None;
+        for _ in 0..pages_at_most {
+            let request = PageRequest {
+                limit,
+                after: after.take(),
+            };
+            let page = store.list_events(filter, &request).await.unwrap();
+            let keys = page
+                .items
+                .iter()
+                .map(|r| r.event.idempotency_key.as_str().to_owned())
+                .collect::<Vec<_>>();
+            pages.push((keys.clone(), page.next.is_some() && keys.len() < limit));
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return pages,
+            }
+        }
+        pages
+    }
+    let of_customer = |status| EventFilter {
+        customer: Some(EventOwner::Customer(customer.clone())),
+        status,
+    };
+
+    // The customer's late events: each page looks at 4 records a bucket, so most pages are
+    // short, yet every late event turns up once, in key order.
+    let pages = walk(&store, &of_customer(Some(EventStatus::Late)), 10, 200).await;
+    let found: Vec<String> = pages.iter().flat_map(|(keys, _)| keys.clone()).collect();
+    assert_eq!(found, late, "pages: {pages:?}");
+    assert!(
+        pages.iter().any(|(_, short)| *short),
+        "a bounded read ends some page early: {pages:?}"
+    );
+    // Unfiltered, nothing is dropped after the read: full pages of every record, in key order.
+    let pages = walk(&store, &of_customer(None), 100, 10).await;
+    assert!(pages.iter().all(|(_, short)| !short), "{pages:?}");
+    let every: Vec<String> = pages.into_iter().flat_map(|(keys, _)| keys).collect();
+    let mut expected: Vec<String> = records
+        .iter()
+        .map(|r| r.event.idempotency_key.as_str().to_owned())
+        .collect();
+    expected.sort();
+    assert_eq!(every, expected);
+
+    // Late events of every customer come from the outcome index: full pages whatever the
+    // budget, oldest processed first, and ours among them.
+    let all_late = EventFilter {
+        customer: None,
+        status: Some(EventStatus::Late),
+    };
+    let pages = walk(&store, &all_late, 2, 10_000).await;
+    assert!(pages.iter().all(|(_, short)| !short), "{pages:?}");
+    let listed: Vec<String> = pages.into_iter().flat_map(|(keys, _)| keys).collect();
+    for key in late {
+        assert!(listed.iter().any(|k| k == key), "{key} is listed as late");
+    }
+
+    // Matched events of every customer: a scan, bounded per page; its cursor resumes where the
+    // scan stopped, so pages never repeat a record.
+    let all_matched = EventFilter {
+        customer: None,
+        status: Some(EventStatus::Matched),
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut after = None;
+    for _ in 0..5 {
+        let request = PageRequest { limit: 10, after };
+        let page = store.list_events(&all_matched, &request).await.unwrap();
+        assert!(page.items.len() <= 4, "one call of 4 items a page");
+        for r in &page.items {
+            assert_eq!(r.status, EventStatus::Matched);
+            assert!(seen.insert(r.key()), "{} listed twice", r.key());
+        }
+        after = Some(
+            page.next
+                .expect("the table holds more than five short pages"),
+        );
+    }
+}

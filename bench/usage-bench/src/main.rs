@@ -472,7 +472,8 @@ impl Sizes {
     fn record_wcu(&self) -> f64 {
         mean_wcu(&self.record)
     }
-    /// Index writes per record put: only unbillable records carry gsi1 keys.
+    /// Index writes per record put: only late and unbillable records carry gsi1 keys (counted
+    /// off the items read back).
     fn record_index_wcu(&self) -> f64 {
         self.record_indexed as f64 / self.record.len().max(1) as f64 * self.record_wcu()
     }

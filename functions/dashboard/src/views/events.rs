@@ -101,6 +101,9 @@ struct List {
     next: Option<String>,
     error: Option<String>,
     unbillable: bool,
+    /// Some reason's search stopped before a full page (a customer with many billed events):
+    /// the overview is not the whole story, so the screen says so.
+    partial: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -135,6 +138,7 @@ pub async fn list(
         None => (None, None),
     };
     let b = &state.billing;
+    let mut partial = false;
     let result = if unbillable {
         let statuses = billing::use_cases::UNBILLABLE;
         let reads = statuses.iter().map(|s| {
@@ -148,7 +152,10 @@ pub async fn list(
         let mut failure = None;
         for found in futures_util::future::join_all(reads).await {
             match found {
-                Ok(p) => rows.extend(p.items),
+                Ok(p) => {
+                    partial |= p.next.is_some() && p.items.len() < PAGE_SIZE;
+                    rows.extend(p.items);
+                }
                 Err(e) => failure = Some(e),
             }
         }
@@ -196,5 +203,52 @@ pub async fn list(
         ),
         error,
         unbillable,
+        partial,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use askama::Template;
+
+    use super::List;
+    use crate::auth::Can;
+    use crate::page::Page;
+
+    fn list(next: Option<&str>, unbillable: bool, partial: bool) -> String {
+        List {
+            page: Page::new("Events", "events", String::new(), Can::default()),
+            statuses: vec![],
+            customer: String::new(),
+            rows: vec![],
+            next: next.map(str::to_owned),
+            error: None,
+            unbillable,
+            partial,
+        }
+        .render()
+        .unwrap()
+    }
+
+    #[test]
+    fn an_empty_stretch_with_more_to_search_links_on_instead_of_saying_none_match() {
+        let html = list(
+            Some("/dashboard/events?status=late&cursor=abc"),
+            false,
+            false,
+        );
+        assert!(html.contains("None in this stretch"), "{html}");
+        assert!(html.contains("Next page"), "{html}");
+        assert!(!html.contains("No events match"));
+    }
+
+    #[test]
+    fn an_overview_searched_in_part_does_not_claim_everything_was_billed() {
+        let html = list(None, true, true);
+        assert!(html.contains(r#"id="partial-search""#), "{html}");
+        assert!(!html.contains("every event recorded so far was billed"));
+        let whole = list(None, true, false);
+        assert!(whole.contains("every event recorded so far was billed"));
+        assert!(!whole.contains("partial-search"));
+    }
 }

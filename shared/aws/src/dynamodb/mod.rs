@@ -36,6 +36,74 @@ mod tallies;
 mod usage;
 mod webhooks;
 
+/// How much a filtered listing reads for one page before it answers with what it found and a
+/// cursor. A filter is applied after DynamoDB reads (and bills) the items, so without a bound
+/// a rare match in a large partition would be searched to the partition's end in one request.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadBudget {
+    /// The most items one call evaluates (the first reads `limit + 1`, each next four times
+    /// more). Steps of `limit + 1` would walk a partition of rare matches eleven items at a
+    /// time; a record is about 300 bytes, so 256 read about 75 KB.
+    pub step: usize,
+    /// Calls per record bucket when a customer's events are filtered by outcome: 32 buckets of
+    /// 3 calls (11, 44 and 176 items for a page of 10) look at about 7,400 records at most.
+    pub bucket_calls: usize,
+    /// Calls of the matched-records scan (the one outcome no index keeps).
+    pub scan_calls: usize,
+}
+
+impl ReadBudget {
+    /// The first call reads a page's worth: where most items match (the usual case), one call
+    /// answers and nothing more is billed.
+    pub(super) fn first_step(&self, limit: usize, filtered: bool) -> usize {
+        if filtered {
+            (limit + 1).min(self.step).max(1)
+        } else {
+            limit + 1
+        }
+    }
+
+    /// Each further call of a filtered read reads four times more, up to `step`: matches are
+    /// sparse here, and small steps would take many round trips to cover the budget.
+    pub(super) fn next_step(&self, step: usize, filtered: bool) -> usize {
+        if filtered {
+            step.saturating_mul(4).min(self.step).max(1)
+        } else {
+            step
+        }
+    }
+}
+
+impl Default for ReadBudget {
+    fn default() -> Self {
+        Self {
+            step: 256,
+            bucket_calls: 3,
+            scan_calls: 8,
+        }
+    }
+}
+
+/// One partition read, as [`DynamoStore::query_in`] takes it: the table (or an index of it),
+/// the partition, an optional sort-key prefix and cursor, the page size and equality filters.
+#[derive(Clone, Copy)]
+pub(super) struct PartitionQuery<'a> {
+    pub(super) table: &'a str,
+    pub(super) index: Option<&'a str>,
+    pub(super) partition: &'a str,
+    pub(super) prefix: Option<&'a str>,
+    pub(super) after: Option<&'a str>,
+    pub(super) limit: usize,
+    pub(super) filters: &'a [(&'a str, AttributeValue)],
+}
+
+/// What a read with a budget of calls found, and the sort key it stopped at when the budget
+/// ran out before a full page: every item up to that key has been looked at.
+pub(super) struct BoundedRead {
+    pub(super) items: Vec<Item>,
+    pub(super) stopped_at: Option<String>,
+}
+
 /// Item keys as stored, `(pk, sk)`, for tools that read items raw (the usage benchmark reads
 /// them back to size them): the adapter's own key functions, so no tool keeps a copy of a key
 /// format that can go stale.
@@ -85,6 +153,8 @@ pub struct DynamoStore {
     writes: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Wakes the webhook dispatcher after an outbox entry commits.
     webhook_queue: Option<std::sync::Arc<dyn billing::ports::WebhookQueue>>,
+    /// How far a filtered listing reads per page.
+    reads: ReadBudget,
 }
 
 impl std::fmt::Debug for DynamoStore {
@@ -105,7 +175,15 @@ impl DynamoStore {
             usage_table: usage_table.into(),
             writes: Default::default(),
             webhook_queue: None,
+            reads: ReadBudget::default(),
         }
+    }
+
+    /// The same store with another read budget: tests shrink it to see short pages with a
+    /// few hundred records instead of tens of thousands.
+    pub fn with_read_budget(mut self, reads: ReadBudget) -> Self {
+        self.reads = reads;
+        self
     }
 
     /// The tables through a client built from `config`.
@@ -519,17 +597,38 @@ impl DynamoStore {
         limit: usize,
         filters: &[(&str, AttributeValue)],
     ) -> Result<Vec<Item>> {
-        let (pk_attr, sk_attr) = match index {
+        let query = PartitionQuery {
+            table,
+            index,
+            partition,
+            prefix,
+            after,
+            limit,
+            filters,
+        };
+        Ok(self.query_bounded(&query, None).await?.items)
+    }
+
+    /// [`Self::query_in`] that gives up after `calls` reads (when given) and says where (see
+    /// [`ReadBudget`]). A filtered read's calls grow from `limit + 1` items to the budget's
+    /// step.
+    pub(super) async fn query_bounded(
+        &self,
+        query: &PartitionQuery<'_>,
+        calls: Option<usize>,
+    ) -> Result<BoundedRead> {
+        let &PartitionQuery { after, limit, .. } = query;
+        let (pk_attr, sk_attr) = match query.index {
             Some(index) => (format!("{index}pk"), format!("{index}sk")),
             None => ("pk".to_owned(), "sk".to_owned()),
         };
         let mut condition = "#pk = :pk".to_owned();
-        let mut values = HashMap::from([(":pk".to_owned(), s(partition))]);
+        let mut values = HashMap::from([(":pk".to_owned(), s(query.partition))]);
         let mut names = HashMap::from([("#pk".to_owned(), pk_attr)]);
-        if after.is_some() || prefix.is_some() {
+        if after.is_some() || query.prefix.is_some() {
             names.insert("#sk".to_owned(), sk_attr.clone());
         }
-        match (after, prefix) {
+        match (after, query.prefix) {
             (Some(after), Some(prefix)) => {
                 condition.push_str(" AND #sk BETWEEN :after AND :end");
                 values.insert(":after".into(), s(after));
@@ -546,30 +645,35 @@ impl DynamoStore {
             (None, None) => {}
         }
         let mut clauses = Vec::new();
-        for (i, (attr, value)) in filters.iter().enumerate() {
+        for (i, (attr, value)) in query.filters.iter().enumerate() {
             names.insert(format!("#f{i}"), (*attr).to_owned());
             values.insert(format!(":f{i}"), value.clone());
             clauses.push(format!("#f{i} = :f{i}"));
         }
         let filter_expression = (!clauses.is_empty()).then(|| clauses.join(" AND "));
+        let filtered = filter_expression.is_some();
+        let mut step = self.reads.first_step(limit, filtered);
         let mut found: Vec<Item> = Vec::new();
         let mut start: Option<Item> = None;
+        let mut made = 0;
         loop {
             let out = self
                 .client
                 .query()
-                .table_name(table)
-                .set_index_name(index.map(str::to_owned))
-                .consistent_read(index.is_none())
+                .table_name(query.table)
+                .set_index_name(query.index.map(str::to_owned))
+                .consistent_read(query.index.is_none())
                 .key_condition_expression(&condition)
                 .set_filter_expression(filter_expression.clone())
                 .set_expression_attribute_names(Some(names.clone()))
                 .set_expression_attribute_values(Some(values.clone()))
                 .set_exclusive_start_key(start.take())
-                .limit(i32::try_from(limit + 1).unwrap_or(i32::MAX))
+                .limit(i32::try_from(step).unwrap_or(i32::MAX))
                 .send()
                 .await
                 .map_err(sdk_error)?;
+            made += 1;
+            step = self.reads.next_step(step, filtered);
             for item in out.items.unwrap_or_default() {
                 // BETWEEN is inclusive: skip the cursor's own item.
                 if after.is_some_and(|a| string_attr(&item, &sk_attr).as_deref() == Some(a)) {
@@ -578,9 +682,46 @@ impl DynamoStore {
                 found.push(item);
             }
             match out.last_evaluated_key {
-                Some(key) if found.len() <= limit => start = Some(key),
-                _ => return Ok(found),
+                Some(key) if found.len() <= limit => {
+                    if calls.is_some_and(|calls| made >= calls) {
+                        return Ok(BoundedRead {
+                            items: found,
+                            stopped_at: string_attr(&key, &sk_attr),
+                        });
+                    }
+                    start = Some(key);
+                }
+                _ => {
+                    // A wide filtered step can overshoot; the caller's cursor is its last item.
+                    found.truncate(limit + 1);
+                    return Ok(BoundedRead {
+                        items: found,
+                        stopped_at: None,
+                    });
+                }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReadBudget;
+
+    #[test]
+    fn a_filtered_read_starts_at_a_page_and_grows_fourfold_to_its_step() {
+        let budget = ReadBudget::default();
+        let mut steps = vec![budget.first_step(10, true)];
+        for _ in 0..4 {
+            steps.push(budget.next_step(*steps.last().unwrap(), true));
+        }
+        assert_eq!(steps, [11, 44, 176, 256, 256]);
+        // Unfiltered, every item read is a match: a page's worth each time.
+        assert_eq!(budget.first_step(10, false), 11);
+        assert_eq!(budget.next_step(11, false), 11);
+        // A step smaller than a page caps the first call too.
+        let tiny = ReadBudget { step: 4, ..budget };
+        assert_eq!(tiny.first_step(10, true), 4);
+        assert_eq!(tiny.next_step(4, true), 4);
     }
 }

@@ -14,7 +14,9 @@ use aws_sdk_dynamodb::types::{
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 
 use super::invoices::invoice_item;
-use super::{DynamoStore, Item, keys, n, s, sdk_error, string_attr, to_item};
+use super::{
+    BoundedRead, DynamoStore, Item, PartitionQuery, keys, n, s, sdk_error, string_attr, to_item,
+};
 use billing::concurrency;
 use billing::error::{Error, Result};
 use billing::ids::InvoiceId;
@@ -32,8 +34,9 @@ const WRITES_IN_FLIGHT: usize = 64;
 
 /// An event record as stored. `customerId` is left out when the event named the customer by
 /// that same id (the usual case; the partition names it), keeping a typical record well under
-/// 1 KB, where a put costs 1 WCU. Only unbillable records carry `gsi1` keys (the listing of
-/// what was not billed, by outcome).
+/// 1 KB, where a put costs 1 WCU. Every record but a matched one carries `gsi1` keys (the
+/// listing by outcome): late and unbillable events are the exceptions, so the index write is
+/// paid rarely, and a rare outcome is never searched for by reading the whole table.
 fn record_item(record: &EventRecord) -> Result<Item> {
     let key = record_key(record);
     let mut item = to_item(record)?;
@@ -44,7 +47,7 @@ fn record_item(record: &EventRecord) -> Result<Item> {
     }
     item.insert("pk".into(), s(&key.pk));
     item.insert("sk".into(), s(&key.sk));
-    if !record.status.is_billed() {
+    if record.status != EventStatus::Matched {
         let processed = record
             .processed_at
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
@@ -487,10 +490,8 @@ impl UsageStore for DynamoStore {
     ) -> Result<Page<EventRecord>> {
         match (&filter.customer, filter.status) {
             (Some(owner), status) => self.customer_events(owner, status, page).await,
-            (None, Some(status @ (EventStatus::Matched | EventStatus::Late))) => {
-                self.scan_events(status, page).await
-            }
-            (None, Some(status)) => self.unbillable_events(status, page).await,
+            (None, Some(EventStatus::Matched)) => self.scan_matched(page).await,
+            (None, Some(status)) => self.indexed_events(status, page).await,
             (None, None) => Err(Error::invalid(
                 "missing_filter",
                 "list events of one customer (customerId or externalCustomerId) or of one status",
@@ -501,7 +502,9 @@ impl UsageStore for DynamoStore {
 
 impl DynamoStore {
     /// A customer's records in idempotency key order: every bucket queried after the cursor,
-    /// merged.
+    /// merged. With an outcome to filter by, each bucket makes at most the budget's
+    /// `bucket_calls` calls; the page then ends where the first bucket to give up stopped
+    /// (every bucket has been read up to there), and may be short.
     async fn customer_events(
         &self,
         owner: &EventOwner,
@@ -522,35 +525,53 @@ impl DynamoStore {
         let queries: Vec<_> = partitions
             .iter()
             .map(|partition| {
-                self.query_in(
-                    &self.usage_table,
-                    None,
+                let query = PartitionQuery {
+                    table: &self.usage_table,
+                    index: None,
                     partition,
-                    None,
-                    after.as_deref(),
-                    page.limit,
-                    &filters,
-                )
+                    prefix: None,
+                    after: after.as_deref(),
+                    limit: page.limit,
+                    filters: &filters,
+                };
+                async move {
+                    self.query_bounded(&query, Some(self.reads.bucket_calls))
+                        .await
+                }
             })
             .collect();
-        let pages: Vec<Vec<Item>> = stream::iter(queries)
+        let reads: Vec<BoundedRead> = stream::iter(queries)
             .buffer_unordered(WRITES_IN_FLIGHT)
             .try_collect()
             .await?;
-        let mut items: Vec<Item> = pages.into_iter().flatten().collect();
+        let boundary = reads.iter().filter_map(|r| r.stopped_at.clone()).min();
+        let mut items: Vec<Item> = reads
+            .into_iter()
+            .flat_map(|r| r.items)
+            .filter(|item| {
+                boundary
+                    .as_deref()
+                    .is_none_or(|b| string_attr(item, "sk").as_deref() <= Some(b))
+            })
+            .collect();
         items.sort_by_key(|item| string_attr(item, "sk"));
         items.truncate(page.limit + 1);
         let records = items
             .into_iter()
             .map(record_from_item)
             .collect::<Result<Vec<_>>>()?;
-        Ok(Page::from_overfetch(records, page.limit, |r| {
+        let mut listed = Page::from_overfetch(records, page.limit, |r| {
             r.event.idempotency_key.as_str().to_owned()
-        }))
+        });
+        if listed.next.is_none() {
+            listed.next = boundary.map(Cursor::after);
+        }
+        Ok(listed)
     }
 
-    /// Unbillable records of one outcome, newest processing last, through the sparse index.
-    async fn unbillable_events(
+    /// Records of one outcome other than matched, oldest processing first, through the sparse
+    /// index.
+    async fn indexed_events(
         &self,
         status: EventStatus,
         page: &PageRequest,
@@ -583,13 +604,12 @@ impl DynamoStore {
         })
     }
 
-    /// Billed records of one outcome: a scan of the usage table (no index keeps them, so that
-    /// each costs one write); no order is promised. The cursor is the scan's position.
-    async fn scan_events(
-        &self,
-        status: EventStatus,
-        page: &PageRequest,
-    ) -> Result<Page<EventRecord>> {
+    /// Matched records of every customer: a scan of the usage table (no index keeps them, so
+    /// that each costs one write); no order is promised. The cursor is the scan's position. A
+    /// page reads at most the budget's `scan_calls` calls: matched records are most of the
+    /// table, so a page is nearly always full, but it is short (with a cursor) rather than
+    /// unbounded.
+    async fn scan_matched(&self, page: &PageRequest) -> Result<Page<EventRecord>> {
         let mut start = match &page.after {
             Some(cursor) => {
                 let (pk, sk) = cursor
@@ -603,35 +623,46 @@ impl DynamoStore {
             }
             None => None,
         };
+        let position = |key: &Item| {
+            Cursor::after(format!(
+                "{}\u{1f}{}",
+                string_attr(key, "pk").unwrap_or_default(),
+                string_attr(key, "sk").unwrap_or_default()
+            ))
+        };
         let mut found: Vec<Item> = Vec::new();
-        loop {
+        let mut stopped_at = None;
+        let calls = self.reads.scan_calls.max(1);
+        let mut step = self.reads.first_step(page.limit, true);
+        for made in 1..=calls {
             let out = self
                 .client
                 .scan()
                 .table_name(&self.usage_table)
                 .filter_expression("#status = :status")
                 .expression_attribute_names("#status", "status")
-                .expression_attribute_values(":status", s(status.as_str()))
+                .expression_attribute_values(":status", s(EventStatus::Matched.as_str()))
                 .set_exclusive_start_key(start.take())
-                .limit(i32::try_from(page.limit + 1).unwrap_or(i32::MAX))
+                .limit(i32::try_from(step).unwrap_or(i32::MAX))
                 .send()
                 .await
                 .map_err(sdk_error)?;
+            step = self.reads.next_step(step, true);
             found.extend(out.items.unwrap_or_default());
             match out.last_evaluated_key {
+                Some(key) if found.len() <= page.limit && made == calls => {
+                    stopped_at = Some(key);
+                }
                 Some(key) if found.len() <= page.limit => start = Some(key),
                 _ => break,
             }
         }
         let more = found.len() > page.limit;
         found.truncate(page.limit);
-        let next = more.then(|| found.last()).flatten().map(|item| {
-            Cursor::after(format!(
-                "{}\u{1f}{}",
-                string_attr(item, "pk").unwrap_or_default(),
-                string_attr(item, "sk").unwrap_or_default()
-            ))
-        });
+        let next = match stopped_at {
+            Some(key) => Some(position(&key)),
+            None => more.then(|| found.last()).flatten().map(position),
+        };
         Ok(Page {
             items: found
                 .into_iter()
