@@ -1,8 +1,8 @@
 //! The matcher's side of the tables. Event records live in the usage table, one item each
-//! (under 1 KB, no index keys unless unbillable): the one write per event. Lane shares and
-//! distinct values live in the billing table, next to their invoice; day tallies in the usage
-//! table ([`super::tallies`]). Every write here is a single-item conditional write; none is
-//! transactional.
+//! (under 1 KB, no index keys unless late or unbillable): the one write per event. Lane shares
+//! and distinct values live in the billing table, next to their invoice; day tallies in the
+//! usage table ([`super::tallies`]). Every write here is a single-item conditional write; none
+//! is transactional.
 
 use std::collections::HashMap;
 
