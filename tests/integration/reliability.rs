@@ -742,6 +742,10 @@ async fn at_most_recorded(
 /// matcher killed after `allowed` item writes, then redeliveries of the same message to fresh
 /// matchers (at most `deliveries`, as the queue's maxReceiveCount would allow). Returns the
 /// killed run's result, how many events it left recorded, and the redeliveries' reports.
+///
+/// The events are received on a day of their own, so the day's tally in their lane is this
+/// case's alone: on a shared day, other tests' messages in the same lane would land between
+/// the run and its redelivery, which a FIFO lane never lets happen in production.
 async fn kill_and_redeliver(
     app: &TestApp,
     catalog: &Catalog,
@@ -760,6 +764,7 @@ async fn kill_and_redeliver(
     }
     let run = uuid::Uuid::new_v4().simple().to_string();
     let at = Utc::now();
+    let day = unique_day();
     let mut events = Vec::with_capacity(size);
     let mut sent = Vec::with_capacity(size);
     let mut tokens_of = HashMap::new();
@@ -767,13 +772,14 @@ async fn kill_and_redeliver(
         let customer = &subscribers[i % customers].0;
         let key = format!("{run}-{i}");
         let tokens = (i % 9 + 1) as u64;
-        events.push(event(
+        let e = event(
             &catalog.event_name,
             customer,
             &key,
             at,
             &format!("0.{tokens}"),
-        ));
+        );
+        events.push(received_on(e, day));
         sent.push((customer.clone(), tokens));
         tokens_of.insert(key, tokens);
     }
@@ -824,6 +830,11 @@ async fn kill_and_redeliver(
             "kill after {allowed} writes: {customer}'s tokens"
         );
     }
+    assert_eq!(
+        received(day).await.events,
+        size as u64,
+        "kill after {allowed} writes: the day's tally, then redeliveries {outcomes:?}"
+    );
     (first, left, redeliveries)
 }
 
