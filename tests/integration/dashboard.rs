@@ -296,7 +296,8 @@ async fn tampered_cookies_and_revoked_keys_go_back_to_sign_in() {
 
 #[tokio::test]
 async fn the_customer_list_shows_totals_moved_by_the_billing_run() {
-    let app = TestApp::spawn().await;
+    // Its own table: the billing run closes every due invoice it finds, other tests' too.
+    let app = TestApp::spawn_with_own_table().await;
     let code = unique_code("DASH");
     let meter = app
         .meter(json!({"code": code, "eventName": unique("dash"), "aggregationType": "COUNT"}))

@@ -77,6 +77,7 @@ fn require_local_stack() {
     if CHECKED.swap(true, Ordering::SeqCst) {
         return;
     }
+    wait_out_the_month_end();
     for var in [
         "TABLE_NAME",
         "AWS_ENDPOINT_URL_DYNAMODB",
@@ -86,6 +87,54 @@ fn require_local_stack() {
             std::env::var(var).is_ok(),
             "{var} is not set: integration tests run against the local stack. \
              Run `make test`, or `infra/stack.sh start test && . \"$(infra/stack.sh env test)\"` first."
+        );
+    }
+}
+
+/// Tests read "this month" from the wall clock, and the server reads it again, so a test
+/// running across 00:00 UTC on the 1st would see two months (two draft invoices where one is
+/// due, usage in the next period). No test takes five minutes, so one starting in a month's
+/// last five waits for the next month first; every test starts here (once per process).
+fn wait_out_the_month_end() {
+    if let Some(left) = month_end_wait(chrono::Utc::now()) {
+        eprintln!("waiting {left} for the month to turn: this test reads the month twice");
+        std::thread::sleep(left.to_std().expect("a positive wait"));
+    }
+}
+
+/// How long a test starting at `now` waits: until a second into the next month (UTC) when that
+/// is under five minutes away.
+fn month_end_wait(now: chrono::DateTime<chrono::Utc>) -> Option<chrono::Duration> {
+    use chrono::{Datelike, Months};
+    let next_month = (now.date_naive().with_day(1)? + Months::new(1))
+        .and_hms_opt(0, 0, 1)?
+        .and_utc();
+    let left = next_month - now;
+    (left < chrono::Duration::minutes(5)).then_some(left)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Duration, Utc};
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().expect("an instant")
+    }
+
+    #[test]
+    fn a_test_starting_in_a_month_s_last_five_minutes_waits_for_the_next() {
+        let wait = super::month_end_wait;
+        assert_eq!(wait(at("2026-11-30T23:54:59Z")), None);
+        assert_eq!(
+            wait(at("2026-11-30T23:57:00Z")),
+            Some(Duration::seconds(181))
+        );
+        assert_eq!(wait(at("2026-12-31T23:59:59Z")), Some(Duration::seconds(2)));
+        assert_eq!(wait(at("2026-12-01T00:00:01Z")), None);
+        assert_eq!(
+            wait(at("2026-12-15T23:58:00Z")),
+            None,
+            "mid-month midnights are fine"
         );
     }
 }
