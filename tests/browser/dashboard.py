@@ -43,10 +43,20 @@ AXE = os.path.join(ROOT, "infra", ".cache", "browser-npm", "node_modules", "axe-
 
 
 def previous_month():
-    """Last month and the first day of this one, by the real clock: this test leaves the
-    server's test clock alone (usage is dated around now)."""
-    this = dt.date.today().replace(day=1)
+    """Last month and the first day of this one, by the real clock in UTC, as the server reads
+    it: this test leaves the server's test clock alone (usage is dated around now)."""
+    this = dt.datetime.now(dt.timezone.utc).date().replace(day=1)
     return (this - dt.timedelta(days=1)).replace(day=1), this
+
+
+def wait_out_midnight():
+    """The walk reads today's month and checks today's event count, each by UTC day, and takes
+    under a minute or two: one starting in a day's last five minutes waits for the next day."""
+    now = dt.datetime.now(dt.timezone.utc)
+    midnight = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(0, 0, 1), dt.timezone.utc)
+    if midnight - now < dt.timedelta(minutes=5):
+        print(f"  waiting {midnight - now} for the UTC day to turn")
+        time.sleep((midnight - now).total_seconds())
 
 
 def billing_run(api, date):
@@ -149,6 +159,7 @@ def main():
     check(os.path.exists(AXE), f"no axe-core at {AXE} (infra/install.sh installs it)")
     api = guide.Api(url, key)
     screens = Screens()
+    wait_out_midnight()
     start, end = previous_month()
     bob_stripe = stripe_customer("bob@example.com")
 
