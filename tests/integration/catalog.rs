@@ -43,25 +43,11 @@ async fn meters_are_created_read_listed_and_archived() {
     );
 
     // Listing walks every page to find it.
-    let mut cursor: Option<String> = None;
-    let mut found = false;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/v1/meters?limit=100&cursor={c}"),
-            None => "/v1/meters?limit=100".to_owned(),
-        };
-        let page = app.get(&path).await;
-        let page = page.expect(200);
-        found |= page["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|m| m["id"] == id);
-        match page["nextCursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => break,
-        }
-    }
+    let found = app
+        .every_page("/v1/meters")
+        .await
+        .iter()
+        .any(|m| m["id"] == id);
     assert!(found);
 }
 

@@ -1298,24 +1298,11 @@ async fn scopes_guard_endpoints_and_invoice_actions() {
         .clone();
     let id = created["id"].as_str().unwrap();
     // Walks the list, since the shared table may hold endpoints of other tests (and runs).
-    let mut cursor = String::new();
-    let listed = loop {
-        let page = app
-            .send_as(
-                &reader,
-                Method::GET,
-                &format!("/v1/webhook-endpoints?limit=100{cursor}"),
-                None,
-            )
-            .await
-            .expect(200)
-            .clone();
-        let data = page["data"].as_array().unwrap();
-        if data.iter().any(|e| e["id"] == id) || page["nextCursor"].is_null() {
-            break data.iter().any(|e| e["id"] == id);
-        }
-        cursor = format!("&cursor={}", page["nextCursor"].as_str().unwrap());
-    };
+    let listed = app
+        .every_page_as(&reader, "/v1/webhook-endpoints")
+        .await
+        .iter()
+        .any(|e| e["id"] == id);
     assert!(listed, "a reader lists the endpoint {id}");
     for (method, path) in [
         (Method::PATCH, format!("/v1/webhook-endpoints/{id}")),

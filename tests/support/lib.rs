@@ -338,14 +338,30 @@ impl TestApp {
 
     /// Every event record listed by `query` (e.g. `customerId=cus_…&status=matched`).
     pub async fn events(&self, query: &str) -> Vec<Value> {
+        self.every_page(&format!("/v1/events?{query}")).await
+    }
+
+    /// Every item of the listing at `path`, page after page of 100, with the admin key.
+    pub async fn every_page(&self, path: &str) -> Vec<Value> {
+        let key = self.admin_key.clone();
+        self.every_page_as(&key, path).await
+    }
+
+    /// Every item of the listing at `path` (which may carry a query), page after page of
+    /// 100, read with `key`: tests share the tables, so what a test wrote may be on any page.
+    pub async fn every_page_as(&self, key: &str, path: &str) -> Vec<Value> {
+        let first = format!(
+            "{path}{}limit=100",
+            if path.contains('?') { '&' } else { '?' }
+        );
         let mut all = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
             let path = match &cursor {
-                Some(c) => format!("/v1/events?{query}&limit=100&cursor={c}"),
-                None => format!("/v1/events?{query}&limit=100"),
+                Some(c) => format!("{first}&cursor={c}"),
+                None => first.clone(),
             };
-            let page = self.get(&path).await;
+            let page = self.send_as(key, Method::GET, &path, None).await;
             let page = page.expect(200);
             all.extend(page["data"].as_array().expect("data").iter().cloned());
             match page["nextCursor"].as_str() {

@@ -235,23 +235,8 @@ impl TestApp {
 
     /// An endpoint's deliveries (every page), newest first.
     pub async fn deliveries(&self, endpoint: &str) -> Vec<Value> {
-        let mut all = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let path = match &cursor {
-                Some(c) => {
-                    format!("/v1/webhook-endpoints/{endpoint}/deliveries?limit=100&cursor={c}")
-                }
-                None => format!("/v1/webhook-endpoints/{endpoint}/deliveries?limit=100"),
-            };
-            let page = self.get(&path).await;
-            let page = page.expect(200);
-            all.extend(page["data"].as_array().expect("data").iter().cloned());
-            match page["nextCursor"].as_str() {
-                Some(c) => cursor = Some(c.to_owned()),
-                None => return all,
-            }
-        }
+        self.every_page(&format!("/v1/webhook-endpoints/{endpoint}/deliveries"))
+            .await
     }
 
     /// Waits until the endpoint's delivery of `event_id` satisfies `done`; answers it.
